@@ -1,0 +1,119 @@
+"""Reading checkpoints safely and loading them into modules with errors that say what does not match."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointMismatchError",
+    "read_checkpoint",
+    "strip_prefix",
+    "load_state_dict_checked",
+    "apply_ordered_ema",
+]
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A state dict does not fit a module; the message lists missing, unexpected and mis-shaped keys."""
+
+
+def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the content of a checkpoint file, or the mapping itself when one is given.
+
+    ``.pt``/``.pth`` files are read with ``torch.load(..., weights_only=True, map_location="cpu")`` so no code from the
+    file runs. EDM/PaDIS ``.pkl`` snapshots are read by :func:`medgen.networks.edm_pickle.load_edm_snapshot`.
+
+    Args:
+        checkpoint: a path to a checkpoint file, or an already-loaded mapping (returned unchanged).
+
+    Raises:
+        TypeError: ``checkpoint`` is neither a path nor a mapping.
+        FileNotFoundError: the path does not exist.
+    """
+    if isinstance(checkpoint, Mapping):
+        return checkpoint
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path or a mapping (state dict), got {type(checkpoint).__name__}.")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: '{path}'.")
+    if path.suffix == ".pkl":
+        from medgen.networks.edm_pickle import load_edm_snapshot
+
+        return load_edm_snapshot(path)
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(content, Mapping):
+        raise TypeError(f"checkpoint '{path}' holds a {type(content).__name__}, expected a dict or state dict.")
+    return content
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key that starts with it (keys without it are kept as they are)."""
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load ``state_dict`` into ``module`` strictly, copying values onto the module's device and dtype.
+
+    Args:
+        module: the target module.
+        state_dict: a flat mapping of names to tensors in ``module``'s naming.
+
+    Returns:
+        ``module``, loaded.
+
+    Raises:
+        CheckpointMismatchError: listing every missing, unexpected and mis-shaped key.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs module {tuple(own[k].shape)}"
+        for k in set(own) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        lines = [f"checkpoint does not match {type(module).__name__}:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+                lines.append(f"  {len(items)} {title}: {shown}")
+        raise CheckpointMismatchError("\n".join(lines))
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def apply_ordered_ema(module: nn.Module, shadow_params: list[torch.Tensor]) -> nn.Module:
+    """Copy score_sde-style EMA weights onto ``module``'s trainable parameters, matched by ORDER.
+
+    score_sde's ``ExponentialMovingAverage`` stores ``shadow_params`` as a list holding one tensor per parameter with
+    ``requires_grad=True``, in ``module.parameters()`` order (buffers and frozen parameters such as NCSN++'s Fourier
+    weights are not in it).
+
+    Raises:
+        CheckpointMismatchError: the list length or a shape does not match.
+    """
+    trainable = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    if len(trainable) != len(shadow_params):
+        raise CheckpointMismatchError(
+            f"EMA holds {len(shadow_params)} tensors but {type(module).__name__} has {len(trainable)} trainable "
+            "parameters; the checkpoint was made with another configuration."
+        )
+    bad = [
+        f"{name}: EMA {tuple(s.shape)} vs module {tuple(p.shape)}"
+        for (name, p), s in zip(trainable, shadow_params)
+        if tuple(p.shape) != tuple(s.shape)
+    ]
+    if bad:
+        raise CheckpointMismatchError("EMA tensors do not match parameters: " + ", ".join(bad[:20]))
+    with torch.no_grad():
+        for (_, p), s in zip(trainable, shadow_params):
+            p.copy_(s.to(device=p.device, dtype=p.dtype))
+    return module
