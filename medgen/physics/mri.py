@@ -6,7 +6,17 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["fft2c", "ifft2c", "fft2_tpdm", "ifft2_tpdm"]
+from medgen.physics.base import LinearOperator
+
+__all__ = [
+    "fft2c",
+    "ifft2c",
+    "fft2_tpdm",
+    "ifft2_tpdm",
+    "complex_to_channels",
+    "channels_to_complex",
+    "CartesianMRI",
+]
 
 
 def fft2c(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -72,3 +82,281 @@ def ifft2_tpdm(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
     """
     dims = tuple(dims)
     return torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims)
+
+
+def complex_to_channels(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Complex tensor -> real tensor with the real parts stacked before the imaginary parts along ``dim``.
+
+    ``(B, C, H, W)`` complex becomes ``(B, 2C, H, W)`` real ``[re_0..re_{C-1}, im_0..im_{C-1}]``: HFS-SDE's ``c2r``
+    layout for images (``C = 1``: ``[real, imag]``) and for coil maps and k-space (``C = Nc``).
+
+    Args:
+        x: complex tensor.
+        dim: the channel axis.
+
+    Returns:
+        real tensor with ``2 * x.shape[dim]`` entries along ``dim``.
+
+    Raises:
+        TypeError: if ``x`` is not complex.
+    """
+    if not x.is_complex():
+        raise TypeError(f"x must be a complex tensor, got dtype {x.dtype}.")
+    return torch.cat([x.real, x.imag], dim=dim)
+
+
+def channels_to_complex(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Inverse of :func:`complex_to_channels` (HFS-SDE's ``r2c``): first half of ``dim`` is real, second half imaginary.
+
+    Args:
+        x: real tensor with an even size along ``dim``, e.g. ``(B, 2, H, W)`` image or ``(B, 2 Nc, H, W)`` coil maps.
+        dim: the channel axis.
+
+    Returns:
+        complex tensor with ``x.shape[dim] // 2`` entries along ``dim``.
+
+    Raises:
+        TypeError: if ``x`` is complex or not floating point.
+        ValueError: if the size of ``dim`` is odd.
+    """
+    if x.is_complex() or not x.is_floating_point():
+        raise TypeError(f"x must be a real floating-point tensor, got dtype {x.dtype}.")
+    if x.shape[dim] % 2:
+        raise ValueError(f"x must have an even size along dim {dim} (real parts then imaginary parts), got {x.shape}.")
+    re, im = torch.chunk(x, 2, dim=dim)
+    return torch.complex(re, im)
+
+
+_CONVENTIONS = ("ortho", "tpdm")
+
+
+class CartesianMRI(LinearOperator):
+    """Undersampled Cartesian MRI, single- or multi-coil: ``A x = M * F(S x)``, ``A^H y = sum_c conj(S_c) F^H(M * y)``.
+
+    ``F`` is a 2-D FFT over the last two axes with DC at index ``n // 2``:
+
+    - ``convention="ortho"``: :func:`fft2c` (unitary; HFS-SDE's ``Emat_xyt``, fastMRI).
+    - ``convention="tpdm"``: :func:`fft2_tpdm` (``fftshift(fft2(x))`` without normalisation; TPDM's CS-MRI).
+      Then ``F^H = H W * ifft2_tpdm``, so :meth:`adjoint` is ``H W`` times TPDM's ``ifft2(ifftshift(M y))``, while
+      :meth:`pseudo_inverse` (single coil) is exactly TPDM's ``ifft2(ifftshift(M y))``.
+
+    Layouts (the coil axis is axis 1; extra axes between it and ``(H, W)``, e.g. a slice axis, broadcast):
+
+    - image ``x``: ``(B, 1, ..., H, W)``, complex or real (promoted to complex).
+    - k-space ``y``: ``(B, Nc, ..., H, W)`` complex, ``Nc = 1`` without sensitivity maps.
+    - ``channels=True`` (HFS-SDE's real layout): image ``(B, 2, ..., H, W)`` = ``[real, imag]`` and k-space
+      ``(B, 2 Nc, ..., H, W)`` = ``[re coils.., im coils..]`` (see :func:`complex_to_channels`), both real.
+      HFS-SDE's real coil maps ``(B, 2 Nc, H, W)`` are converted with :func:`channels_to_complex` first
+      (or use :meth:`from_hfs`).
+    - ``real_image=True``: the image domain is real (TPDM's magnitude slices); :meth:`adjoint` and
+      :meth:`pseudo_inverse` return the real part, which is the adjoint of the operator restricted to real images.
+
+    Args:
+        mask: sampling mask broadcastable to the k-space shape after right-alignment, e.g. ``(H, W)``,
+            ``(1, 1, H, W)`` or ``(B, 1, H, W)``; bool, real or complex (real part used), usually 0/1.
+        sensitivity_maps: complex coil sensitivities ``(B, Nc, ..., H, W)`` (``B`` may be 1), or ``None`` for
+            single coil. Real maps are treated as real-valued sensitivities, not as HFS-SDE's channel layout.
+        convention: ``"ortho"`` or ``"tpdm"``, the Fourier transform (see above).
+        channels: use the real ``[real, imag]`` channel layout for images and k-space.
+        real_image: the image domain is real.
+
+    Raises:
+        TypeError: if ``mask`` or ``sensitivity_maps`` are not tensors of a suitable dtype.
+        ValueError: for an unknown ``convention`` or shapes that do not fit together.
+    """
+
+    def __init__(
+        self,
+        mask: torch.Tensor,
+        sensitivity_maps: torch.Tensor | None = None,
+        convention: str = "ortho",
+        channels: bool = False,
+        real_image: bool = False,
+    ) -> None:
+        super().__init__()
+        if convention not in _CONVENTIONS:
+            raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+        if mask.ndim < 2:
+            raise ValueError(f"mask must have at least 2 dims (..., H, W), got shape {tuple(mask.shape)}.")
+        if channels and real_image:
+            raise ValueError("channels=True (complex image as [real, imag] channels) excludes real_image=True.")
+        if mask.is_complex():
+            mask = mask.real
+        if mask.dtype == torch.bool or not mask.is_floating_point():
+            mask = mask.to(torch.get_default_dtype())
+        if sensitivity_maps is not None:
+            if not isinstance(sensitivity_maps, torch.Tensor):
+                raise TypeError(
+                    f"sensitivity_maps must be a torch.Tensor or None, got {type(sensitivity_maps).__name__}."
+                )
+            if sensitivity_maps.ndim < 3:
+                raise ValueError(
+                    "sensitivity_maps must be shaped (B, Nc, ..., H, W), got shape "
+                    f"{tuple(sensitivity_maps.shape)}."
+                )
+            if not sensitivity_maps.is_complex():
+                if not sensitivity_maps.is_floating_point():
+                    raise TypeError(f"sensitivity_maps must be complex or floating, got {sensitivity_maps.dtype}.")
+                sensitivity_maps = torch.complex(sensitivity_maps, torch.zeros_like(sensitivity_maps))
+            if mask.shape[-2:] != sensitivity_maps.shape[-2:]:
+                raise ValueError(
+                    f"mask (H, W) = {tuple(mask.shape[-2:])} must equal sensitivity_maps (H, W) = "
+                    f"{tuple(sensitivity_maps.shape[-2:])}."
+                )
+            try:
+                torch.broadcast_shapes(mask.shape, sensitivity_maps.shape)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"mask shape {tuple(mask.shape)} does not broadcast against sensitivity_maps shape "
+                    f"{tuple(sensitivity_maps.shape)}."
+                ) from err
+        self.convention = convention
+        self.channels = channels
+        self.real_image = real_image
+        self.register_buffer("mask", mask)
+        # stored as a real view (..., 2): ``Module.to(dtype)`` would cast a complex buffer to real, dropping phase
+        maps_real = None if sensitivity_maps is None else torch.view_as_real(sensitivity_maps.resolve_conj()).clone()
+        self.register_buffer("sensitivity_maps_real", maps_real)
+        self._closed_form_pinv = self._is_scaled_partial_isometry()
+
+    @classmethod
+    def from_hfs(cls, mask: torch.Tensor, csm: torch.Tensor | None) -> CartesianMRI:
+        """The operator of HFS-SDE's ``Emat_xyt(x, inv, csm, mask)`` on its real channel layout.
+
+        Args:
+            mask: HFS-SDE mask ``(1, 1, H, W)`` (complex128 0/1 as loaded by ``get_mask``, or real).
+            csm: real coil maps ``(B, 2 Nc, H, W)`` = ``c2r(maps)``, or ``None`` for single coil.
+
+        Returns:
+            ``CartesianMRI(mask, channels_to_complex(csm), convention="ortho", channels=True)``.
+        """
+        maps = None if csm is None else channels_to_complex(csm)
+        return cls(mask, maps, convention="ortho", channels=True)
+
+    @property
+    def sensitivity_maps(self) -> torch.Tensor | None:
+        """Complex coil maps ``(B, Nc, ..., H, W)``, or ``None`` for single coil."""
+        if self.sensitivity_maps_real is None:
+            return None
+        return torch.view_as_complex(self.sensitivity_maps_real.contiguous())
+
+    @property
+    def num_coils(self) -> int:
+        """Number of receive coils ``Nc`` (1 without sensitivity maps)."""
+        return 1 if self.sensitivity_maps is None else int(self.sensitivity_maps.shape[1])
+
+    def _is_scaled_partial_isometry(self) -> bool:
+        """Whether ``A A^H`` is ``c`` times a projection, so that ``A^+ = A^H / c`` (``c`` = 1 or ``H W``).
+
+        True when the mask is binary and either there are no maps (``A = M F``), or there is one coil with
+        ``|S| = 1`` everywhere, or all of k-space is sampled and ``sum_c |S_c|^2`` is 0 or 1 at every pixel
+        (ESPIRiT-style maps, zero outside the object), which gives ``A^H A`` = a projection.
+        """
+        mask = self.mask
+        if not bool(torch.all((mask == 0) | (mask == 1))):
+            return False
+        maps = self.sensitivity_maps
+        if maps is None:
+            return True
+        energy = torch.sum(maps.abs() ** 2, dim=1)
+        tol = 1e-4
+        if maps.shape[1] == 1:
+            return bool(torch.all((energy - 1).abs() < tol))
+        fully_sampled = bool(torch.all(mask == 1))
+        return fully_sampled and bool(torch.all(((energy - 1).abs() < tol) | (energy < tol)))
+
+    def _fft(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x) if self.convention == "ortho" else fft2_tpdm(x)
+
+    def _fft_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if self.convention == "ortho":
+            return ifft2c(y)
+        return ifft2_tpdm(y) * (y.shape[-2] * y.shape[-1])
+
+    def _mask_for(self, y: torch.Tensor) -> torch.Tensor:
+        return self.mask.to(device=y.device, dtype=y.real.dtype)
+
+    def _check(self, t: torch.Tensor, name: str, channels: int) -> None:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
+        if t.ndim < 3:
+            raise ValueError(f"{name} must be shaped (B, C, ..., H, W), got shape {tuple(t.shape)}.")
+        if self.channels and t.is_complex():
+            raise TypeError(f"{name} must be real ([real, imag] channels) because channels=True, got {t.dtype}.")
+        expected = 2 * channels if self.channels else channels
+        if t.shape[1] != expected:
+            raise ValueError(f"{name} must have {expected} channels along axis 1, got shape {tuple(t.shape)}.")
+        if tuple(t.shape[-2:]) != tuple(self.mask.shape[-2:]):
+            raise ValueError(
+                f"{name} spatial size {tuple(t.shape[-2:])} must equal the mask's {tuple(self.mask.shape[-2:])}."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``A``: image -> masked (multi-coil) k-space.
+
+        Args:
+            x: image ``(B, 1, ..., H, W)`` (complex or real), or ``(B, 2, ..., H, W)`` real with ``channels=True``.
+
+        Returns:
+            k-space ``(B, Nc, ..., H, W)`` complex, or ``(B, 2 Nc, ..., H, W)`` real with ``channels=True``.
+        """
+        self._check(x, "x", 1)
+        if self.channels:
+            x = channels_to_complex(x)
+        elif not x.is_complex():
+            x = torch.complex(x, torch.zeros_like(x))
+        if self.sensitivity_maps is not None:
+            x = x * self.sensitivity_maps
+        y = self._fft(x)
+        y = y * self._mask_for(y)
+        return complex_to_channels(y) if self.channels else y
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply ``A^H``: k-space -> coil-combined image ``sum_c conj(S_c) F^H(M y_c)``.
+
+        Args:
+            y: k-space ``(B, Nc, ..., H, W)`` complex, or ``(B, 2 Nc, ..., H, W)`` real with ``channels=True``.
+
+        Returns:
+            image ``(B, 1, ..., H, W)`` complex (real part if ``real_image``), or ``(B, 2, ..., H, W)`` real with
+            ``channels=True``.
+        """
+        self._check(y, "y", self.num_coils)
+        y = channels_to_complex(y) if self.channels else y
+        if not y.is_complex():
+            y = torch.complex(y, torch.zeros_like(y))
+        x = self._fft_adjoint(y * self._mask_for(y))
+        if self.sensitivity_maps is not None:
+            x = torch.sum(torch.conj(self.sensitivity_maps) * x, dim=1, keepdim=True)
+        return self._to_image(x)
+
+    def _to_image(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels:
+            return complex_to_channels(x)
+        return x.real if self.real_image else x
+
+    def pseudo_inverse(self, y: torch.Tensor, max_iter: int = 50, tol: float = 1e-6) -> torch.Tensor:
+        """Minimum-norm least-squares image ``A^+ y``.
+
+        Closed form ``A^H y / c`` (``c = 1`` for ``"ortho"``, ``H W`` for ``"tpdm"``) when ``A`` is a scaled partial
+        isometry: binary mask and single coil without maps (the zero-filled image), one coil with ``|S| = 1``, or
+        fully sampled k-space with ``sum_c |S_c|^2`` in {0, 1} per pixel. Undersampled multi-coil data need the
+        SENSE least-squares solution, computed by conjugate gradients (:meth:`LinearOperator.pseudo_inverse`);
+        there ``A^H y`` (:meth:`adjoint`) is only the zero-filled coil combination.
+
+        Args:
+            y: k-space shaped like ``A(x)``.
+            max_iter: CG iterations (iterative case only).
+            tol: CG relative residual tolerance (iterative case only).
+
+        Returns:
+            image shaped like ``A^H y``.
+        """
+        if not self._closed_form_pinv:
+            return super().pseudo_inverse(y, max_iter=max_iter, tol=tol)
+        x = self.adjoint(y)
+        if self.convention == "tpdm":
+            x = x / (y.shape[-2] * y.shape[-1])
+        return x
