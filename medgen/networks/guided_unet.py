@@ -1,0 +1,344 @@
+"""The guided-diffusion U-Net in 2D/3D as used by WDM and cWDM, and its loader for official checkpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint, strip_prefix
+from medgen.networks.guided_layers import (
+    AttentionBlock,
+    Downsample,
+    GroupNorm32,
+    ResBlock,
+    TimestepEmbedSequential,
+    Upsample,
+    conv_nd,
+    resample_factors,
+    timestep_embedding,
+    zero_module,
+)
+
+__all__ = ["GuidedUNet", "guided_unet_from_official", "official_flat_state_dict", "parse_channel_mult"]
+
+# official UNetModel arguments that do not change the computation in medgen (see GuidedUNet.from_config)
+_IGNORED_OFFICIAL_KEYS = frozenset({"image_size", "use_fp16", "decoder_device_thresh"})
+
+
+def parse_channel_mult(channel_mult: str | Sequence[int]) -> tuple[int, ...]:
+    """``"1,2,2,4,4"`` or ``(1, 2, 2, 4, 4)`` -> ``(1, 2, 2, 4, 4)``.
+
+    Raises:
+        ValueError: empty or not positive integers.
+    """
+    if isinstance(channel_mult, str):
+        try:
+            mult = tuple(int(m) for m in channel_mult.strip("()[] ").split(",") if m.strip())
+        except ValueError as err:
+            raise ValueError(f"channel_mult must be comma-separated integers, got '{channel_mult}'.") from err
+    else:
+        mult = tuple(channel_mult)
+    if not mult or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in mult):
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive integers, got {channel_mult!r}.")
+    return mult
+
+
+def official_flat_state_dict(checkpoint: str | os.PathLike | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Read a guided-diffusion checkpoint: a flat ``name -> tensor`` state dict (WDM/cWDM ``.pt`` files, SDM
+    ``model*.pt`` and ``ema_<rate>_*.pt`` files), with or without the ``module.`` prefix of ``DataParallel``.
+
+    Raises:
+        TypeError: the content is not a flat mapping of tensors.
+    """
+    content = read_checkpoint(checkpoint)
+    not_tensors = [k for k, v in content.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise TypeError(
+            "checkpoint must be a flat guided-diffusion state dict (name -> tensor); entries that are not tensors: "
+            + ", ".join(map(str, not_tensors[:10]))
+        )
+    if content and all(k.startswith("module.") for k in content):
+        return strip_prefix(content, "module.")
+    return dict(content)
+
+
+class GuidedUNet(nn.Module):
+    """guided-diffusion ``UNetModel`` (Dhariwal & Nichol 2021) for 1D/2D/3D with the WDM/cWDM options.
+
+    Layout (parameter names as the official code): ``time_embed`` (Linear-SiLU-Linear, width 4 * model_channels),
+    optional ``label_emb``; ``input_blocks`` = input conv, then per level ``num_res_blocks`` :class:`ResBlock` (each
+    followed by an :class:`AttentionBlock` where the downsample rate is in ``attention_resolutions``) and, except
+    at the last level, a downsampling step (a ResBlock with average pooling when ``resblock_updown``, else a strided
+    conv or pooling); ``middle_block`` = ResBlock, [attention if ``bottleneck_attention``], ResBlock;
+    ``output_blocks`` = per level (reversed) ``num_res_blocks + 1`` ResBlocks (+ attention), the last of each level
+    except level 0 followed by an upsampling step; ``out`` = GroupNorm-SiLU-zero-initialised conv.
+
+    Skips: with ``additive_skips=False`` (cWDM, guided-diffusion) each decoder block takes
+    ``cat([h, skip])``; with ``additive_skips=True`` (WDM) it takes the average ``(h + skip) / 2`` and every decoder
+    ResBlock outputs the channel count of the NEXT skip it will be averaged with (WDM's ``mid_ch`` rule), so
+    ``model_channels * channel_mult`` widths shift by one block in the decoder.
+
+    Args:
+        spatial_dims: 1, 2 or 3 (official ``dims``).
+        in_channels: input channels (WDM 8 wavelet subbands; cWDM 32 = 8 noisy + 24 condition subbands).
+        out_channels: output channels (before ``learn_sigma`` doubling).
+        model_channels: base width C.
+        channel_mult: width multiplier per level (``len`` = number of levels).
+        num_res_blocks: ResBlocks per level in the encoder (the decoder has one more).
+        attention_resolutions: downsample rates (1, 2, 4, ...) at which attention is applied; WDM uses none. The
+            official ``create_model`` converts resolutions to these rates as ``image_size // resolution``.
+        dropout: dropout probability inside ResBlocks.
+        conv_resample: without ``resblock_updown``, resample with (strided) convolutions instead of pooling/nearest.
+        num_classes: if given, class-conditional: ``forward`` needs labels ``y``.
+        num_heads: attention heads (used when ``num_head_channels == -1``).
+        num_head_channels: channels per attention head, -1 to use ``num_heads``.
+        num_heads_upsample: heads in the decoder attention, -1 for ``num_heads``.
+        use_scale_shift_norm: FiLM-like timestep conditioning in ResBlocks.
+        resblock_updown: resample inside ResBlocks (WDM default True).
+        use_new_attention_order: split q/k/v before heads (``QKVAttention``) instead of the legacy order.
+        num_groups: GroupNorm groups (WDM 32).
+        bottleneck_attention: attention between the two middle ResBlocks.
+        additive_skips: average skips instead of concatenating (WDM True, cWDM False).
+        resample_factor: per-axis (or one) integer factor of every down/up step; official ``resample_2d=True``
+            with ``dims=3`` is ``(1, 2, 2)``; WDM uses 2.
+        learn_sigma: predict a variance too: the output has ``2 * out_channels`` channels.
+        use_checkpoint: gradient checkpointing of ResBlocks and attention while training.
+
+    Example::
+
+        net = GuidedUNet(spatial_dims=3, in_channels=8, out_channels=8, model_channels=64,
+                         channel_mult=(1, 2, 2, 4, 4), num_res_blocks=2, additive_skips=True, bottleneck_attention=False)
+        x0_pred = net(x_t, t)   # x_t (B, 8, 64, 64, 64) wavelet coefficients, t (B,) integer timesteps
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        model_channels: int = 128,
+        channel_mult: Sequence[int] | str = (1, 2, 4, 8),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (),
+        dropout: float = 0.0,
+        conv_resample: bool = True,
+        num_classes: int | None = None,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = True,
+        use_new_attention_order: bool = False,
+        num_groups: int = 32,
+        bottleneck_attention: bool = True,
+        additive_skips: bool = False,
+        resample_factor: int | Sequence[int] = 2,
+        learn_sigma: bool = False,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("model_channels", model_channels), ("num_res_blocks", num_res_blocks)):
+            if not isinstance(value, int) or value < (0 if name == "num_res_blocks" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'num_res_blocks' else 'positive'} "
+                                 f"integer, got {value!r}.")
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be None or a positive integer, got {num_classes!r}.")
+        mult = parse_channel_mult(channel_mult)
+        factor = resample_factors(resample_factor, spatial_dims)
+        heads_up = num_heads if num_heads_upsample == -1 else num_heads_upsample
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels * (2 if learn_sigma else 1)
+        self.model_channels = model_channels
+        self.channel_mult = mult
+        self.num_res_blocks = num_res_blocks
+        self.attention_resolutions = tuple(attention_resolutions)
+        self.num_classes = num_classes
+        self.additive_skips = additive_skips
+        self.resample_factor = factor
+
+        emb_dim = 4 * model_channels
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if num_classes is not None:
+            self.label_emb = nn.Embedding(num_classes, emb_dim)
+
+        def res_block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
+            return ResBlock(cin, emb_dim, cout, spatial_dims, dropout, use_scale_shift_norm, resample, factor,
+                            num_groups, use_checkpoint)
+
+        def attention(channels: int, heads: int) -> AttentionBlock:
+            return AttentionBlock(channels, heads, num_head_channels, not use_new_attention_order, num_groups,
+                                  use_checkpoint)
+
+        self.input_blocks = nn.ModuleList(
+            [TimestepEmbedSequential(conv_nd(spatial_dims, in_channels, model_channels, 3, padding=1))]
+        )
+        skip_channels = [model_channels]
+        ch, rate = model_channels, 1
+        for level, m in enumerate(mult):
+            for _ in range(num_res_blocks):
+                layers: list[nn.Module] = [res_block(ch, m * model_channels)]
+                ch = m * model_channels
+                if rate in self.attention_resolutions:
+                    layers.append(attention(ch, num_heads))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != len(mult) - 1:
+                down = (res_block(ch, ch, "down") if resblock_updown
+                        else Downsample(ch, spatial_dims, conv_resample, ch, factor))
+                self.input_blocks.append(TimestepEmbedSequential(down))
+                skip_channels.append(ch)
+                rate *= 2
+
+        self.middle_block = TimestepEmbedSequential(
+            res_block(ch, ch), *([attention(ch, num_heads)] if bottleneck_attention else []), res_block(ch, ch)
+        )
+
+        self.output_blocks = nn.ModuleList()
+        for level, m in reversed(list(enumerate(mult))):
+            for i in range(num_res_blocks + 1):
+                skip_ch = skip_channels.pop()
+                if additive_skips:
+                    block_in = ch
+                    block_out = skip_channels[-1] if skip_channels else model_channels
+                else:
+                    block_in = ch + skip_ch
+                    block_out = m * model_channels
+                layers = [res_block(block_in, block_out)]
+                if rate in self.attention_resolutions:
+                    layers.append(attention(block_out, heads_up))
+                ch = block_out
+                if level and i == num_res_blocks:
+                    layers.append(res_block(ch, ch, "up") if resblock_updown
+                                  else Upsample(ch, spatial_dims, conv_resample, ch, factor))
+                    rate //= 2
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(
+            GroupNorm32(num_groups, ch), nn.SiLU(),
+            zero_module(conv_nd(spatial_dims, ch, self.out_channels, 3, padding=1)),
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> GuidedUNet:
+        """Build from the official ``UNetModel`` keyword arguments (as stored in the parity files' ``config``).
+
+        ``dims`` -> ``spatial_dims``; ``resample_2d`` (official default True) -> ``resample_factor`` ``(1, 2, 2)``
+        for 3D, else 2; ``out_channels`` is taken as the final width (the official ``create_model`` has already
+        doubled it for ``learn_sigma``). ``image_size`` (only used by ``create_model`` to turn attention resolutions
+        into rates), ``use_fp16`` (medgen uses autocast instead of converting weights) and ``decoder_device_thresh``
+        (the official two-GPU split) do not change the computation and are ignored.
+
+        Raises:
+            ValueError: unknown keys, or invalid values.
+        """
+        return cls(**_guided_kwargs(config, allowed_extra=()))
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Args:
+            x: (B, in_channels, *S), every spatial size divisible by ``resample_factor ** (levels - 1)``.
+            timesteps: (B,) or scalar diffusion step (integer index ``0..T-1`` for WDM/cWDM).
+            y: (B,) integer class labels, required iff ``num_classes`` was given.
+
+        Returns:
+            (B, out_channels, *S) (``2 * out_channels`` with ``learn_sigma``).
+        """
+        _check_input(x, self.in_channels, self.spatial_dims, self.resample_factor, len(self.channel_mult) - 1)
+        timesteps = _batch_timesteps(timesteps, x)
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
+        if self.num_classes is not None:
+            if y is None or y.shape != (x.shape[0],):
+                raise ValueError(f"y must be (B,) = ({x.shape[0]},) class labels for a class-conditional model, got "
+                                 f"{None if y is None else tuple(y.shape)}.")
+            emb = emb + self.label_emb(y)
+        elif y is not None:
+            raise ValueError("y was given but the model is not class-conditional (num_classes=None).")
+
+        skips = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb)
+            skips.append(h)
+        h = self.middle_block(h, emb)
+        for block in self.output_blocks:
+            skip = skips.pop()
+            h = (h + skip) / 2 if self.additive_skips else torch.cat([h, skip], dim=1)
+            h = block(h, emb)
+        return self.out(h)
+
+
+def _guided_kwargs(config: Mapping[str, Any], allowed_extra: Sequence[str]) -> dict[str, Any]:
+    """Official ``UNetModel``/``WavUNetModel`` keyword arguments -> medgen keyword arguments."""
+    known = {
+        "in_channels", "model_channels", "out_channels", "num_res_blocks", "attention_resolutions", "dropout",
+        "channel_mult", "conv_resample", "dims", "num_classes", "use_checkpoint", "num_heads", "num_head_channels",
+        "num_heads_upsample", "use_scale_shift_norm", "resblock_updown", "use_new_attention_order", "num_groups",
+        "bottleneck_attention", "resample_2d", "additive_skips",
+    }
+    unknown = sorted(set(config) - known - _IGNORED_OFFICIAL_KEYS - set(allowed_extra))
+    if unknown:
+        raise ValueError(f"config has keys that are not official UNetModel arguments: {unknown}.")
+    missing = sorted({"in_channels", "model_channels", "out_channels", "num_res_blocks"} - set(config))
+    if missing:
+        raise ValueError(f"config misses required official UNetModel arguments: {missing}.")
+    dims = int(config.get("dims", 2))
+    kwargs = {k: config[k] for k in known - {"dims", "resample_2d", "attention_resolutions"} if k in config}
+    kwargs["spatial_dims"] = dims
+    kwargs["attention_resolutions"] = tuple(config.get("attention_resolutions", ()))
+    kwargs["resample_factor"] = (1, 2, 2) if dims == 3 and config.get("resample_2d", True) else 2
+    kwargs.setdefault("resblock_updown", False)  # the official UNetModel constructor default
+    kwargs.setdefault("channel_mult", (1, 2, 4, 8))
+    return kwargs
+
+
+def _check_input(x: torch.Tensor, channels: int, spatial_dims: int, factor: Sequence[int], steps: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != spatial_dims + 2 or x.shape[1] != channels:
+        raise ValueError(f"x must have shape (B, {channels}, {', '.join(['S'] * spatial_dims)}), "
+                         f"got {tuple(x.shape)}.")
+    multiple = [f**steps for f in factor]
+    if any(s % m for s, m in zip(x.shape[2:], multiple)):
+        raise ValueError(f"x spatial shape {tuple(x.shape[2:])} must be divisible by {tuple(multiple)} "
+                         f"({steps} resampling steps of {tuple(factor)}).")
+
+
+def _batch_timesteps(timesteps: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    timesteps = torch.as_tensor(timesteps, device=x.device)
+    if timesteps.ndim == 0:
+        timesteps = timesteps.expand(x.shape[0])
+    if timesteps.shape != (x.shape[0],):
+        raise ValueError(f"timesteps must be a scalar or have shape (B,) = ({x.shape[0]},), "
+                         f"got {tuple(timesteps.shape)}.")
+    return timesteps
+
+
+def guided_unet_from_official(
+    checkpoint: str | os.PathLike | Mapping[str, Any], config: Mapping[str, Any], **options: Any
+) -> GuidedUNet:
+    """Load a WDM/cWDM (or other guided-diffusion ``UNetModel``) checkpoint into a :class:`GuidedUNet`.
+
+    Args:
+        checkpoint: path to the official flat state dict (e.g. WDM ``brats_unet_128_1200k.pt``), or the dict; a
+            ``module.`` prefix is removed; EMA files of guided-diffusion/SDM are flat state dicts too.
+        config: official ``UNetModel`` keyword arguments (see :meth:`GuidedUNet.from_config`).
+        options: none are accepted.
+
+    Returns:
+        the loaded network (CPU, float32).
+
+    Raises:
+        CheckpointMismatchError: keys or shapes do not match the configuration.
+    """
+    if options:
+        raise TypeError(f"guided_unet_from_official takes no options, got {sorted(options)}.")
+    state = official_flat_state_dict(checkpoint)
+    return load_state_dict_checked(GuidedUNet.from_config(config), state)
