@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medgen.diffusion.guidance import hfs_data_consistency
+from medgen.diffusion.samplers import euler_maruyama_predictor, langevin_corrector, reverse_diffusion_predictor
+from medgen.diffusion.sde import HFSSDE, VESDE, VPSDE
+from medgen.physics.mri import CartesianMRI, complex_to_channels
+from tests.conftest import load_parity
+
+
+def _recorded_scores(pairs):
+    """A stand-in score network that returns the recorded score for each recorded input."""
+
+    def score_fn(x, t):
+        for x_rec, score in pairs:
+            if torch.equal(x, x_rec):
+                return score
+        raise AssertionError("score requested for an input that was not recorded")
+
+    return score_fn
+
+
+def test_tpdm_ve_pc_step_parity():
+    d = load_parity("ve_pc_step_tiny")
+    sde = VESDE(d["sde"]["sigma_min"], d["sde"]["sigma_max"], d["sde"]["N"])
+    t = torch.linspace(1, d["sde"]["eps"], d["sde"]["N"])[d["sde"]["step_index"]]
+    assert t.item() == d["t"].item()
+    score_fn = _recorded_scores([(d["x_in"], d["corrector_score"]), (d["corrector_x"], d["predictor_score"])])
+
+    x, x_mean, score = langevin_corrector(
+        d["x_in"], d["vec_t"], sde, score_fn, d["snr"], noise=d["noise_corrector"], return_score=True
+    )
+    assert (x - d["corrector_x"]).abs().max() <= 1e-5
+    assert (x_mean - d["corrector_x_mean"]).abs().max() <= 1e-5
+    assert torch.equal(score, d["corrector_score"])
+
+    x, x_mean, score = reverse_diffusion_predictor(
+        d["corrector_x"], d["vec_t"], sde, score_fn, noise=d["noise_predictor"], return_score=True
+    )
+    assert (x - d["predictor_x"]).abs().max() <= 1e-5
+    assert (x_mean - d["predictor_x_mean"]).abs().max() <= 1e-5
+    assert torch.equal(score, d["predictor_score"])
+
+    # the same noises drawn from a generator seeded like the official global RNG
+    g = torch.Generator().manual_seed(d["seed_before_corrector"])
+    xc, _ = langevin_corrector(d["x_in"], d["vec_t"], sde, score_fn, d["snr"], generator=g)
+    assert (xc - d["corrector_x"]).abs().max() <= 1e-5
+    xp, _ = reverse_diffusion_predictor(d["corrector_x"], d["vec_t"], sde, score_fn, generator=g)
+    assert (xp - d["predictor_x"]).abs().max() <= 1e-5
+
+
+def test_langevin_norm_reductions():
+    sde = VESDE(0.01, 10.0, 10)
+    x = torch.randn(3, 1, 4, 4)
+    scale = torch.tensor([1.0, 2.0, 5.0]).view(3, 1, 1, 1)
+    score_fn = lambda x, t: -x * scale  # noqa: E731
+    z = torch.randn(3, 1, 4, 4)
+    g = -x * scale
+    gn, zn = g.flatten(1).norm(dim=1), z.flatten(1).norm(dim=1)
+    _, xm = langevin_corrector(x, 0.5, sde, score_fn, 0.2, noise=z, norm_reduction="batch_mean")
+    step = 2 * (0.2 * zn.mean() / gn.mean()) ** 2
+    torch.testing.assert_close(xm, x + step * g)
+    xs, xm = langevin_corrector(x, 0.5, sde, score_fn, 0.2, noise=z, norm_reduction="per_sample")
+    step = (2 * (0.2 * zn / gn) ** 2).view(3, 1, 1, 1)
+    torch.testing.assert_close(xm, x + step * g)
+    torch.testing.assert_close(xs, xm + torch.sqrt(2 * step) * z)
+    # per-sample steps do not depend on the rest of the batch
+    _, xm0 = langevin_corrector(x[:1], 0.5, sde, lambda x, t: -x, 0.2, noise=z[:1], norm_reduction="per_sample")
+    torch.testing.assert_close(xm0, xm[:1])
+    with pytest.raises(ValueError, match="norm_reduction"):
+        langevin_corrector(x, 0.5, sde, score_fn, 0.2, norm_reduction="max")
+    with pytest.raises(ValueError, match="n_steps"):
+        langevin_corrector(x, 0.5, sde, score_fn, 0.2, n_steps=2, noise=z)
+
+
+def test_vp_euler_maruyama_and_langevin_alpha():
+    sde = VPSDE(0.1, 20.0, 100)
+    x = torch.randn(2, 1, 4, 4)
+    t = torch.tensor([0.6, 0.6])
+    z = torch.randn_like(x)
+    score_fn = lambda x, t: -2 * x  # noqa: E731
+    beta = 0.1 + 0.6 * 19.9
+    x_next, x_mean = euler_maruyama_predictor(x, t, sde, score_fn, noise=z)
+    expected_mean = x - (-0.5 * beta * x - beta * (-2 * x)) / 100
+    torch.testing.assert_close(x_mean, expected_mean)
+    torch.testing.assert_close(x_next, expected_mean + (beta / 100) ** 0.5 * z)
+    _, xm = langevin_corrector(x, t, sde, score_fn, 0.1, noise=z)
+    alpha = 1 - sde.discrete_betas[int(0.6 * 99)]
+    step = 2 * alpha * (0.1 * z.flatten(1).norm(dim=1).mean() / (2 * x).flatten(1).norm(dim=1).mean()) ** 2
+    torch.testing.assert_close(xm, x + step * (-2 * x))
+
+
+def test_hfs_corrector_and_predictor_official_formulas():
+    d = load_parity("hfs_sde")
+    sde = HFSSDE(d["train_mask"])
+    op = CartesianMRI.from_hfs(d["atb_mask"], d["csm"])
+    y = complex_to_channels(d["atb"].to(torch.complex64))
+    x = d["x_init"]["value"]
+    t = torch.tensor([0.5])
+    raw = torch.randn(1, 2, 32, 32, generator=torch.Generator().manual_seed(3))
+    score_fn = lambda x, t: raw - 0.3 * x  # noqa: E731
+    z = torch.randn(1, 2, 32, 32, generator=torch.Generator().manual_seed(4))
+    P = sde.project
+
+    def dc(x, s, lam):
+        g = op.adjoint(op(x) - y)
+        return g / g.norm() * s.norm() * lam
+
+    # corrector (sampling.py LangevinCorrector.update_fn, HFS branch)
+    grad = P(score_fn(x, t))
+    alpha = sde.alphas[int(0.5 * 999)]
+    step = (0.16 * z.norm() / grad.norm()) ** 2 * 2 * alpha
+    expected_mean = x + step * (grad - dc(x, grad, 0.1))
+    expected = expected_mean + torch.sqrt(step * 2) * P(z)
+    xc, xcm = langevin_corrector(
+        x, t, sde, score_fn, 0.16, noise=z, guidance=lambda x, s: -hfs_data_consistency(x, s, op, y, 0.1)
+    )
+    torch.testing.assert_close(xcm, expected_mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xc, expected, atol=1e-5, rtol=1e-5)
+
+    # predictor (sde_lib.HFS_SDE.reverse RSDE.sde): un-projected score, projected noise
+    beta = 0.1 + 0.5 * 19.9
+    s = score_fn(x, t)
+    drift = -0.5 * beta * P(x) - beta * (s - dc(x, s, 2.5))
+    expected_mean = x - drift / 1000
+    expected = expected_mean + (beta / 1000) ** 0.5 * P(z)
+    xp, xpm, score = euler_maruyama_predictor(
+        x, t, sde, score_fn, noise=z, guidance=lambda x, s: -hfs_data_consistency(x, s, op, y, 2.5), return_score=True
+    )
+    torch.testing.assert_close(xpm, expected_mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xp, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(score, s)
+
+
+def test_hfs_reverse_diffusion_keeps_low_frequencies_without_guidance():
+    d = load_parity("hfs_sde")
+    sde = HFSSDE(d["train_mask"], project_reverse_score=True)
+    x = d["x_init"]["value"]
+    g = torch.Generator().manual_seed(0)
+    x_next, _ = reverse_diffusion_predictor(x, 0.3, sde, lambda x, t: -x, generator=g)
+    torch.testing.assert_close(x_next - sde.project(x_next), x - sde.project(x), atol=1e-5, rtol=0)
