@@ -1,0 +1,766 @@
+"""Layers shared by score_sde's NCSN++ (:mod:`medgen.networks.ncsnpp`) and DDPM U-Net (:mod:`medgen.networks.ddpm`).
+
+The blocks keep the attribute names of yang-song/score_sde_pytorch (``GroupNorm_0``, ``Conv_0``, ``Dense_0``,
+``NIN_0.W``, ``Conv2d_0``, ...), so official state dicts load into them without a key map, and they draw their
+initial weights with the same calls in the same order, so ``torch.manual_seed(s)`` followed by construction gives the
+official initial weights. The FIR resampling (StyleGAN2 ``upfirdn2d``) is written with plain PyTorch convolutions and
+needs no compiled extension.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medgen.networks.checkpoint import apply_ordered_ema, load_state_dict_checked, read_checkpoint, strip_prefix
+
+__all__ = [
+    "ACTIVATIONS",
+    "get_activation",
+    "default_init_",
+    "conv1x1",
+    "conv3x3",
+    "default_linear",
+    "group_norm",
+    "geometric_sigmas",
+    "sinusoidal_embedding",
+    "GaussianFourierProjection",
+    "NIN",
+    "AttnBlock",
+    "Combine",
+    "fir_kernel_2d",
+    "upfirdn2d",
+    "upsample_2d",
+    "downsample_2d",
+    "upsample_conv_2d",
+    "conv_downsample_2d",
+    "naive_upsample_2d",
+    "naive_downsample_2d",
+    "FIRConv2d",
+    "Upsample",
+    "Downsample",
+    "ResnetBlockDDPM",
+    "ResnetBlockBigGAN",
+    "flatten_config",
+    "config_value",
+    "build_uninitialized",
+    "load_score_sde_checkpoint",
+]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "relu": nn.ReLU,
+    "lrelu": lambda: nn.LeakyReLU(negative_slope=0.2),
+}
+
+
+def get_activation(name: str) -> nn.Module:
+    """Return the activation module score_sde's ``config.model.nonlinearity`` names.
+
+    ``"swish"`` is ``nn.SiLU`` as in score_sde; TPDM's vendored copy writes ``x * sigmoid(x)`` instead, which differs
+    from it by float rounding only (about 2.5e-6 on the outputs of a small NCSN++).
+
+    Raises:
+        ValueError: ``name`` is not one of ``swish``, ``silu``, ``elu``, ``relu``, ``lrelu``.
+    """
+    key = str(name).lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, got '{name}'.")
+    return ACTIVATIONS[key]()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# initialisation and basic layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def default_init_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Fill ``weight`` in place with DDPM's default initialiser (variance scaling, ``fan_avg``, uniform).
+
+    The bound is ``sqrt(3 * scale / ((fan_in + fan_out) / 2))`` with fans computed from dims 1 (in) and 0 (out) times
+    the receptive field. ``scale == 0`` means ``1e-10`` (a "zero" layer that still has a gradient direction). The
+    random draw is the official ``torch.rand(shape) * 2 - 1`` so seeded construction matches score_sde.
+
+    Args:
+        weight: a tensor of rank >= 2.
+        scale: the variance scale.
+
+    Returns:
+        ``weight``.
+    """
+    scale = 1e-10 if scale == 0 else scale
+    shape = tuple(weight.shape)
+    receptive_field = math.prod(shape) / shape[0] / shape[1]
+    fan_in, fan_out = shape[1] * receptive_field, shape[0] * receptive_field
+    variance = scale / ((fan_in + fan_out) / 2)
+    with torch.no_grad():
+        values = (torch.rand(*shape, dtype=torch.float32, device=weight.device) * 2.0 - 1.0) * np.sqrt(3 * variance)
+        weight.copy_(values)
+    return weight
+
+
+def conv3x3(
+    in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, init_scale: float = 1.0, padding: int = 1
+) -> nn.Conv2d:
+    """3x3 ``nn.Conv2d`` with DDPM initialisation (default-init weight, zero bias)."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=padding, bias=bias)
+    default_init_(conv.weight, init_scale)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def conv1x1(in_ch: int, out_ch: int, bias: bool = True, init_scale: float = 1.0) -> nn.Conv2d:
+    """1x1 ``nn.Conv2d`` with DDPM initialisation (default-init weight, zero bias)."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=bias)
+    default_init_(conv.weight, init_scale)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def default_linear(in_features: int, out_features: int) -> nn.Linear:
+    """``nn.Linear`` with DDPM initialisation (default-init weight, zero bias)."""
+    linear = nn.Linear(in_features, out_features)
+    default_init_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+def group_norm(channels: int, num_groups: int | None = None) -> nn.GroupNorm:
+    """``nn.GroupNorm`` with eps 1e-6; ``num_groups=None`` is NCSN++'s ``min(channels // 4, 32)``."""
+    groups = min(channels // 4, 32) if num_groups is None else num_groups
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6)
+
+
+def geometric_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> torch.Tensor:
+    """score_sde's ``get_sigmas``: ``num_scales`` noise stds from ``sigma_max`` DOWN to ``sigma_min``, float64.
+
+    Returns:
+        a float64 tensor of shape ``(num_scales,)``, geometric, descending.
+    """
+    values = np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), int(num_scales)))
+    return torch.from_numpy(values)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# noise-level embeddings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_embedding(timesteps: torch.Tensor, embedding_dim: int, max_positions: int = 10000) -> torch.Tensor:
+    """DDPM's sinusoidal embedding of a (float or integer) time label.
+
+    ``freq_j = exp(-j * log(max_positions) / (half - 1))``, ``emb = [sin(t * freq), cos(t * freq)]``, zero-padded to an
+    odd ``embedding_dim``. Computed in float32 as in score_sde.
+
+    Args:
+        timesteps: shape ``(B,)``; whatever the network was trained with (an integer step, a continuous time, or,
+            in HFS-SDE, the marginal std).
+        embedding_dim: the output width.
+        max_positions: the period scale.
+
+    Returns:
+        float32 tensor of shape ``(B, embedding_dim)``.
+    """
+    if timesteps.ndim != 1:
+        raise ValueError(f"timesteps must have shape (B,), got {tuple(timesteps.shape)}.")
+    half = embedding_dim // 2
+    rate = math.log(max_positions) / (half - 1)
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device) * -rate)
+    angles = timesteps.float()[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if embedding_dim % 2 == 1:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class GaussianFourierProjection(nn.Module):
+    """Random Fourier features of a scalar: ``[sin(2 pi x W), cos(2 pi x W)]``.
+
+    ``W`` (``embedding_size`` values drawn ``N(0, scale^2)``) is a parameter with ``requires_grad=False`` as in
+    score_sde: it is saved in the state dict but not trained and not part of the score_sde EMA list.
+
+    Args:
+        embedding_size: the number of frequencies (output width is twice this).
+        scale: the std of the frequencies.
+    """
+
+    def __init__(self, embedding_size: int = 256, scale: float = 1.0) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(embedding_size) * scale, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed ``x`` of shape ``(B,)`` (NCSN++ passes ``log(sigma)``) into ``(B, 2 * embedding_size)``."""
+        x_proj = x[:, None] * self.W[None, :] * 2 * np.pi
+        return torch.cat([torch.sin(x_proj), torch.cos(x_proj)], dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# attention and 1x1 layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class NIN(nn.Module):
+    """Per-pixel linear map over channels ("network in network"): ``y[b, :, h, w] = x[b, :, h, w] @ W + b``.
+
+    Parameters ``W`` of shape ``(in_dim, num_units)`` and ``b`` of shape ``(num_units,)`` (score_sde naming).
+    """
+
+    def __init__(self, in_dim: int, num_units: int, init_scale: float = 0.1) -> None:
+        super().__init__()
+        self.W = nn.Parameter(default_init_(torch.empty(in_dim, num_units), init_scale))
+        self.b = nn.Parameter(torch.zeros(num_units))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, in_dim, H, W)`` to ``(B, num_units, H, W)``."""
+        y = torch.matmul(x.permute(0, 2, 3, 1), self.W) + self.b
+        return y.permute(0, 3, 1, 2)
+
+
+class AttnBlock(nn.Module):
+    """Self-attention over the pixels of a feature map (DDPM), with a residual connection.
+
+    ``out = (x + NIN_3(attention(GroupNorm_0(x))))``, divided by ``sqrt(2)`` when ``skip_rescale``.
+    The DDPM U-Net uses ``num_groups=32, init_scale=0, skip_rescale=False``; NCSN++ (``AttnBlockpp``) uses
+    ``num_groups=None`` (``min(C // 4, 32)``) with its config's ``init_scale``/``skip_rescale``.
+
+    Args:
+        channels: the feature channels C.
+        skip_rescale: divide the residual sum by ``sqrt(2)``.
+        init_scale: init scale of the output projection ``NIN_3``.
+        num_groups: GroupNorm groups (``None``: ``min(C // 4, 32)``).
+    """
+
+    def __init__(
+        self, channels: int, skip_rescale: bool = False, init_scale: float = 0.0, num_groups: int | None = None
+    ) -> None:
+        super().__init__()
+        self.GroupNorm_0 = group_norm(channels, num_groups)
+        self.NIN_0 = NIN(channels, channels)
+        self.NIN_1 = NIN(channels, channels)
+        self.NIN_2 = NIN(channels, channels)
+        self.NIN_3 = NIN(channels, channels, init_scale=init_scale)
+        self.skip_rescale = skip_rescale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``."""
+        batch, channels, height, width = x.shape
+        h = self.GroupNorm_0(x)
+        q = self.NIN_0(h).reshape(batch, channels, height * width)
+        k = self.NIN_1(h).reshape(batch, channels, height * width)
+        v = self.NIN_2(h).reshape(batch, channels, height * width)
+        weights = torch.bmm(q.transpose(1, 2), k) * (int(channels) ** (-0.5))
+        weights = F.softmax(weights, dim=-1)
+        h = torch.bmm(v, weights.transpose(1, 2)).reshape(batch, channels, height, width)
+        h = self.NIN_3(h)
+        return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+
+
+class Combine(nn.Module):
+    """NCSN++ input-skip combiner: ``Conv_0`` (1x1, ``dim1 -> dim2``) of the pyramid, then ``cat`` or ``sum`` with ``y``.
+
+    Args:
+        dim1: channels of the pyramid input.
+        dim2: channels of the main path.
+        method: ``"cat"`` (output ``2 * dim2`` channels) or ``"sum"`` (output ``dim2``).
+    """
+
+    def __init__(self, dim1: int, dim2: int, method: str = "cat") -> None:
+        super().__init__()
+        if method not in ("cat", "sum"):
+            raise ValueError(f"method must be 'cat' or 'sum', got '{method}'.")
+        self.Conv_0 = conv1x1(dim1, dim2)
+        self.method = method
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.Conv_0(x)
+        return torch.cat([h, y], dim=1) if self.method == "cat" else h + y
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FIR resampling (StyleGAN2 upfirdn2d, pure PyTorch)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def fir_kernel_2d(
+    kernel: Sequence[float], gain: float = 1.0, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """A 2D FIR kernel normalised to sum ``gain``: the outer product of a 1D kernel with itself (or a 2D kernel as is).
+
+    Args:
+        kernel: 1D taps (e.g. ``[1, 3, 3, 1]``) or a square 2D array.
+        gain: the sum of the returned kernel.
+
+    Returns:
+        tensor of shape ``(K, K)``.
+    """
+    k = np.asarray(kernel, dtype=np.float32)
+    if k.ndim == 1:
+        k = np.outer(k, k)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"kernel must be 1D or square 2D, got shape {k.shape}.")
+    k = k / np.sum(k) * gain
+    return torch.as_tensor(k.astype(np.float32), device=device, dtype=dtype)
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)):
+    """Upsample (zero insertion), pad, FIR-filter and downsample every channel of ``x`` (StyleGAN2's ``upfirdn2d``).
+
+    The filter is applied as a true convolution (kernel flipped), the same on H and W; negative pads crop.
+
+    Args:
+        x: ``(B, C, H, W)``.
+        kernel: ``(K, K)``.
+        up: zero-insertion factor.
+        down: decimation factor.
+        pad: ``(before, after)`` padding of each spatial dim after upsampling.
+
+    Returns:
+        ``(B, C, (H * up + pad0 + pad1 - K) // down + 1, ...)``.
+    """
+    batch, channels, height, width = x.shape
+    if up > 1:
+        x = x.reshape(batch, channels, height, 1, width, 1)
+        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
+        x = x.reshape(batch, channels, height * up, width * up)
+    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
+    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)
+    weight = weight[None, None].expand(channels, 1, *kernel.shape)
+    return F.conv2d(x, weight, stride=down, groups=channels)
+
+
+def upsample_2d(x: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0):
+    """FIR upsampling by ``factor``: ``(B, C, H, W)`` -> ``(B, C, H * factor, W * factor)``.
+
+    ``kernel=None`` is ``[1] * factor`` (nearest neighbour); a constant image is scaled by ``gain``.
+    """
+    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain * factor**2, device=x.device, dtype=x.dtype)
+    p = k.shape[0] - factor
+    return upfirdn2d(x, k, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
+
+
+def downsample_2d(x: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0):
+    """FIR downsampling by ``factor``: ``(B, C, H, W)`` -> ``(B, C, H // factor, W // factor)``.
+
+    ``kernel=None`` is ``[1] * factor`` (average pooling); a constant image is scaled by ``gain``.
+    """
+    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain, device=x.device, dtype=x.dtype)
+    p = k.shape[0] - factor
+    return upfirdn2d(x, k, down=factor, pad=((p + 1) // 2, p // 2))
+
+
+def upsample_conv_2d(
+    x: torch.Tensor, weight: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0
+) -> torch.Tensor:
+    """FIR upsampling fused with a "same" convolution (StyleGAN2 ``upsample_conv_2d``), padding applied once.
+
+    A stride-``factor`` transposed convolution with the spatially flipped, in/out-swapped ``weight`` followed by the
+    FIR filter. (score_sde writes the flip as ``w[..., ::-1, ::-1]``, which PyTorch rejects, so its FIR
+    ``Upsample(with_conv=True)`` cannot run; this is the intended operation.)
+
+    Args:
+        x: ``(B, C_in, H, W)``.
+        weight: ``(C_out, C_in, k, k)``, odd ``k``.
+
+    Returns:
+        ``(B, C_out, H * factor, W * factor)``.
+    """
+    k_conv = weight.shape[-1]
+    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain * factor**2, device=x.device, dtype=x.dtype)
+    p = (k.shape[0] - factor) - (k_conv - 1)
+    w = torch.flip(weight, [2, 3]).transpose(0, 1)
+    x = F.conv_transpose2d(x, w, stride=factor, padding=0)
+    return upfirdn2d(x, k, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
+
+
+def conv_downsample_2d(
+    x: torch.Tensor, weight: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0
+) -> torch.Tensor:
+    """A convolution fused with FIR downsampling (StyleGAN2 ``conv_downsample_2d``), padding applied once.
+
+    Args:
+        x: ``(B, C_in, H, W)``.
+        weight: ``(C_out, C_in, k, k)``, odd ``k``.
+
+    Returns:
+        ``(B, C_out, H // factor, W // factor)``.
+    """
+    k_conv = weight.shape[-1]
+    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain, device=x.device, dtype=x.dtype)
+    p = (k.shape[0] - factor) + (k_conv - 1)
+    x = upfirdn2d(x, k, pad=((p + 1) // 2, p // 2))
+    return F.conv2d(x, weight, stride=factor)
+
+
+def naive_upsample_2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Nearest-neighbour upsampling by pixel repetition: ``(B, C, H, W)`` -> ``(B, C, H * f, W * f)``."""
+    return x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+
+
+def naive_downsample_2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Average pooling over ``factor x factor`` blocks: ``(B, C, H, W)`` -> ``(B, C, H // f, W // f)``."""
+    batch, channels, height, width = x.shape
+    x = x.reshape(batch, channels, height // factor, factor, width // factor, factor)
+    return x.mean(dim=(3, 5))
+
+
+class FIRConv2d(nn.Module):
+    """A convolution with optional fused FIR up- or downsampling by 2 (score_sde ``up_or_down_sampling.Conv2d``).
+
+    Parameters ``weight`` ``(out_ch, in_ch, k, k)`` (default init) and ``bias`` ``(out_ch,)``.
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        kernel: the odd convolution size k.
+        up: upsample by 2 (FIR) fused with the convolution.
+        down: downsample by 2 (FIR) fused with the convolution.
+        resample_kernel: the 1D FIR taps.
+        use_bias: add a bias.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        up: bool = False,
+        down: bool = False,
+        resample_kernel: Sequence[float] = (1, 3, 3, 1),
+        use_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if up and down:
+            raise ValueError("FIRConv2d cannot both upsample and downsample (up=True and down=True).")
+        if kernel < 1 or kernel % 2 != 1:
+            raise ValueError(f"kernel must be a positive odd int, got {kernel}.")
+        self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, kernel, kernel))
+        default_init_(self.weight)
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if use_bias else None
+        self.up, self.down, self.kernel = up, down, kernel
+        self.resample_kernel = tuple(resample_kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            x = upsample_conv_2d(x, self.weight, self.resample_kernel)
+        elif self.down:
+            x = conv_downsample_2d(x, self.weight, self.resample_kernel)
+        else:
+            x = F.conv2d(x, self.weight, padding=self.kernel // 2)
+        if self.bias is not None:
+            x = x + self.bias.reshape(1, -1, 1, 1)
+        return x
+
+
+class Upsample(nn.Module):
+    """Upsampling by 2: nearest (+ ``Conv_0`` 3x3) or FIR (+ fused ``Conv2d_0`` 3x3).
+
+    Used by the DDPM U-Net (``fir=False``) and by NCSN++ (``layerspp.Upsample``).
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels (default ``in_ch``; only with a convolution).
+        with_conv: follow the upsampling with a 3x3 convolution.
+        fir: FIR upsampling with ``fir_kernel`` instead of nearest neighbour.
+        fir_kernel: the 1D FIR taps.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        with_conv: bool = False,
+        fir: bool = False,
+        fir_kernel: Sequence[float] = (1, 3, 3, 1),
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        if with_conv:
+            if fir:
+                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, up=True, resample_kernel=fir_kernel)
+            else:
+                self.Conv_0 = conv3x3(in_ch, out_ch)
+        self.with_conv, self.fir, self.fir_kernel = with_conv, fir, tuple(fir_kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``."""
+        if self.fir:
+            return self.Conv2d_0(x) if self.with_conv else upsample_2d(x, self.fir_kernel, factor=2)
+        h = F.interpolate(x, (x.shape[2] * 2, x.shape[3] * 2), mode="nearest")
+        return self.Conv_0(h) if self.with_conv else h
+
+
+class Downsample(nn.Module):
+    """Downsampling by 2: strided ``Conv_0`` 3x3 (TF "SAME" emulated by right/bottom padding) or average pooling, or
+    FIR (+ fused ``Conv2d_0`` 3x3).
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels (default ``in_ch``; only with a convolution).
+        with_conv: use a strided 3x3 convolution.
+        fir: FIR downsampling with ``fir_kernel``.
+        fir_kernel: the 1D FIR taps.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        with_conv: bool = False,
+        fir: bool = False,
+        fir_kernel: Sequence[float] = (1, 3, 3, 1),
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        if with_conv:
+            if fir:
+                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, down=True, resample_kernel=fir_kernel)
+            else:
+                self.Conv_0 = conv3x3(in_ch, out_ch, stride=2, padding=0)
+        self.with_conv, self.fir, self.fir_kernel = with_conv, fir, tuple(fir_kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_ch, H, W)`` -> ``(B, out_ch, H/2, W/2)``."""
+        if self.fir:
+            return self.Conv2d_0(x) if self.with_conv else downsample_2d(x, self.fir_kernel, factor=2)
+        if self.with_conv:
+            return self.Conv_0(F.pad(x, (0, 1, 0, 1)))
+        return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# residual blocks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ResnetBlockDDPM(nn.Module):
+    """DDPM residual block: GN-act-conv, + Dense(act(temb)), GN-act-dropout-conv, + shortcut.
+
+    The DDPM U-Net uses ``num_groups=32, init_scale=0, skip_rescale=False`` (score_sde ``layers.ResnetBlockDDPM``);
+    NCSN++ with ``resblock_type='ddpm'`` uses ``num_groups=None`` and its config's values (``ResnetBlockDDPMpp``).
+    The shortcut (when channels change) is ``NIN_0`` or, with ``conv_shortcut``, a 3x3 ``Conv_2``.
+
+    Args:
+        act: the activation module.
+        in_ch: input channels.
+        out_ch: output channels (default ``in_ch``).
+        temb_dim: width of the time embedding (``None``: no ``Dense_0``).
+        conv_shortcut: 3x3 conv shortcut instead of NIN.
+        dropout: dropout probability.
+        skip_rescale: divide the residual sum by ``sqrt(2)``.
+        init_scale: init scale of ``Conv_1``.
+        num_groups: GroupNorm groups (``None``: ``min(C // 4, 32)``).
+    """
+
+    def __init__(
+        self,
+        act: nn.Module,
+        in_ch: int,
+        out_ch: int | None = None,
+        temb_dim: int | None = None,
+        conv_shortcut: bool = False,
+        dropout: float = 0.1,
+        skip_rescale: bool = False,
+        init_scale: float = 0.0,
+        num_groups: int | None = None,
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        self.GroupNorm_0 = group_norm(in_ch, num_groups)
+        self.Conv_0 = conv3x3(in_ch, out_ch)
+        if temb_dim is not None:
+            self.Dense_0 = default_linear(temb_dim, out_ch)
+        self.GroupNorm_1 = group_norm(out_ch, num_groups)
+        self.Dropout_0 = nn.Dropout(dropout)
+        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
+        if in_ch != out_ch:
+            if conv_shortcut:
+                self.Conv_2 = conv3x3(in_ch, out_ch)
+            else:
+                self.NIN_0 = NIN(in_ch, out_ch)
+        self.act, self.in_ch, self.out_ch = act, in_ch, out_ch
+        self.conv_shortcut, self.skip_rescale = conv_shortcut, skip_rescale
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, in_ch, H, W)``, ``temb`` ``(B, temb_dim)`` or None -> ``(B, out_ch, H, W)``."""
+        h = self.Conv_0(self.act(self.GroupNorm_0(x)))
+        if temb is not None:
+            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        if self.in_ch != self.out_ch:
+            x = self.Conv_2(x) if self.conv_shortcut else self.NIN_0(x)
+        return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+
+
+class ResnetBlockBigGAN(nn.Module):
+    """BigGAN residual block of NCSN++ (``ResnetBlockBigGANpp``), optionally resampling by 2.
+
+    ``h = GN-act -> [up/down] -> Conv_0 -> + Dense_0(act(temb)) -> GN-act-dropout -> Conv_1``; the shortcut is
+    resampled the same way and passes through the 1x1 ``Conv_2`` when channels change or it resamples.
+
+    Args:
+        act: the activation module.
+        in_ch: input channels.
+        out_ch: output channels (default ``in_ch``).
+        temb_dim: width of the time embedding (``None``: no ``Dense_0``).
+        up: upsample by 2.
+        down: downsample by 2.
+        dropout: dropout probability.
+        fir: FIR resampling with ``fir_kernel`` (else nearest / average pooling).
+        fir_kernel: the 1D FIR taps.
+        skip_rescale: divide the residual sum by ``sqrt(2)``.
+        init_scale: init scale of ``Conv_1``.
+    """
+
+    def __init__(
+        self,
+        act: nn.Module,
+        in_ch: int,
+        out_ch: int | None = None,
+        temb_dim: int | None = None,
+        up: bool = False,
+        down: bool = False,
+        dropout: float = 0.1,
+        fir: bool = False,
+        fir_kernel: Sequence[float] = (1, 3, 3, 1),
+        skip_rescale: bool = True,
+        init_scale: float = 0.0,
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        self.GroupNorm_0 = group_norm(in_ch)
+        self.up, self.down, self.fir, self.fir_kernel = up, down, fir, tuple(fir_kernel)
+        self.Conv_0 = conv3x3(in_ch, out_ch)
+        if temb_dim is not None:
+            self.Dense_0 = default_linear(temb_dim, out_ch)
+        self.GroupNorm_1 = group_norm(out_ch)
+        self.Dropout_0 = nn.Dropout(dropout)
+        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
+        if in_ch != out_ch or up or down:
+            self.Conv_2 = conv1x1(in_ch, out_ch)
+        self.skip_rescale, self.act, self.in_ch, self.out_ch = skip_rescale, act, in_ch, out_ch
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            return upsample_2d(x, self.fir_kernel, factor=2) if self.fir else naive_upsample_2d(x, factor=2)
+        if self.down:
+            return downsample_2d(x, self.fir_kernel, factor=2) if self.fir else naive_downsample_2d(x, factor=2)
+        return x
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, in_ch, H, W)``, ``temb`` ``(B, temb_dim)`` or None -> ``(B, out_ch, H', W')`` (H' = 2H, H/2 or H)."""
+        h = self._resample(self.act(self.GroupNorm_0(x)))
+        x = self._resample(x)
+        h = self.Conv_0(h)
+        if temb is not None:
+            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        if self.in_ch != self.out_ch or self.up or self.down:
+            x = self.Conv_2(x)
+        return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# score_sde configs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def flatten_config(config: Any) -> dict[str, Any]:
+    """Flatten a score_sde config to ``{"model.nf": 128, "data.image_size": 256, ...}``.
+
+    Accepts a flat mapping with dotted keys (as stored in the parity files), a nested mapping
+    (``{"model": {"nf": 128}, ...}``) or an ``ml_collections.ConfigDict`` (anything with ``to_dict()``).
+
+    Raises:
+        TypeError: ``config`` is none of these.
+    """
+    if hasattr(config, "to_dict") and not isinstance(config, Mapping):
+        config = config.to_dict()
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping of score_sde config fields, got {type(config).__name__}.")
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if hasattr(value, "to_dict") and not isinstance(value, Mapping):
+            value = value.to_dict()
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in flatten_config(value).items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+_MISSING = object()
+
+
+def config_value(flat: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
+    """``flat[key]``, or ``default`` when given; a missing required field is a ``ValueError`` naming it."""
+    if key in flat:
+        return flat[key]
+    if default is _MISSING:
+        raise ValueError(f"config has no field '{key}' (needed to build the network).")
+    return default
+
+
+def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.device = "cpu") -> nn.Module:
+    """Build a network without drawing initial weights (for loaders that overwrite every entry).
+
+    ``factory`` runs on the ``meta`` device (no memory, no random draws, the global RNG is left untouched); the result
+    is then given uninitialised storage on ``device``. Only use it when a strict load follows.
+    """
+    with torch.device("meta"):
+        network = factory()
+    return network.to_empty(device=device)
+
+
+def load_score_sde_checkpoint(
+    network: nn.Module, checkpoint: str | os.PathLike | Mapping[str, Any], use_ema: bool
+) -> nn.Module:
+    """Load a score_sde checkpoint into ``network`` (:class:`~medgen.networks.ncsnpp.NCSNpp` or :class:`~medgen.networks.ddpm.DDPMUNet`).
+
+    Accepted layouts:
+
+    - score_sde's training checkpoint ``{'model', 'ema', 'optimizer', 'step'}``: ``model`` is the state dict of the
+      ``DataParallel``-wrapped network (keys prefixed ``module.``), ``ema`` is
+      ``{'decay', 'num_updates', 'shadow_params'}`` with ``shadow_params`` the list of trainable parameters in
+      ``parameters()`` order. ``model`` gives every entry (including frozen ones such as the Fourier ``W`` and the
+      ``sigmas`` buffer); with ``use_ema`` the trainable parameters are then overwritten by ``shadow_params``,
+      matched by order, as score_sde's ``ema.copy_to`` does.
+    - a bare state dict, with or without the ``module.`` prefix: loaded as it is (``use_ema`` does not apply).
+
+    Args:
+        network: the freshly built network.
+        checkpoint: a path to a ``.pth``/``.pt`` file or an already loaded mapping.
+        use_ema: take the EMA weights of a training checkpoint.
+
+    Returns:
+        ``network``, loaded.
+
+    Raises:
+        ValueError: ``use_ema=True`` but the training checkpoint has no ``ema`` entry, or ``ema`` is malformed.
+        CheckpointMismatchError: keys, shapes or the EMA list do not match the network.
+    """
+    content = read_checkpoint(checkpoint)
+    if isinstance(content.get("model"), Mapping):
+        load_state_dict_checked(network, strip_prefix(content["model"], "module."))
+        if use_ema:
+            ema = content.get("ema")
+            if ema is None:
+                raise ValueError(
+                    "use_ema=True but the checkpoint has no 'ema' entry (keys: "
+                    f"{sorted(content)}); pass use_ema=False to use the raw 'model' weights."
+                )
+            if not isinstance(ema, Mapping) or not isinstance(ema.get("shadow_params"), (list, tuple)):
+                raise ValueError("checkpoint 'ema' must be a dict with a 'shadow_params' list (score_sde EMA layout).")
+            apply_ordered_ema(network, list(ema["shadow_params"]))
+        return network
+    return load_state_dict_checked(network, strip_prefix(content, "module."))
