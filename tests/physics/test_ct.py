@@ -1,0 +1,195 @@
+"""ParallelBeamCT: TPDM parity, scikit-image agreement, exact adjoint, autograd, volumes, presets."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.data import shepp_logan_phantom
+from skimage.transform import iradon, radon, resize
+
+from medgen.physics.base import inner_product
+from medgen.physics.ct import FBP_FILTERS, ParallelBeamCT, fbp_filter_response
+
+OFFICIAL = Path(__file__).parents[1] / "data" / "tpdm_physics_official.pt"
+
+
+@pytest.fixture(scope="module")
+def phantom64():
+    return resize(shepp_logan_phantom(), (64, 64), anti_aliasing=True)
+
+
+def psnr(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(10 * np.log10(ref.max() ** 2 / np.mean((a - ref) ** 2)))
+
+
+def relative_adjoint_error(op, x, y) -> float:
+    ax, aty = op(x), op.adjoint(y)
+    return float((inner_product(ax, y) - inner_product(x, aty)).abs() / (ax.norm() * y.norm()))
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_parity_with_official_tpdm_radon(width):
+    d = torch.load(OFFICIAL, map_location="cpu", weights_only=True)
+    op = ParallelBeamCT.tpdm(width, sparsity=5)  # 36 views, as TPDM
+    x, sino = d[f"ct{width}_x"], d[f"ct{width}_A"]
+    assert op.sinogram_size == tuple(sino.shape[-2:])
+    scale = sino.abs().max()
+    torch.testing.assert_close(op(x), sino, rtol=0, atol=1e-5 * scale)
+    # official A_dagger = ramp FBP; AT = the same back-projection without filter (scaled by pi / (2 * views))
+    fbp_ref = d[f"ct{width}_A_dagger"]
+    torch.testing.assert_close(op.pseudo_inverse(sino), fbp_ref, rtol=0, atol=1e-5 * fbp_ref.abs().max())
+    bp_ref = d[f"ct{width}_AT"]
+    bp = op.backproject(sino) * (math.pi / (2 * op.num_angles))
+    torch.testing.assert_close(bp, bp_ref, rtol=0, atol=1e-5 * bp_ref.abs().max())
+
+
+def test_tpdm_preset_geometry():
+    op = ParallelBeamCT.tpdm(256)
+    assert op.sinogram_size == (363, 36)
+    torch.testing.assert_close(op.angles, torch.deg2rad(torch.from_numpy(np.linspace(0, 180, 36, endpoint=False))))
+    assert op.rotation_center == (128.0, 128.0) and op.detector_center == 181.0 and op.num_ray_samples == 363
+
+
+@pytest.mark.parametrize("size", [64, 65])
+def test_sinogram_matches_skimage_radon(size):
+    img = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True)
+    theta = np.linspace(0, 180, 36, endpoint=False)
+    reference = radon(img, theta=theta, circle=False)
+    op = ParallelBeamCT(size, torch.deg2rad(torch.from_numpy(theta))).double()
+    sino = op(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    assert sino.shape == reference.shape
+    # same ray-driven bilinear discretisation: agreement to rounding
+    assert np.linalg.norm(sino - reference) / np.linalg.norm(reference) < 1e-10
+
+
+@pytest.mark.parametrize("filter_name", FBP_FILTERS)
+def test_fbp_matches_skimage_iradon(phantom64, filter_name):
+    theta = np.linspace(0, 180, 36, endpoint=False)
+    sino = radon(phantom64, theta=theta, circle=False)
+    op = ParallelBeamCT(64, torch.deg2rad(torch.from_numpy(theta))).double()
+    mine = op.fbp(torch.from_numpy(sino)[None, None], filter=filter_name)[0, 0].numpy()
+    ref = iradon(sino, theta=theta, circle=False, filter_name=filter_name, output_size=64)
+    # identical except at the corner pixel: skimage's np.interp is 0 beyond the last detector, ours tapers linearly
+    # (grid_sample zero padding, as TPDM); the filters hamming/hann differ by O(1/size) (ODL vs numpy windows)
+    interior = np.ones_like(ref, dtype=bool)
+    interior[0, 0] = False
+    tol = 1e-10 if filter_name in ("ramp", "shepp-logan", "cosine") else 0.05
+    assert np.abs(mine - ref)[interior].max() < tol
+    # measured (64 px, 36 views): skimage PSNR ramp 26.76, shepp-logan 26.20, cosine 24.61, hamming 23.46,
+    # hann 23.15 dB; ours within 0.03 dB (hamming/hann ~+0.02 dB)
+    assert abs(psnr(mine, phantom64) - psnr(ref, phantom64)) < 0.03
+    if filter_name == "ramp":
+        assert 26.5 < psnr(mine, phantom64) < 27.0
+
+
+def test_fbp_filter_response_matches_skimage_ramp():
+    from skimage.transform.radon_transform import _get_fourier_filter
+
+    for name in ("ramp", "shepp-logan", "cosine"):
+        np.testing.assert_allclose(fbp_filter_response(128, name).numpy(), _get_fourier_filter(128, name)[:, 0], atol=1e-12)
+    cut = fbp_filter_response(128, "hann", frequency_scaling=0.5)
+    assert torch.all(cut[33:96] == 0) and cut[32].abs() < 1e-30 and cut[1] > 0
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ParallelBeamCT(24, 7),
+        ParallelBeamCT((20, 27), torch.tensor([0.1, 1.0, 2.5, 3.0]), num_detectors=31, detector_spacing=1.3),
+        ParallelBeamCT.tpdm(24, sparsity=20),
+        ParallelBeamCT.padis(24, views=5),
+    ],
+    ids=["uniform", "non-square", "tpdm", "padis"],
+)
+def test_adjoint_dot_product(op):
+    op = op.double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, *op.image_size, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, *op.sinogram_size, generator=g, dtype=torch.float64)
+    assert relative_adjoint_error(op, x, y) < 1e-12
+
+
+def test_adjoint_dot_product_with_small_chunks():
+    op = ParallelBeamCT(16, 9, max_chunk_elements=500).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 1, *op.sinogram_size, generator=g, dtype=torch.float64)
+    assert relative_adjoint_error(op, x, y) < 1e-12
+    torch.testing.assert_close(op(x), ParallelBeamCT(16, 9).double()(x))
+
+
+def test_autograd_forward_and_adjoint():
+    op = ParallelBeamCT(8, 3).double()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 1, *op.sinogram_size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(op, (x,))
+    assert torch.autograd.gradcheck(op.adjoint, (y,))
+    # DPS-style gradient of a data-fidelity norm
+    loss = (op(x) - 1).norm()
+    (grad,) = torch.autograd.grad(loss, x)
+    residual = op(x.detach()) - 1
+    torch.testing.assert_close(grad, op.adjoint(residual / residual.norm()))
+
+
+@pytest.mark.parametrize("slice_axis", [2, 3, -1])
+def test_volume_slicewise(slice_axis):
+    op = ParallelBeamCT((10, 12), 5, slice_axis=slice_axis)
+    shape = [2, 1, 10, 12]
+    shape.insert(slice_axis % 5, 4)
+    vol = torch.randn(shape)
+    sino = op(vol)
+    expected_shape = [2, 1, *op.sinogram_size]
+    expected_shape.insert(slice_axis % 5, 4)
+    assert list(sino.shape) == expected_shape
+    for k in range(4):
+        image = vol.select(slice_axis % 5, k)
+        torch.testing.assert_close(sino.select(slice_axis % 5, k), op(image))
+        torch.testing.assert_close(op.fbp(sino).select(slice_axis % 5, k), op.fbp(op(image)))
+        torch.testing.assert_close(op.adjoint(sino).select(slice_axis % 5, k), op.adjoint(op(image)))
+
+
+def test_padis_preset_geometry_and_units():
+    op = ParallelBeamCT.padis(64, views=20).double()
+    assert op.sinogram_size == (512, 20)
+    torch.testing.assert_close(op.angles[:2], torch.tensor([0.5, 1.5], dtype=torch.float64) * math.pi / 20)
+    assert op.pixel_size == 40 / 64 and op.detector_spacing == pytest.approx(0.25)
+    img = torch.from_numpy(resize(shepp_logan_phantom(), (64, 64), anti_aliasing=True))[None, None]
+    sino = op(img)
+    # line integrals in physical units: integrating a projection over the detector gives the image's mass
+    mass = img.sum() * op.pixel_size**2
+    detector_bin = op.detector_spacing * op.pixel_size
+    torch.testing.assert_close(sino.sum(2) * detector_bin, mass.expand(1, 1, 20), rtol=1e-3, atol=0)
+    # Hann(0.9) FBP reconstructs in image units; measured PSNR 23.6 dB at 64 px / 20 views
+    rec = op.pseudo_inverse(sino)[0, 0].numpy()
+    assert psnr(rec, img[0, 0].numpy()) > 22.5
+
+
+def test_float32_and_device_follow_input():
+    op = ParallelBeamCT(16, 4)
+    x = torch.rand(1, 1, 16, 16)
+    assert op(x).dtype == torch.float32 and op.fbp(op(x)).dtype == torch.float32
+    torch.testing.assert_close(op.double()(x.double()).float(), op(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="image_size"):
+        ParallelBeamCT(1, 4)
+    with pytest.raises(ValueError, match="angles"):
+        ParallelBeamCT(8, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="filter"):
+        ParallelBeamCT(8, 4, fbp_filter="ram-lak")
+    with pytest.raises(ValueError, match="slice_axis"):
+        ParallelBeamCT(8, 4, slice_axis=1)
+    op = ParallelBeamCT(8, 4)
+    with pytest.raises(ValueError, match="trailing dims"):
+        op(torch.zeros(1, 1, 8, 9))
+    with pytest.raises(ValueError, match="4D"):
+        op(torch.zeros(8, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        op(torch.zeros(1, 1, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="frequency_scaling"):
+        op.fbp(torch.zeros(1, 1, *op.sinogram_size), frequency_scaling=0.0)
