@@ -36,6 +36,8 @@ __all__ = [
     "conv_nd",
     "GroupNorm32",
     "resample_factors",
+    "check_input_shape",
+    "batch_timesteps",
     "Upsample",
     "Downsample",
     "TimestepBlock",
@@ -116,6 +118,43 @@ def resample_factors(factor: int | Sequence[int], spatial_dims: int) -> tuple[in
     if any(not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in factors):
         raise ValueError(f"resampling factor must be positive integers (one per spatial axis), got {factor}.")
     return tuple(factors)
+
+
+def check_input_shape(
+    x: Any, channels: int, spatial_dims: int, factor: Sequence[int], resampling_steps: int
+) -> None:
+    """Check that ``x`` is (B, channels, *S) with every S[i] divisible by ``factor[i] ** resampling_steps``.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: wrong number of dimensions or channels, or indivisible spatial size.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != spatial_dims + 2 or x.shape[1] != channels:
+        raise ValueError(f"x must have shape (B, {channels}, {', '.join(['S'] * spatial_dims)}), got {tuple(x.shape)}.")
+    multiple = [f**resampling_steps for f in factor]
+    if any(s % m for s, m in zip(x.shape[2:], multiple)):
+        raise ValueError(
+            f"x spatial shape {tuple(x.shape[2:])} must be divisible by {tuple(multiple)} "
+            f"({resampling_steps} resampling steps of {tuple(factor)})."
+        )
+
+
+def batch_timesteps(timesteps: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """Return ``timesteps`` as a (B,) tensor on ``x.device`` (a scalar is repeated for the batch of ``x``).
+
+    Raises:
+        ValueError: neither a scalar nor of shape (B,).
+    """
+    timesteps = torch.as_tensor(timesteps, device=x.device)
+    if timesteps.ndim == 0:
+        timesteps = timesteps.expand(x.shape[0])
+    if timesteps.shape != (x.shape[0],):
+        raise ValueError(
+            f"timesteps must be a scalar or have shape (B,) = ({x.shape[0]},), got {tuple(timesteps.shape)}."
+        )
+    return timesteps
 
 
 class Upsample(nn.Module):

@@ -17,13 +17,25 @@ from medgen.networks.guided_layers import (
     ResBlock,
     TimestepEmbedSequential,
     Upsample,
+    batch_timesteps,
+    check_input_shape,
     conv_nd,
     resample_factors,
     timestep_embedding,
     zero_module,
 )
 
-__all__ = ["GuidedUNet", "guided_unet_from_official", "official_flat_state_dict", "parse_channel_mult"]
+__all__ = [
+    "GuidedUNet",
+    "guided_unet_from_official",
+    "official_flat_state_dict",
+    "official_unet_kwargs",
+    "parse_channel_mult",
+]
+
+# earlier private names of the public helpers in guided_layers (medgen.networks.sdm_unet imports them)
+_check_input = check_input_shape
+_batch_timesteps = batch_timesteps
 
 # official UNetModel arguments that do not change the computation in medgen (see GuidedUNet.from_config)
 _IGNORED_OFFICIAL_KEYS = frozenset({"image_size", "use_fp16", "decoder_device_thresh"})
@@ -111,7 +123,8 @@ class GuidedUNet(nn.Module):
     Example::
 
         net = GuidedUNet(spatial_dims=3, in_channels=8, out_channels=8, model_channels=64,
-                         channel_mult=(1, 2, 2, 4, 4), num_res_blocks=2, additive_skips=True, bottleneck_attention=False)
+                         channel_mult=(1, 2, 2, 4, 4), num_res_blocks=2, additive_skips=True,
+                         bottleneck_attention=False)
         x0_pred = net(x_t, t)   # x_t (B, 8, 64, 64, 64) wavelet coefficients, t (B,) integer timesteps
     """
 
@@ -240,7 +253,7 @@ class GuidedUNet(nn.Module):
         Raises:
             ValueError: unknown keys, or invalid values.
         """
-        return cls(**_guided_kwargs(config, allowed_extra=()))
+        return cls(**official_unet_kwargs(config, allowed_extra=()))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Args:
@@ -251,8 +264,8 @@ class GuidedUNet(nn.Module):
         Returns:
             (B, out_channels, *S) (``2 * out_channels`` with ``learn_sigma``).
         """
-        _check_input(x, self.in_channels, self.spatial_dims, self.resample_factor, len(self.channel_mult) - 1)
-        timesteps = _batch_timesteps(timesteps, x)
+        check_input_shape(x, self.in_channels, self.spatial_dims, self.resample_factor, len(self.channel_mult) - 1)
+        timesteps = batch_timesteps(timesteps, x)
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
         if self.num_classes is not None:
             if y is None or y.shape != (x.shape[0],):
@@ -275,8 +288,16 @@ class GuidedUNet(nn.Module):
         return self.out(h)
 
 
-def _guided_kwargs(config: Mapping[str, Any], allowed_extra: Sequence[str]) -> dict[str, Any]:
-    """Official ``UNetModel``/``WavUNetModel`` keyword arguments -> medgen keyword arguments."""
+def official_unet_kwargs(config: Mapping[str, Any], allowed_extra: Sequence[str]) -> dict[str, Any]:
+    """Official ``UNetModel``/``WavUNetModel`` keyword arguments -> :class:`GuidedUNet` keyword arguments.
+
+    Args:
+        config: the official keyword arguments (see :meth:`GuidedUNet.from_config`).
+        allowed_extra: further official keys the caller handles itself (left out of the result).
+
+    Raises:
+        ValueError: unknown or missing keys.
+    """
     known = {
         "in_channels", "model_channels", "out_channels", "num_res_blocks", "attention_resolutions", "dropout",
         "channel_mult", "conv_resample", "dims", "num_classes", "use_checkpoint", "num_heads", "num_head_channels",
@@ -297,28 +318,6 @@ def _guided_kwargs(config: Mapping[str, Any], allowed_extra: Sequence[str]) -> d
     kwargs.setdefault("resblock_updown", False)  # the official UNetModel constructor default
     kwargs.setdefault("channel_mult", (1, 2, 4, 8))
     return kwargs
-
-
-def _check_input(x: torch.Tensor, channels: int, spatial_dims: int, factor: Sequence[int], steps: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim != spatial_dims + 2 or x.shape[1] != channels:
-        raise ValueError(f"x must have shape (B, {channels}, {', '.join(['S'] * spatial_dims)}), "
-                         f"got {tuple(x.shape)}.")
-    multiple = [f**steps for f in factor]
-    if any(s % m for s, m in zip(x.shape[2:], multiple)):
-        raise ValueError(f"x spatial shape {tuple(x.shape[2:])} must be divisible by {tuple(multiple)} "
-                         f"({steps} resampling steps of {tuple(factor)}).")
-
-
-def _batch_timesteps(timesteps: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    timesteps = torch.as_tensor(timesteps, device=x.device)
-    if timesteps.ndim == 0:
-        timesteps = timesteps.expand(x.shape[0])
-    if timesteps.shape != (x.shape[0],):
-        raise ValueError(f"timesteps must be a scalar or have shape (B,) = ({x.shape[0]},), "
-                         f"got {tuple(timesteps.shape)}.")
-    return timesteps
 
 
 def guided_unet_from_official(
