@@ -341,7 +341,7 @@ class NCSNpp(nn.Module):
             temb = next(modules)(torch.log(sigma))
         else:
             used_sigmas = self.sigmas[sigma.long()]
-            temb = sinusoidal_embedding(sigma, self.nf)
+            temb = sinusoidal_embedding(sigma, self.nf).to(dtype=x.dtype)
         if self.conditional:
             temb = next(modules)(temb)
             temb = next(modules)(self.act(temb))

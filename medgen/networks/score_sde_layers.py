@@ -9,6 +9,7 @@ needs no compiled extension.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -313,7 +314,24 @@ def fir_kernel_2d(
     return torch.as_tensor(k.astype(np.float32), device=device, dtype=dtype)
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)):
+@functools.lru_cache(maxsize=64)
+def _cached_fir_kernel(taps: tuple[float, ...], gain: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # one host-to-device copy per (taps, gain, device, dtype) instead of one per layer call; made outside inference
+    # mode so the cached tensor can also serve forwards that build a graph
+    with torch.inference_mode(False):
+        return fir_kernel_2d(taps, gain, device=device, dtype=dtype)
+
+
+def _resample_kernel(kernel: Sequence[float] | None, factor: int, gain: float, x: torch.Tensor) -> torch.Tensor:
+    taps = np.asarray([1] * factor if kernel is None else kernel, dtype=np.float64)
+    if taps.ndim != 1:
+        return fir_kernel_2d(taps, gain, device=x.device, dtype=x.dtype)
+    return _cached_fir_kernel(tuple(taps.tolist()), float(gain), x.device, x.dtype)
+
+
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample (zero insertion), pad, FIR-filter and downsample every channel of ``x`` (StyleGAN2's ``upfirdn2d``).
 
     The filter is applied as a true convolution (kernel flipped), the same on H and W; negative pads crop.
@@ -339,22 +357,26 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     return F.conv2d(x, weight, stride=down, groups=channels)
 
 
-def upsample_2d(x: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0):
+def upsample_2d(
+    x: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0
+) -> torch.Tensor:
     """FIR upsampling by ``factor``: ``(B, C, H, W)`` -> ``(B, C, H * factor, W * factor)``.
 
     ``kernel=None`` is ``[1] * factor`` (nearest neighbour); a constant image is scaled by ``gain``.
     """
-    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain * factor**2, device=x.device, dtype=x.dtype)
+    k = _resample_kernel(kernel, factor, gain * factor**2, x)
     p = k.shape[0] - factor
     return upfirdn2d(x, k, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
 
-def downsample_2d(x: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0):
+def downsample_2d(
+    x: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0
+) -> torch.Tensor:
     """FIR downsampling by ``factor``: ``(B, C, H, W)`` -> ``(B, C, H // factor, W // factor)``.
 
     ``kernel=None`` is ``[1] * factor`` (average pooling); a constant image is scaled by ``gain``.
     """
-    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain, device=x.device, dtype=x.dtype)
+    k = _resample_kernel(kernel, factor, gain, x)
     p = k.shape[0] - factor
     return upfirdn2d(x, k, down=factor, pad=((p + 1) // 2, p // 2))
 
@@ -376,7 +398,7 @@ def upsample_conv_2d(
         ``(B, C_out, H * factor, W * factor)``.
     """
     k_conv = weight.shape[-1]
-    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain * factor**2, device=x.device, dtype=x.dtype)
+    k = _resample_kernel(kernel, factor, gain * factor**2, x)
     p = (k.shape[0] - factor) - (k_conv - 1)
     w = torch.flip(weight, [2, 3]).transpose(0, 1)
     x = F.conv_transpose2d(x, w, stride=factor, padding=0)
@@ -396,7 +418,7 @@ def conv_downsample_2d(
         ``(B, C_out, H // factor, W // factor)``.
     """
     k_conv = weight.shape[-1]
-    k = fir_kernel_2d([1] * factor if kernel is None else kernel, gain, device=x.device, dtype=x.dtype)
+    k = _resample_kernel(kernel, factor, gain, x)
     p = (k.shape[0] - factor) + (k_conv - 1)
     x = upfirdn2d(x, k, pad=((p + 1) // 2, p // 2))
     return F.conv2d(x, weight, stride=factor)

@@ -260,6 +260,19 @@ def test_forward_backward_options(overrides):
     assert all(p.grad is not None for n, p in net.named_parameters() if p.requires_grad and n not in unused)
 
 
+def test_inference_mode_then_gradients():
+    """The cached FIR kernels made under inference_mode still serve a later forward that builds a graph (DPS)."""
+    net = NCSNpp(**tiny_kwargs(init_scale=1.0))
+    x = torch.rand(1, 1, 16, 16)
+    with torch.inference_mode():
+        reference = net(x, 1.5)
+    x.requires_grad_(True)
+    out = net(x, 1.5)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), reference)
+    assert x.grad.abs().sum() > 0
+
+
 def test_scale_by_sigma_and_scalar_sigma():
     torch.manual_seed(0)
     scaled = NCSNpp(**tiny_kwargs(init_scale=1.0)).eval()
