@@ -118,9 +118,15 @@ class DDPMUNet(nn.Module):
 
         def resblock(in_ch: int, out_ch: int | None = None) -> nn.Module:
             return ResnetBlockDDPM(
-                act, in_ch, out_ch, temb_dim=4 * nf, dropout=dropout, skip_rescale=False, init_scale=0.0,
+                act,
+                in_ch,
+                out_ch,
+                temb_dim=4 * nf,
+                dropout=dropout,
+                skip_rescale=False,
+                init_scale=0.0,
                 num_groups=_NUM_GROUPS,
-            )  # fmt: skip
+            )
 
         def attn(channels: int) -> nn.Module:
             return AttnBlock(channels, skip_rescale=False, init_scale=0.0, num_groups=_NUM_GROUPS)

@@ -176,13 +176,27 @@ class NCSNpp(nn.Module):
         def resblock(in_ch: int, out_ch: int | None = None, up: bool = False, down: bool = False) -> nn.Module:
             if resblock_type == "ddpm":
                 return ResnetBlockDDPM(
-                    act, in_ch, out_ch, temb_dim=nf * 4, dropout=dropout, skip_rescale=skip_rescale,
+                    act,
+                    in_ch,
+                    out_ch,
+                    temb_dim=nf * 4,
+                    dropout=dropout,
+                    skip_rescale=skip_rescale,
                     init_scale=init_scale,
-                )  # fmt: skip
+                )
             return ResnetBlockBigGAN(
-                act, in_ch, out_ch, temb_dim=nf * 4, up=up, down=down, dropout=dropout, fir=fir,
-                fir_kernel=fir_kernel, skip_rescale=skip_rescale, init_scale=init_scale,
-            )  # fmt: skip
+                act,
+                in_ch,
+                out_ch,
+                temb_dim=nf * 4,
+                up=up,
+                down=down,
+                dropout=dropout,
+                fir=fir,
+                fir_kernel=fir_kernel,
+                skip_rescale=skip_rescale,
+                init_scale=init_scale,
+            )
 
         channels = in_channels
         input_pyramid_ch = channels

@@ -268,7 +268,7 @@ class AttnBlock(nn.Module):
 
 
 class Combine(nn.Module):
-    """NCSN++ input-skip combiner: ``Conv_0`` (1x1, ``dim1 -> dim2``) of the pyramid, then ``cat`` or ``sum`` with ``y``.
+    """NCSN++ input-skip combiner: 1x1 ``Conv_0`` (``dim1 -> dim2``) of the pyramid, then ``cat`` or ``sum`` with ``y``.
 
     Args:
         dim1: channels of the pyramid input.
@@ -747,7 +747,7 @@ def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.de
 def load_score_sde_checkpoint(
     network: nn.Module, checkpoint: str | os.PathLike | Mapping[str, Any], use_ema: bool
 ) -> nn.Module:
-    """Load a score_sde checkpoint into ``network`` (:class:`~medgen.networks.ncsnpp.NCSNpp` or :class:`~medgen.networks.ddpm.DDPMUNet`).
+    """Load a score_sde checkpoint into ``network`` (an ``NCSNpp`` or a ``DDPMUNet``).
 
     Accepted layouts:
 

@@ -61,7 +61,7 @@ def _one_thread():
 
 
 def test_parity_tiny_official_output():
-    """Official score_sde NCSN++ output (nn.SiLU) reproduced; the file's notes say TPDM's x*sigmoid(x) differs 2.5e-6."""
+    """Official score_sde NCSN++ output (nn.SiLU) reproduced; TPDM's vendored x*sigmoid(x) differs by ~2.5e-6."""
     net = from_official("score_sde_ncsnpp", TINY["state_dict"], TINY["config"])
     assert isinstance(net, NCSNpp) and not net.training
     with torch.no_grad():
