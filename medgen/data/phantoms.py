@@ -330,7 +330,8 @@ def body_ct_phantom(
     painter.paint(soft_inside(vb, eps), 80.0, 2)  # disc everywhere, bone overwrites away from the disc planes
     bone = soft_inside(vb, eps) * soft_inside(0.025 - disc, eps)
     painter.paint(bone, 1200.0, 8)
-    painter.paint(soft_inside(vb + 0.02, eps) * soft_inside(0.045 - disc, eps), 350.0, 8)
+    shell = max(0.02, 1.2 * eps)  # cortical shell at least about a voxel thick
+    painter.paint(soft_inside(vb + shell, eps) * soft_inside(0.025 + shell - disc, eps), 350.0, 8)
     canal = np.sqrt(x**2 + (y + 0.56) ** 2) - 0.05
     posterior = ellipsoid_sdf((x, y, z), (0.0, -0.58, 0.0), (0.14, 0.06, 5.0))
     painter.paint(soft_inside(posterior, eps) * soft_inside(0.03 - disc, eps), 700.0, 8)
