@@ -1,0 +1,120 @@
+"""Resolution-reducing measurement transforms: z-axis block averaging (TPDM's MR z-axis super-resolution input)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+
+from medgen.physics.zaxis import ZAxisAverage
+
+__all__ = [
+    "ZAXIS_META_KEY",
+    "ZAxisDownsample",
+    "ZAxisDownsampled",
+    "ZAxisDownsampleD",
+    "ZAxisDownsampleDict",
+]
+
+ZAXIS_META_KEY = "zaxis_average"
+
+
+class ZAxisDownsample(Transform):
+    """Average ``factor`` consecutive slices along one spatial axis (thick-slice simulation, TPDM MR-ZSR).
+
+    Wraps :class:`medgen.physics.zaxis.ZAxisAverage` on channel-first data without batch: ``(C, X, Y, Z)`` ->
+    ``(C, X, Y, M)`` with ``M = Z // factor`` (``remainder="crop"``, TPDM) or ``ceil(Z / factor)``
+    (``remainder="partial"``).
+
+    MetaTensor geometry: the voxel size along ``axis`` is multiplied by ``factor`` and the origin moves by
+    ``(factor - 1) / 2`` input voxels along that axis, so each output voxel centre sits at the centre of the block it
+    averages (``affine_out = affine_in @ [scale f, shift (f - 1) / 2]`` on that axis; ``pixdim`` follows). A partial
+    last block is thinner than the affine says. The meta also records ``meta["zaxis_average"] = {"factor", "axis",
+    "remainder", "length"}`` (``length``: the input length ``Z``, needed to map the measurement back with
+    :meth:`ZAxisAverage.pseudo_inverse`).
+
+    Args:
+        factor: number of slices averaged, ``>= 1``.
+        axis: axis of the channel-first array to average (``-1``: the last spatial axis, z for RAS volumes; ``0`` is
+            the channel axis and is refused).
+        remainder: ``"crop"`` (TPDM: trailing ``Z % factor`` slices dropped) or ``"partial"`` (averaged into one
+            more slice).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, factor: int, axis: int = -1, remainder: str = "crop") -> None:
+        self.operator = ZAxisAverage(factor, axis=axis, remainder=remainder)
+
+    def __call__(self, img: Any) -> Any:
+        x = convert_to_tensor(img, track_meta=False)
+        if x.ndim < 2:
+            raise ValueError(f"img must be channel-first (C, *spatial), got shape {tuple(x.shape)}.")
+        axis = self.operator.axis
+        if not -x.ndim <= axis < x.ndim or axis % x.ndim == 0:
+            raise ValueError(
+                f"axis must index a spatial axis of the channel-first image with shape {tuple(x.shape)}, got {axis}."
+            )
+        axis = axis % x.ndim
+        if not x.is_floating_point():
+            x = x.float()
+        with torch.no_grad():
+            low = self.operator(x)
+        out = convert_to_dst_type(low, img, dtype=low.dtype)[0]
+        if isinstance(out, MetaTensor):
+            factor = self.operator.factor
+            spatial = axis - 1
+            affine = out.affine.clone()
+            if spatial < affine.shape[0] - 1:
+                column = affine[:, spatial].clone()
+                affine[:-1, -1] += column[:-1] * (factor - 1) / 2
+                affine[:-1, spatial] = column[:-1] * factor
+                out.affine = affine
+            out.meta[ZAXIS_META_KEY] = {
+                "factor": factor,
+                "axis": axis,
+                "remainder": self.operator.remainder,
+                "length": int(x.shape[axis]),
+            }
+        return out
+
+
+class ZAxisDownsampled(MapTransform):
+    """Dictionary-based wrapper of :class:`ZAxisDownsample`.
+
+    Args:
+        keys: keys of the images to downsample.
+        factor, axis, remainder: as :class:`ZAxisDownsample`.
+        measurement_key: where to write each low-resolution image (one key, or one per key); ``None`` replaces the
+            image. E.g. ``ZAxisDownsampled("image", factor=4, measurement_key="lowres")`` keeps ``"image"``.
+        allow_missing_keys: do not raise on missing keys.
+    """
+
+    backend = ZAxisDownsample.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        factor: int,
+        axis: int = -1,
+        remainder: str = "crop",
+        measurement_key: str | Sequence[str] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.downsample = ZAxisDownsample(factor, axis=axis, remainder=remainder)
+        self.measurement_keys = ensure_tuple_rep(measurement_key, len(self.keys))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.measurement_keys):
+            d[key if out_key is None else out_key] = self.downsample(d[key])
+        return d
+
+
+ZAxisDownsampleD = ZAxisDownsampleDict = ZAxisDownsampled
