@@ -85,7 +85,7 @@ def convert(
     return str(target)
 
 
-def demo(output_dir: str = "outputs/demo", size: int = 64, seed: int = 0) -> dict[str, float]:
+def demo(output_dir: str = "outputs/demo", size: int = 64, seed: int = 0) -> None:
     """Physics round trip on the procedural brain phantom: z-axis super-resolution and sparse-view CT.
 
     Writes ``phantom.nii.gz``, ``zaxis_lowres.nii.gz``, ``zaxis_pinv.nii.gz``, ``ct_fbp.nii.gz``, a PNG of the three
@@ -93,7 +93,7 @@ def demo(output_dir: str = "outputs/demo", size: int = 64, seed: int = 0) -> dic
     """
     from medgen.demo import physics_round_trip
 
-    return physics_round_trip(output_dir=output_dir, size=size, seed=seed)
+    physics_round_trip(output_dir=output_dir, size=size, seed=seed)
 
 
 def main() -> None:
