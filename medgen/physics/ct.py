@@ -289,6 +289,26 @@ class ParallelBeamCT(LinearOperator):
         geometry.update(kwargs)
         return cls(image_size, angles, **geometry)
 
+    def geometry(self) -> dict:
+        """Constructor arguments that rebuild this operator: ``ParallelBeamCT(**op.geometry())``.
+
+        ``angles`` is a CPU float64 tensor in radians; the other values are plain Python numbers/tuples.
+        """
+        return {
+            "image_size": self.image_size,
+            "angles": self.angles.detach().to("cpu", torch.float64).clone(),
+            "num_detectors": self.num_detectors,
+            "detector_spacing": self.detector_spacing,
+            "pixel_size": self.pixel_size,
+            "rotation_center": self.rotation_center,
+            "detector_center": self.detector_center,
+            "ray_step": self.ray_step,
+            "num_ray_samples": self.num_ray_samples,
+            "slice_axis": self.slice_axis,
+            "fbp_filter": self.fbp_filter,
+            "fbp_frequency_scaling": self.fbp_frequency_scaling,
+        }
+
     @property
     def num_angles(self) -> int:
         return int(self.angles.numel())
