@@ -41,13 +41,12 @@ def _unit(v: np.ndarray) -> np.ndarray:
 class _HeartFrame:
     """Long-axis frame of the ventricles: ``e1`` base -> apex, ``e2`` towards the left ventricle, ``e3 = e1 x e2``."""
 
-    def __init__(self, rng: np.random.Generator, centre: np.ndarray) -> None:
-        # apex points to the subject's left (-x), anterior (+y) and inferior (-z)
-        self.e1 = _unit(np.array([-0.55, 0.6, -0.5]) + 0.08 * rng.standard_normal(3))
-        towards_lv = np.array([-1.0, -1.0, 0.0])
+    def __init__(self, long_axis: np.ndarray, centre: np.ndarray) -> None:
+        self.e1 = _unit(long_axis)
+        towards_lv = np.array([-1.0, -1.0, 0.0])  # the LV lies left-posterior of the RV
         self.e2 = _unit(towards_lv - (towards_lv @ self.e1) * self.e1)
         self.e3 = np.cross(self.e1, self.e2)
-        self.centre = centre
+        self.centre = np.asarray(centre, dtype=np.float64)
 
     def point(self, l: float, q2: float, q3: float) -> np.ndarray:
         return self.centre + l * self.e1 + q2 * self.e2 + q3 * self.e3
@@ -109,7 +108,9 @@ def coronary_cta_phantom(
     grid = Grid(shape)
     tubes = TubePainter(grid, min_radius_voxels=0.7)
     scale = 1.6 * (1.0 + 0.06 * rng.standard_normal())  # the heart fills most of a cardiac field of view
-    frame = _HeartFrame(rng, np.array([0.0, 0.12, -0.12]) + 0.03 * rng.standard_normal(3))
+    # the apex points to the subject's left (-x), anterior (+y) and inferior (-z)
+    long_axis = np.array([-0.55, 0.6, -0.5]) + 0.08 * rng.standard_normal(3)
+    frame = _HeartFrame(long_axis, np.array([0.0, 0.12, -0.12]) + 0.03 * rng.standard_normal(3))
     local = frame.local(grid)
     l = local[0]
     label = np.zeros(shape, dtype=np.uint8)
@@ -143,7 +144,7 @@ def coronary_cta_phantom(
         [
             tubes.distance(np.array([p0, p1, p2]), 0.06 * scale),
             tubes.distance(np.array([p2, p2 + np.array([-0.3, -0.08, -0.02]) * scale]), 0.045 * scale),
-            tubes.distance(np.array([p2, p2 + np.array([0.18, -0.02, 0.0]) * scale, p2 + np.array([0.38, -0.08, -0.06]) * scale]), 0.045 * scale),
+            tubes.distance(p2 + np.array([[0, 0, 0], [0.18, -0.02, 0], [0.38, -0.08, -0.06]]) * scale, 0.045 * scale),
         ]
     )
     label[pa < 0] = 7
@@ -165,23 +166,23 @@ def coronary_cta_phantom(
     # coronary tree on the epicardial envelope (an ellipsoid around both ventricles, in the frame)
     env_c = np.array([0.0, -0.01 * scale, 0.0])
     env_axes = np.array([0.37, 0.32, 0.27]) * scale
-    env_frame = _HeartFrame.__new__(_HeartFrame)
-    env_frame.e1, env_frame.e2, env_frame.e3 = frame.e1, frame.e2, frame.e3
-    env_frame.centre = frame.point(*env_c)
+    env_frame = _HeartFrame(frame.e1, frame.point(*env_c))
     r_main, r_end = 0.015 * scale, 0.008 * scale
-    # anterior interventricular groove: the side of +-e3 that faces anterior, tilted towards the LV
+    # angles around the long axis: 0 = +e2 (LV free wall); the anterior interventricular groove is the side of +-e3
+    # that faces anterior; ``toward_lv`` is the sense of rotation from it towards the LV free wall
     theta_ant = np.pi / 2 if frame.e3[1] > 0 else -np.pi / 2
     theta_post = theta_ant + np.pi
-    theta_lv = 0.0  # +e2
+    toward_lv = -1.0 if theta_ant > 0 else 1.0
     groove_l = l_base + 0.03
-    wander = lambda n: 0.12 * np.cumsum(rng.normal(0.0, 0.25, size=n)) / np.sqrt(n)  # noqa: E731
+
+    def wander(count: int) -> np.ndarray:
+        return 0.12 * np.cumsum(rng.normal(0.0, 0.25, size=count)) / np.sqrt(count)
 
     def vessel(ls: np.ndarray, thetas: np.ndarray, r0: float, r1: float) -> np.ndarray:
         pts = _surface_path(env_frame, env_axes, ls - env_c[0], thetas, offset=0.4 * r0)
         return tubes.distance(pts, np.linspace(r0, r1, len(pts)))
 
     n = 24
-    toward_lv = np.sign(np.sin(theta_lv - theta_ant)) if np.sin(theta_lv - theta_ant) != 0 else 1.0
     lad_l = np.linspace(groove_l, env_axes[0] * 0.95, n)
     lad_t = theta_ant + 0.25 * toward_lv + wander(n)
     lcx_t = np.linspace(theta_ant + 0.4 * toward_lv, theta_post - 0.35 * toward_lv, n) + wander(n) * 0.5

@@ -88,11 +88,14 @@ def save_nifti(
         data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
     elif data.ndim != 3:
         raise ValueError(f"volume must have shape (D, H, W) or (C, D, H, W), got {data.shape}.")
-    affine = np.eye(4) if affine is None else np.asarray(_as_numpy(affine, "affine") if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if isinstance(affine, torch.Tensor):
+        affine = _as_numpy(affine, "affine")
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise ValueError(f"affine must be a 4x4 matrix, got shape {affine.shape}.")
     if dtype is None:
-        dtype = np.float32 if np.issubdtype(data.dtype, np.floating) else (np.uint8 if data.dtype == bool else data.dtype)
+        dtype = np.float32 if np.issubdtype(data.dtype, np.floating) else data.dtype
+        dtype = np.uint8 if data.dtype == bool else dtype
     target = _target(path, overwrite, inputs, (".nii", ".nii.gz"))
     suffix = ".nii.gz" if target.name.lower().endswith(".nii.gz") else ".nii"
     tmp = _temporary_name(target, suffix)

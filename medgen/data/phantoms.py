@@ -67,7 +67,9 @@ class _Painter:
         self.labels[fraction > 0.5] = label
 
 
-def _sheet_fraction(distance: np.ndarray, depth: np.ndarray, half_width: float, max_depth: float, eps: float) -> np.ndarray:
+def _sheet_fraction(
+    distance: np.ndarray, depth: np.ndarray, half_width: float, max_depth: float, eps: float
+) -> np.ndarray:
     """Fraction inside a sheet (``|sheet distance| < half_width``) that reaches ``max_depth`` below a surface."""
     return soft_inside(distance - half_width, eps) * soft_inside(depth - max_depth, eps)
 
@@ -172,8 +174,9 @@ def brain_mri_phantom(
     # cerebrum: cortex, white matter with gyral cores, sulci and the interhemispheric fissure
     brain = soft_inside(cerebrum, eps)
     painter.paint(brain, tissue["gm"], 4)
-    near_sulcus = soft_inside(sulcus_distance - (0.012 + thickness), eps) * soft_inside(depth - (sulcus_depth + thickness), eps)
-    near_fissure = soft_inside(fissure_distance - (0.012 + thickness), eps) * soft_inside(depth - (0.45 + thickness), eps)
+    # within a cortical thickness of a sulcus or the fissure: grey matter, not white matter
+    near_sulcus = _sheet_fraction(sulcus_distance, depth, 0.012 + thickness, sulcus_depth + thickness, eps)
+    near_fissure = _sheet_fraction(fissure_distance, depth, 0.012 + thickness, 0.45 + thickness, eps)
     white = brain * soft_inside(thickness - depth, eps) * (1.0 - near_sulcus) * (1.0 - near_fissure)
     painter.paint(white, tissue["wm"], 5)
     sulci = brain * np.maximum(

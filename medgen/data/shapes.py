@@ -140,7 +140,10 @@ def soft_inside(signed_distance: np.ndarray, width: float) -> np.ndarray:
 
 
 def ellipsoid_sdf(
-    coords: Sequence[np.ndarray], centre: Sequence[float], semi_axes: Sequence[float], perturbation: np.ndarray | float = 0.0
+    coords: Sequence[np.ndarray],
+    centre: Sequence[float],
+    semi_axes: Sequence[float],
+    perturbation: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Approximate signed distance to an axis-aligned ellipsoid (negative inside).
 

@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, Transform
-from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.data.meta_obj import get_track_meta
+from monai.transforms import InvertibleTransform, MapTransform
+from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
 __all__ = [
     "SUBBAND_NAMES",
@@ -238,7 +238,9 @@ def _filter_bank(wavelet: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(wavelet, str):
         raise TypeError(f"wavelet must be a PyWavelets discrete wavelet name (str), got {type(wavelet).__name__}.")
     if wavelet not in pywt.wavelist(kind="discrete"):
-        raise ValueError(f"wavelet must be a discrete PyWavelets wavelet name (pywt.wavelist('discrete')), got {wavelet!r}.")
+        raise ValueError(
+            f"wavelet must be a discrete PyWavelets wavelet name (pywt.wavelist('discrete')), got {wavelet!r}."
+        )
     wav = pywt.Wavelet(wavelet)
     # conv1d is a cross-correlation, so the filters are reversed; the synthesis operator is the adjoint of the analysis
     # with the dual filters reversed(rec_*), which for orthogonal wavelets are the decomposition filters themselves.
