@@ -174,7 +174,8 @@ class Blur(LinearOperator):
         transfer = self.transfer_function(*y.shape[-2:], device=y.device, dtype=y.dtype)
         magnitude = transfer.abs()
         keep = magnitude > self.rcond * magnitude.max()
-        inverse = torch.where(keep, 1 / torch.where(keep, transfer, torch.ones_like(transfer)), torch.zeros_like(transfer))
+        safe = torch.where(keep, transfer, torch.ones_like(transfer))
+        inverse = torch.where(keep, 1 / safe, torch.zeros_like(transfer))
         return torch.fft.ifft2(torch.fft.fft2(y) * inverse).real
 
 

@@ -108,11 +108,11 @@ class ParallelBeamCT(LinearOperator):
     and TPDM's (torch-radon's) convention, so sinograms of the default geometry compare directly with
     ``skimage.transform.radon(image, theta=degrees(angles), circle=False)``.
 
-    Discretisation (ray-driven, as scikit-image and TPDM): each line integral is the sum of bilinear samples of the image
-    (zero outside) every ``ray_step`` pixels along the ray, times ``ray_step * pixel_size``. ``forward`` evaluates it
-    with one ``grid_sample``; :meth:`adjoint` is its exact transpose (the input-gradient kernel of ``grid_sample``), so
-    ``<A x, y> = <x, A^T y>`` to rounding. :meth:`fbp` uses the usual pixel-driven back-projection with linear
-    interpolation on the detector, which is NOT the adjoint.
+    Discretisation (ray-driven, as scikit-image and TPDM): each line integral is the sum of bilinear samples of the
+    image (zero outside) every ``ray_step`` pixels along the ray, times ``ray_step * pixel_size``. ``forward``
+    evaluates it with ``grid_sample``; :meth:`adjoint` is its exact transpose (the input-gradient kernel of
+    ``grid_sample``), so ``<A x, y> = <x, A^T y>`` to rounding. :meth:`fbp` uses the usual pixel-driven
+    back-projection with linear interpolation on the detector, which is NOT the adjoint.
 
     Shapes: images ``(B, C, H, W)`` give sinograms ``(B, C, num_detectors, num_angles)`` (detectors first, as
     scikit-image and TPDM). Volumes ``(B, C, D1, D2, D3)`` are treated slice by slice along ``slice_axis``: the two
@@ -185,8 +185,11 @@ class ParallelBeamCT(LinearOperator):
         if detector_center is None:
             detector_center = num_detectors // 2
         if num_ray_samples is None:
-            corners = [(r - rotation_center[0]) ** 2 + (c - rotation_center[1]) ** 2 for r in (-1, height) for c in (-1, width)]
-            num_ray_samples = 2 * math.ceil(math.sqrt(max(corners)) / ray_step) + 1
+            # reach every point within one pixel of the image (the support of the bilinear interpolant)
+            reach = max(
+                math.hypot(r - rotation_center[0], c - rotation_center[1]) for r in (-1, height) for c in (-1, width)
+            )
+            num_ray_samples = 2 * math.ceil(reach / ray_step) + 1
         if not isinstance(num_ray_samples, int) or num_ray_samples < 1:
             raise ValueError(f"num_ray_samples must be a positive int, got {num_ray_samples!r}.")
         if slice_axis not in (2, 3, 4, -1, -2, -3):
@@ -216,8 +219,9 @@ class ParallelBeamCT(LinearOperator):
 
         ``180 // sparsity`` views at ``linspace(0, 180, 180 // sparsity, endpoint=False)`` degrees (36 for the default
         sparsity 5), ``P = ceil(sqrt(2) * size)`` detector bins of 1 pixel (363 for 256) and ``P`` ray samples of 1
-        pixel, rotation axis where the official zero-padding puts it (pixel ``size // 2`` for even ``P``-odd sizes such
-        as 256), ramp-filtered FBP. Reproduces the official ``A`` and ``A_dagger`` (float32) to ~1e-6.
+        pixel, rotation axis where the official zero-padding puts it (pixel ``size // 2`` when ``P`` is odd, e.g. 128
+        for 256), ramp-filtered FBP. Reproduces the official ``A`` and ``A_dagger`` (float32) to ~5e-6 of their
+        scale.
 
         Args:
             image_size: side of the square slices (TPDM: 256).
@@ -388,7 +392,8 @@ class ParallelBeamCT(LinearOperator):
             moved = x.movedim(axis, 2)
             if tuple(moved.shape[-2:]) != plane:
                 raise ValueError(
-                    f"{name} must have in-plane dims {plane} around slice_axis={self.slice_axis}, got shape {tuple(x.shape)}."
+                    f"{name} must have in-plane dims {plane} around slice_axis={self.slice_axis}, "
+                    f"got shape {tuple(x.shape)}."
                 )
             return moved.reshape(-1, *plane), (x.shape[:2], moved.shape[2], axis)
         raise ValueError(f"{name} must be 4D (B, C, H, W) or 5D (B, C, D1, D2, D3), got shape {tuple(x.shape)}.")
@@ -480,7 +485,9 @@ class ParallelBeamCT(LinearOperator):
             result = result + values.sum(0)
         return result
 
-    def filter_sinogram(self, y: torch.Tensor, filter: str | None = None, frequency_scaling: float | None = None) -> torch.Tensor:
+    def filter_sinogram(
+        self, y: torch.Tensor, filter: str | None = None, frequency_scaling: float | None = None
+    ) -> torch.Tensor:
         """Filter each projection along the detector axis (zero-padded FFT convolution, as scikit-image).
 
         Args:

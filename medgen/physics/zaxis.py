@@ -41,12 +41,12 @@ _REMAINDER_MODES = ("crop", "partial")
 def decoupling_matrix(
     factor: int, official: bool = True, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """The ``factor x factor`` orthonormal basis TPDM uses to split a block of ``factor`` samples into its mean and the rest.
+    """The ``factor x factor`` orthonormal basis TPDM uses to split a block of ``factor`` samples into mean and rest.
 
     Column 0 is ``1 / sqrt(factor)`` (so the first decoupled coefficient of a block is ``sqrt(factor) * mean``); column
-    ``j >= 1`` is the Helmert contrast ``sqrt((f - j) / (f - j + 1))`` at row ``j - 1``, ``-1 / sqrt((f - j)(f - j + 1))``
-    at rows ``j .. f - 1`` and ``0`` above. A block ``v`` (a row vector) is decoupled as ``v @ M`` and coupled back as
-    ``c @ M^-1`` (``= c @ M^T``).
+    ``j >= 1`` is the Helmert contrast: ``sqrt((f - j) / (f - j + 1))`` at row ``j - 1``,
+    ``-1 / sqrt((f - j)(f - j + 1))`` at rows ``j .. f - 1`` and ``0`` above. A block ``v`` (a row vector) is
+    decoupled as ``v @ M`` and coupled back as ``c @ M^-1`` (``= c @ M^T``).
 
     Args:
         factor: block length, ``>= 1``.
@@ -282,7 +282,8 @@ class ZAxisAverage(LinearOperator):
             x: a full-resolution tensor (``L`` samples along ``axis``); gives the shape, device and dtype.
 
         Returns:
-            tensor of ``x``'s dtype and device, shaped ``(1, ..., L, ..., 1)`` (``L`` at ``axis``), broadcastable to ``x``.
+            tensor of ``x``'s dtype and device, shaped ``(1, ..., L, ..., 1)`` (``L`` at ``axis``), broadcastable to
+            ``x``.
         """
         axis = self._axis_of(x, "x")
         length = x.shape[axis]
