@@ -151,3 +151,18 @@ def test_vb_terms_and_hybrid_loss():
     torch.testing.assert_close(rescaled["vb"], terms["vb"].detach() * 20 / 1000)
     fixed = GaussianDiffusion(cosine_beta_schedule(20), "epsilon", "fixed_small")
     assert "vb" not in hybrid_loss(fixed, lambda x, s: noise, x0.float(), t, noise=noise)
+
+
+def test_hfs_score_matching_parity_with_network():
+    from medgen.networks.convert import from_official
+
+    d = load_parity("hfs_sde")
+    net = from_official("score_sde_ddpm", d["model_state_dict"], d["config"])
+    sde = HFSSDE(d["train_mask"])
+
+    def score_fn(x, t):  # network label = the marginal std
+        return net(x, sde.marginal_prob(torch.zeros_like(x), t)[1])
+
+    with torch.no_grad():
+        loss = score_matching_loss(sde, score_fn, d["x0"], generator=torch.Generator().manual_seed(d["loss"]["seed"]))
+    assert abs(loss.item() - d["loss"]["value"].item()) <= 1e-5 * d["loss"]["value"].item()

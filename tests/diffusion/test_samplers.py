@@ -141,3 +141,59 @@ def test_hfs_reverse_diffusion_keeps_low_frequencies_without_guidance():
     g = torch.Generator().manual_seed(0)
     x_next, _ = reverse_diffusion_predictor(x, 0.3, sde, lambda x, t: -x, generator=g)
     torch.testing.assert_close(x_next - sde.project(x_next), x - sde.project(x), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ full parity through the tiny official networks
+def _hfs_setup():
+    from medgen.networks.convert import from_official
+
+    d = load_parity("hfs_sde")
+    net = from_official("score_sde_ddpm", d["model_state_dict"], d["config"])
+    sde = HFSSDE(d["train_mask"])
+
+    def score_fn(x, t):  # HFS-SDE: the network's time input is the marginal std, its output is the score
+        return net(x, sde.marginal_prob(torch.zeros_like(x), t)[1])
+
+    op = CartesianMRI.from_hfs(d["atb_mask"], d["csm"])
+    y = complex_to_channels(d["atb"].to(torch.complex64))
+    cfg = d["config"]["sampling"]
+
+    def corrector(x, t, sde, generator):
+        dc = lambda x, s: -hfs_data_consistency(x, s, op, y, cfg["corrector_mse"])  # noqa: E731
+        return langevin_corrector(x, t, sde, score_fn, cfg["snr"], generator=generator, guidance=dc)
+
+    def predictor(x, t, sde, generator):
+        dc = lambda x, s: -hfs_data_consistency(x, s, op, y, cfg["mse"])  # noqa: E731
+        return euler_maruyama_predictor(x, t, sde, score_fn, generator=generator, guidance=dc)
+
+    return d, sde, corrector, predictor, y
+
+
+@torch.no_grad()
+def test_hfs_pc_steps_parity_with_network():
+    d, sde, corrector, predictor, _ = _hfs_setup()
+    for key in ("pc_step_t1", "pc_step_t05"):
+        r = d[key]
+        t = torch.tensor([r["t"]])
+        xc, xcm = corrector(r["x_in"], t, sde, torch.Generator().manual_seed(r["seed_corrector"]))
+        xp, xpm = predictor(xc, t, sde, torch.Generator().manual_seed(r["seed_predictor"]))
+        for ours, ref in ((xc, "x_after_corrector"), (xcm, "x_mean_after_corrector")):
+            assert (ours - r[ref]).abs().max() <= 1e-5 * r[ref].abs().max(), (key, ref)
+        for ours, ref in ((xp, "x_after_predictor"), (xpm, "x_mean_after_predictor")):
+            assert (ours - r[ref]).abs().max() <= 1e-5 * r[ref].abs().max(), (key, ref)
+
+
+@torch.no_grad()
+def test_hfs_accelerated_sampler_n5_parity():
+    """Official pc_sampler with accelerated_sampling N=5: alpha read from the 1000-long table (table_size=1000)."""
+    d, _, corrector, predictor, y = _hfs_setup()
+    r = d["pc_sampler_N5"]
+    sde = HFSSDE(d["train_mask"], N=5, table_size=1000)
+    g = torch.Generator().manual_seed(r["seed"])
+    low = CartesianMRI.from_hfs(d["train_mask"], d["csm"]).adjoint(y)
+    x = sde.conditional_prior_sampling(low, generator=g)
+    for t in torch.linspace(1, 1e-3, 5):
+        x, _ = corrector(x, t.expand(1), sde, g)
+        x, x_mean = predictor(x, t.expand(1), sde, g)
+    # 10 network calls and 5 data-consistency steps in float32: 1e-5 relative to the output scale
+    assert (x_mean - r["recon"]).abs().max() <= 1e-5 * r["recon"].abs().max()
