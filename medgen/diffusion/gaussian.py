@@ -78,8 +78,8 @@ class GaussianDiffusion(nn.Module):
     """DDPM forward process ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` and its learned reverse process.
 
     Args:
-        betas: 1-D noise schedule ``(T,)`` in ``(0, 1]`` (e.g. :func:`~medgen.diffusion.schedules.linear_beta_schedule`),
-            converted to float64.
+        betas: 1-D noise schedule ``(T,)`` in ``(0, 1]``, converted to float64 (e.g.
+            :func:`~medgen.diffusion.schedules.linear_beta_schedule`).
         model_mean_type: what the network predicts: ``"epsilon"`` (the noise), ``"start_x"`` (``x_0``) or
             ``"previous_x"`` (``x_{t-1}``'s mean).
         model_var_type: ``"fixed_large"`` (``[posterior_var_1, betas_1..]``, DDPM's ``sigma^2 = beta``),

@@ -133,14 +133,18 @@ def wavelet_diffusion_loss(
         dict with ``loss`` (scalar), ``mse_wav`` (per-channel, ``(8 C,)``), ``x_t``, ``target`` and ``model_output``.
     """
     if diffusion.model_mean_type != "start_x":
-        raise ValueError(f"WDM's loss needs an x0-predicting diffusion, got model_mean_type={diffusion.model_mean_type!r}.")
+        raise ValueError(
+            f"WDM's loss needs an x0-predicting diffusion, got model_mean_type={diffusion.model_mean_type!r}."
+        )
     target = haar_dwt3d(x_start, lll_scale=lll_scale)
     if noise is None:
         noise = _randn(x_start.shape, x_start, generator)
     x_t = diffusion.q_sample(target, t, noise=haar_dwt3d(noise))
     output = model(x_t, diffusion.model_timesteps(t), **(model_kwargs or {}))
     if output.shape != target.shape:
-        raise ValueError(f"model output must be shaped like the coefficients {tuple(target.shape)}, got {tuple(output.shape)}.")
+        raise ValueError(
+            f"model output must be shaped like the coefficients {tuple(target.shape)}, got {tuple(output.shape)}."
+        )
     mse_wav = torch.square(target - output).flatten(2).mean(dim=2).mean(dim=0)
     return {"loss": mse_wav.mean(), "mse_wav": mse_wav, "x_t": x_t, "target": target, "model_output": output}
 

@@ -29,7 +29,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def batch_broadcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-item tensor ``(B,)`` (or a 0-d tensor) to ``(B, 1, ..., 1)`` so that it broadcasts against ``x``."""
+    """Reshape a per-item ``(B,)`` tensor to ``(B, 1, ..., 1)`` to broadcast against ``x`` (0-d passes through)."""
     if v.ndim == 0:
         return v
     return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
@@ -176,7 +176,7 @@ def _normal(shape, generator, device, dtype) -> torch.Tensor:
 
 
 class VESDE(SDE):
-    """Variance-exploding SDE: ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``, ``dx = sigma(t) sqrt(2 ln(smax/smin)) dw``.
+    """Variance-exploding SDE ``dx = sigma(t) sqrt(2 ln(smax / smin)) dw``, ``sigma(t) = smin (smax / smin)^t``.
 
     ``marginal_prob`` is ``(x, sigma(t))``; the prior is ``N(0, sigma_max^2 I)``. :meth:`discretize` is SMLD's
     (score_sde's): with ``sigmas = exp(linspace(ln smin, ln smax, N))`` and ``i = floor(t (N - 1) / T)``,

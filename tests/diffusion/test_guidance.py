@@ -70,7 +70,8 @@ def test_tpdm_csmri_dps_parity_with_network():
 
     x1, x1_mean = dps_step(corrector, d["x_in"], c["noises"][0])
     x2, x2_mean = dps_step(reverse_diffusion_predictor, x1, c["noises"][1])
-    for ours, ref in ((x1, "corrector_x"), (x1_mean, "corrector_x_mean"), (x2, "predictor_x"), (x2_mean, "predictor_x_mean")):
+    pairs = ((x1, "corrector_x"), (x1_mean, "corrector_x_mean"), (x2, "predictor_x"), (x2_mean, "predictor_x_mean"))
+    for ours, ref in pairs:
         assert (ours - c[ref]).abs().max() <= 1e-5 * c[ref].abs().max(), ref
 
 

@@ -29,7 +29,8 @@ def test_vesde_tpdm_values():
     f, G = sde.discretize(x, torch.tensor([0.0, 0.5, 1.0]))
     s = sde.discrete_sigmas
     i = int(0.5 * 1999)
-    torch.testing.assert_close(G, torch.stack([s[0], torch.sqrt(s[i] ** 2 - s[i - 1] ** 2), torch.sqrt(s[-1] ** 2 - s[-2] ** 2)]))
+    expected = torch.stack([s[0], torch.sqrt(s[i] ** 2 - s[i - 1] ** 2), torch.sqrt(s[-1] ** 2 - s[-2] ** 2)])
+    torch.testing.assert_close(G, expected)
     assert torch.equal(f, torch.zeros_like(x))
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
