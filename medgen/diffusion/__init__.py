@@ -1,1 +1,101 @@
-"""medgen.diffusion."""
+"""The math shared by inferers: SDEs, DDPM schedules, predictors/correctors, guidance and data consistency, losses."""
+
+from __future__ import annotations
+
+from medgen.diffusion.schedules import (
+    linear_beta_schedule,
+    cosine_beta_schedule,
+    betas_for_alpha_bar,
+    named_beta_schedule,
+    geometric_sigmas,
+    karras_sigmas,
+)
+from medgen.diffusion.sde import (
+    SDE,
+    ReverseSDE,
+    VESDE,
+    VPSDE,
+    HFSSDE,
+    ScoreFn,
+    batch_broadcast,
+    as_time,
+)
+from medgen.diffusion.samplers import (
+    Guidance,
+    reverse_diffusion_predictor,
+    euler_maruyama_predictor,
+    langevin_corrector,
+    NORM_REDUCTIONS,
+)
+from medgen.diffusion.gaussian import (
+    GaussianDiffusion,
+    space_timesteps,
+    MODEL_MEAN_TYPES,
+    MODEL_VAR_TYPES,
+)
+from medgen.diffusion.guidance import (
+    denoised_from_score,
+    dps_gradient,
+    operator_residual,
+    hfs_data_consistency,
+    kspace_replacement,
+    zsr_decoupled_projection,
+    zsr_residual,
+    classifier_free_guidance,
+)
+from medgen.diffusion.losses import (
+    score_matching_loss,
+    wavelet_diffusion_loss,
+    pachify,
+    edm_loss,
+    patch_edm_loss,
+    normal_kl,
+    approx_standard_normal_cdf,
+    discretized_gaussian_log_likelihood,
+    vb_terms_bpd,
+    hybrid_loss,
+)
+
+__all__ = [
+    "linear_beta_schedule",
+    "cosine_beta_schedule",
+    "betas_for_alpha_bar",
+    "named_beta_schedule",
+    "geometric_sigmas",
+    "karras_sigmas",
+    "SDE",
+    "ReverseSDE",
+    "VESDE",
+    "VPSDE",
+    "HFSSDE",
+    "ScoreFn",
+    "batch_broadcast",
+    "as_time",
+    "Guidance",
+    "reverse_diffusion_predictor",
+    "euler_maruyama_predictor",
+    "langevin_corrector",
+    "NORM_REDUCTIONS",
+    "GaussianDiffusion",
+    "space_timesteps",
+    "MODEL_MEAN_TYPES",
+    "MODEL_VAR_TYPES",
+    "denoised_from_score",
+    "dps_gradient",
+    "operator_residual",
+    "hfs_data_consistency",
+    "kspace_replacement",
+    "zsr_decoupled_projection",
+    "zsr_residual",
+    "classifier_free_guidance",
+    "score_matching_loss",
+    "wavelet_diffusion_loss",
+    "pachify",
+    "edm_loss",
+    "patch_edm_loss",
+    "normal_kl",
+    "approx_standard_normal_cdf",
+    "discretized_gaussian_log_likelihood",
+    "vb_terms_bpd",
+    "hybrid_loss",
+]
