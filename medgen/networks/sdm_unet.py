@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.utils import convert_to_tensor
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
@@ -652,7 +653,8 @@ def reference_for_slab(
     and cast to ``dtype``, matching the official float32/float64 numpy arithmetic.
 
     Args:
-        low_res_volume: (H, W, D) or (1, H, W, D) low-res volume (CTCA: the 64^3 output of the low-res model).
+        low_res_volume: (H, W, D) or (1, H, W, D) low-res volume (tensor, MetaTensor or array; CTCA: the 64^3
+            output of the low-res model).
         slab_index: index k of the high-res slab, ``0 <= k < volume_depth / slab_depth``.
         slab_depth: slices per high-res slab (16).
         volume_depth: slices of the high-res volume (128; 144 for the official 176 setting).
@@ -662,12 +664,12 @@ def reference_for_slab(
         dtype: floating dtype of the computation and the result (float32 as the official code).
 
     Returns:
-        (2, H, W, n + 2 * margin) with ``n = z1 - z0``: normalised intensity and z-position.
+        (2, H, W, n + 2 * margin) plain tensor with ``n = z1 - z0``: normalised intensity and z-position.
 
     Raises:
         ValueError: wrong shape, or an index outside the volume.
     """
-    vol = torch.as_tensor(low_res_volume)
+    vol = convert_to_tensor(low_res_volume, track_meta=False)
     if vol.ndim == 4 and vol.shape[0] == 1:
         vol = vol[0]
     if vol.ndim != 3:

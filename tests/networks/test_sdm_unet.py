@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 
 from medgen.networks.checkpoint import CheckpointMismatchError
 from medgen.networks.convert import from_official
@@ -169,6 +170,7 @@ def test_reference_edge_cases():
     ref = reference_for_slab(constant, 3, margin=1)  # interior: no padding, constant -> all -1
     assert ref.shape == (2, 8, 8, 3) and torch.all(ref[0] == -1)
     torch.testing.assert_close(ref[1, 0, 0], 2 * (torch.tensor([2.0, 3.0, 4.0]) / 8 - 0.5))
+    assert type(reference_for_slab(MetaTensor(constant), 3, margin=1)) is torch.Tensor
     first = reference_for_slab(constant, 0, margin=1)  # the -1024 pad enters the min-max: pad -> -1, volume -> +1
     assert torch.all(first[0, :, :, 0] == -1) and torch.all(first[0, :, :, 1:] == 1)
 
