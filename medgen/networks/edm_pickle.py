@@ -24,7 +24,8 @@ import collections
 import io
 import os
 import pickle
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -67,7 +68,8 @@ class PersistedObject:
         return dict(kwargs) if isinstance(kwargs, Mapping) else {}
 
     def __repr__(self) -> str:
-        return f"PersistedObject(class_name={self.class_name!r}, version={self.version}, state_keys={sorted(self.state)})"
+        keys = sorted(self.state)
+        return f"PersistedObject(class_name={self.class_name!r}, version={self.version}, state_keys={keys})"
 
 
 class PlainObject(dict):
@@ -153,12 +155,20 @@ def _no_hooks(hooks: Any) -> None:
 
 
 def _rebuild_tensor_v2(
-    storage: Any, storage_offset: int, size: tuple, stride: tuple, requires_grad: bool, backward_hooks: Any, metadata: Any = None
+    storage: Any,
+    storage_offset: int,
+    size: tuple,
+    stride: tuple,
+    requires_grad: bool,
+    backward_hooks: Any,
+    metadata: Any = None,
 ) -> torch.Tensor:
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError(f"tensor storage must be a torch storage, got {type(storage).__name__}.")
     _no_hooks(backward_hooks)
-    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, collections.OrderedDict(), metadata)
+    return torch._utils._rebuild_tensor_v2(
+        storage, storage_offset, size, stride, requires_grad, collections.OrderedDict(), metadata
+    )
 
 
 def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any, state: Any = None) -> torch.nn.Parameter:
@@ -233,12 +243,42 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 _PYTHON2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
+@dataclass(frozen=True)
+class _StorageType:
+    """Stand-in for a torch storage class named in a ``torch.save`` persistent id: only its dtype is kept."""
+
+    dtype: torch.dtype
+
+
+_STORAGE_TYPES: dict[tuple[str, str], _StorageType] = {
+    ("torch", f"{name}Storage"): _StorageType(dtype)
+    for name, dtype in (
+        ("Float", torch.float32), ("Double", torch.float64), ("Half", torch.float16), ("BFloat16", torch.bfloat16),
+        ("Long", torch.int64), ("Int", torch.int32), ("Short", torch.int16), ("Char", torch.int8),
+        ("Byte", torch.uint8), ("Bool", torch.bool), ("ComplexFloat", torch.complex64),
+        ("ComplexDouble", torch.complex128),
+    )
+}  # fmt: skip
+_STORAGE_TYPES[("torch", "UntypedStorage")] = _StorageType(torch.uint8)
+_STORAGE_TYPES[("torch.storage", "UntypedStorage")] = _StorageType(torch.uint8)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """A ``pickle.Unpickler`` that resolves only an explicit allow-list of globals (see the module docstring).
+
+    Args:
+        file: binary file object holding the pickle.
+        storage_reader: for the ``data.pkl`` of a ``torch.save`` zip archive: a function returning the raw bytes of
+            storage ``key``; None for plain pickles (persistent ids are then refused).
 
     Raises:
         pickle.UnpicklingError: for any other global, naming it; nothing from the file has been called by then.
     """
+
+    def __init__(self, file: IO[bytes], storage_reader: Callable[[str], bytes] | None = None) -> None:
+        super().__init__(file)
+        self._storage_reader = storage_reader
+        self._storages: dict[str, torch.TypedStorage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         module = _PYTHON2_MODULES.get(module, module)  # protocols 0-2 write Python 2 module names
@@ -247,6 +287,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[key]
         if key in _PLAIN_STANDINS:
             return _PLAIN_STANDINS[key]
+        if key in _STORAGE_TYPES and self._storage_reader is not None:
+            return _STORAGE_TYPES[key]
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         raise pickle.UnpicklingError(
@@ -256,17 +298,58 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError(
-            "the file uses pickle persistent ids (a torch.save zip/legacy file, not an EDM pickle); "
-            "read it with torch.load(..., weights_only=True)."
-        )
+        if self._storage_reader is None:
+            raise pickle.UnpicklingError(
+                "the pickle uses persistent ids (a legacy torch.save file, not an EDM pickle); "
+                "read it with torch.load(..., weights_only=True)."
+            )
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.200} in a torch.save archive.")
+        _, storage_type, key, _location, numel = pid
+        key = str(key)
+        if key not in self._storages:
+            raw = self._storage_reader(key)
+            itemsize = torch.empty((), dtype=storage_type.dtype).element_size()
+            if len(raw) < int(numel) * itemsize:
+                raise pickle.UnpicklingError(
+                    f"storage '{key}' holds {len(raw)} bytes, expected {int(numel) * itemsize}."
+                )
+            untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+            self._storages[key] = torch.TypedStorage(wrap_storage=untyped, dtype=storage_type.dtype, _internal=True)
+        return self._storages[key]
+
+
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a legacy torch.save file
+
+
+def _read_torch_zip(archive: zipfile.ZipFile) -> Any:
+    """Unpickle the ``data.pkl`` of a ``torch.save`` zip archive with the restricted unpickler."""
+    pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise pickle.UnpicklingError(f"not a torch.save archive: expected one data.pkl, found {len(pickles)}.")
+    prefix = pickles[0][: -len("data.pkl")]
+    names = set(archive.namelist())
+    if f"{prefix}byteorder" in names and archive.read(f"{prefix}byteorder").decode() != "little":
+        raise pickle.UnpicklingError("big-endian torch.save archives are not supported.")
+
+    def storage_reader(key: str) -> bytes:
+        name = f"{prefix}data/{key}"
+        if name not in names:
+            raise pickle.UnpicklingError(f"torch.save archive lacks storage '{name}'.")
+        return archive.read(name)
+
+    return RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), storage_reader=storage_reader).load()
 
 
 def read_edm_pickle(path_or_file: str | os.PathLike | IO[bytes]) -> Any:
     """Unpickle an EDM/PaDIS pickle into plain data and :class:`PersistedObject`/:class:`PlainObject` records.
 
+    Plain pickles (``network-snapshot-*.pkl``) and ``torch.save`` zip archives whose pickle holds EDM persisted
+    modules (``training-state-*.pt`` = ``torch.save(dict(net=<module>, optimizer_state=...))``, which
+    ``torch.load(weights_only=True)`` refuses) are both read with the same allow-list.
+
     Args:
-        path_or_file: a path, or a binary file object opened for reading.
+        path_or_file: a path, or a seekable binary file object opened for reading.
 
     Returns:
         the reconstructed object tree (for a snapshot: ``{'ema': PersistedObject, 'loss_fn': ..., ...}``).
@@ -281,9 +364,22 @@ def read_edm_pickle(path_or_file: str | os.PathLike | IO[bytes]) -> Any:
         if not path.is_file():
             raise FileNotFoundError(f"EDM pickle not found: '{path}'.")
         with open(path, "rb") as f:
-            return RestrictedUnpickler(f).load()
+            return read_edm_pickle(f)
     if hasattr(path_or_file, "read") and hasattr(path_or_file, "readline"):
-        return RestrictedUnpickler(path_or_file).load()
+        if getattr(path_or_file, "seekable", lambda: False)():
+            start = path_or_file.tell()
+            is_zip = zipfile.is_zipfile(path_or_file)
+            path_or_file.seek(start)
+            if is_zip:
+                with zipfile.ZipFile(path_or_file) as archive:
+                    return _read_torch_zip(archive)
+        content = RestrictedUnpickler(path_or_file).load()
+        if isinstance(content, int) and content == _LEGACY_TORCH_MAGIC:
+            raise pickle.UnpicklingError(
+                "this is a legacy (pre-zip) torch.save file, not an EDM pickle; "
+                "read it with torch.load(weights_only=True)."
+            )
+        return content
     raise TypeError(f"path_or_file must be a path or a binary file object, got {type(path_or_file).__name__}.")
 
 
@@ -330,7 +426,8 @@ def load_edm_snapshot(path_or_file: str | os.PathLike | IO[bytes], key: str | No
     """Read the state dict of a module stored in an EDM/PaDIS ``network-snapshot-*.pkl``, running no code from it.
 
     Args:
-        path_or_file: the snapshot path or a binary file object.
+        path_or_file: the snapshot path or a binary file object; a ``training-state-*.pt`` archive is accepted too
+            (use ``key='net'``, the training network, which is all it holds).
         key: entry of the snapshot dict holding the module (``'ema'``, the EMA network EDM/PaDIS sample with);
             None when the pickle holds the module itself.
 

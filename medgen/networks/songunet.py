@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint
+from medgen.networks.edm_pickle import load_edm_snapshot, module_state_dict, read_edm_pickle
 
 __all__ = [
     "SongUNet",
@@ -42,7 +44,9 @@ def _edm_init(shape: Sequence[int], mode: str, fan_in: int, fan_out: int) -> tor
         return math.sqrt(3 / fan_in) * (torch.rand(*shape) * 2 - 1)
     if mode == "kaiming_normal":
         return math.sqrt(1 / fan_in) * torch.randn(*shape)
-    raise ValueError(f"init_mode must be one of xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, got '{mode}'.")
+    raise ValueError(
+        f"init_mode must be one of xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, got '{mode}'."
+    )
 
 
 class Linear(nn.Module):
@@ -99,9 +103,8 @@ class Conv2d(nn.Module):
         self.down = down
         self.fused_resample = fused_resample
         fans = dict(mode=init_mode, fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel)
-        self.weight = (
-            nn.Parameter(_edm_init([out_channels, in_channels, kernel, kernel], **fans) * init_weight) if kernel else None
-        )
+        shape = [out_channels, in_channels, kernel, kernel]
+        self.weight = nn.Parameter(_edm_init(shape, **fans) * init_weight) if kernel else None
         self.bias = nn.Parameter(_edm_init([out_channels], **fans) * init_bias) if kernel and bias else None
         f = torch.as_tensor(list(resample_filter), dtype=torch.float32)
         f = torch.outer(f, f).unsqueeze(0).unsqueeze(1) / f.sum().square()
@@ -114,9 +117,8 @@ class Conv2d(nn.Module):
         w_pad = w.shape[-1] // 2 if w is not None else 0
         f_pad = (f.shape[-1] - 1) // 2 if f is not None else 0
         if self.fused_resample and self.up and w is not None:
-            x = F.conv_transpose2d(
-                x, f.mul(4).tile([self.in_channels, 1, 1, 1]), groups=self.in_channels, stride=2, padding=max(f_pad - w_pad, 0)
-            )
+            f_up = f.mul(4).tile([self.in_channels, 1, 1, 1])
+            x = F.conv_transpose2d(x, f_up, groups=self.in_channels, stride=2, padding=max(f_pad - w_pad, 0))
             x = F.conv2d(x, w, padding=max(w_pad - f_pad, 0))
         elif self.fused_resample and self.down and w is not None:
             x = F.conv2d(x, w, padding=w_pad + f_pad)
@@ -195,7 +197,9 @@ class UNetBlock(nn.Module):
         self.skip_scale = skip_scale
 
         self.norm0 = _group_norm(in_channels, eps)
-        self.conv0 = Conv2d(in_channels, out_channels, kernel=3, up=up, down=down, resample_filter=resample_filter, **init)
+        self.conv0 = Conv2d(
+            in_channels, out_channels, kernel=3, up=up, down=down, resample_filter=resample_filter, **init
+        )
         self.affine = Linear(emb_channels, out_channels, **init)
         self.norm1 = _group_norm(out_channels, eps)
         self.conv1 = Conv2d(out_channels, out_channels, kernel=3, **init_zero)
@@ -209,7 +213,8 @@ class UNetBlock(nn.Module):
             if out_channels % self.num_heads:
                 raise ValueError(f"out_channels ({out_channels}) must be divisible by num_heads ({self.num_heads}).")
             self.norm2 = _group_norm(out_channels, eps)
-            self.qkv = Conv2d(out_channels, out_channels * 3, kernel=1, **(dict(init_attn) if init_attn is not None else init))
+            qkv_init = dict(init_attn) if init_attn is not None else init
+            self.qkv = Conv2d(out_channels, out_channels * 3, kernel=1, **qkv_init)
             self.proj = Conv2d(out_channels, out_channels, kernel=1, **init_zero)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -230,7 +235,8 @@ class UNetBlock(nn.Module):
         if self.num_heads:
             batch, channels = x.shape[:2]
             # channel layout of qkv (official): head-major, then channel, then q/k/v interleaved
-            q, k, v = self.qkv(self.norm2(x)).reshape(batch * self.num_heads, channels // self.num_heads, 3, -1).unbind(2)
+            qkv = self.qkv(self.norm2(x)).reshape(batch * self.num_heads, channels // self.num_heads, 3, -1)
+            q, k, v = qkv.unbind(2)
             scale = 1 / math.sqrt(k.shape[1])
             w = torch.einsum("ncq,nck->nqk", q.float(), (k * scale).float()).softmax(dim=2).to(q.dtype)
             a = torch.einsum("nqk,nck->ncq", w, v)
@@ -590,7 +596,9 @@ def patch_position_channels(
     for name, value in (("row_offset", row_offset), ("col_offset", col_offset)):
         if isinstance(value, torch.Tensor):
             if value.is_floating_point() or value.ndim > 1:
-                raise ValueError(f"{name} must be an int or a 1-D integer tensor, got {value.dtype} {tuple(value.shape)}.")
+                raise ValueError(
+                    f"{name} must be an int or a 1-D integer tensor, got {value.dtype} {tuple(value.shape)}."
+                )
             if device is None:
                 device = value.device
             offsets.append(value.reshape(-1))
@@ -688,11 +696,15 @@ class PatchEDMPrecond(nn.Module):
             ValueError: unsupported ``model_type``/``four_channels``/``hash_channels``, or unknown keys.
         """
         if not isinstance(config, Mapping):
-            raise TypeError(f"config must be a mapping of official Patch_EDMPrecond arguments, got {type(config).__name__}.")
+            raise TypeError(
+                f"config must be a mapping of official Patch_EDMPrecond arguments, got {type(config).__name__}."
+            )
         cfg = dict(config)
         model_type = cfg.pop("model_type", "SongUNet")
         if model_type != "SongUNet":
-            raise ValueError(f"config['model_type'] must be 'SongUNet' (only DDPM++/NCSN++ are supported), got '{model_type}'.")
+            raise ValueError(
+                f"config['model_type'] must be 'SongUNet' (only DDPM++/NCSN++ are supported), got '{model_type}'."
+            )
         for name in ("four_channels", "hash_channels"):
             if cfg.pop(name, 1) != 1:
                 raise ValueError(f"config['{name}'] must be 1 (the value PaDIS always uses), got {config[name]!r}.")
@@ -752,7 +764,9 @@ class PatchEDMPrecond(nn.Module):
         x = x.to(dtype)
         sigma = torch.as_tensor(sigma, device=x.device, dtype=dtype)
         if sigma.numel() not in (1, batch):
-            raise ValueError(f"sigma must be a scalar or hold one value per sample ({batch}), got {tuple(sigma.shape)}.")
+            raise ValueError(
+                f"sigma must be a scalar or hold one value per sample ({batch}), got {tuple(sigma.shape)}."
+            )
         sigma = sigma.reshape(-1, 1, 1, 1).expand(batch, 1, 1, 1)
         if self.pos_channels:
             if x_pos is None:
@@ -787,7 +801,9 @@ def padis_from_official(
         checkpoint: one of: a ``network-snapshot-*.pkl`` path (read by the restricted unpickler of
             :mod:`medgen.networks.edm_pickle`, no code from the file runs; ``key`` picks the module, default the EMA
             weights); a ``.pt`` path or dict holding ``{'net': state_dict, ...}`` or ``{'ema': state_dict, ...}``;
-            or a bare state dict in official naming (``model.`` prefix).
+            an official ``training-state-*.pt`` (``torch.save(dict(net=<module>, ...))``, read with the same restricted
+            unpickler; ``'net'`` is used when ``key`` is absent); or a bare state dict in official naming
+            (``model.`` prefix).
         config: the official ``Patch_EDMPrecond`` keyword arguments (see :meth:`PatchEDMPrecond.from_config`).
         key: entry of a ``.pkl`` snapshot to read (``'ema'``).
 
@@ -801,9 +817,18 @@ def padis_from_official(
         net = PatchEDMPrecond.from_config(config)
     net = net.to_empty(device="cpu")
     if isinstance(checkpoint, (str, os.PathLike)) and os.fspath(checkpoint).endswith(".pkl"):
-        from medgen.networks.edm_pickle import load_edm_snapshot
-
         content: Mapping[str, Any] = load_edm_snapshot(checkpoint, key=key)
+    elif isinstance(checkpoint, (str, os.PathLike)):
+        try:
+            content = read_checkpoint(checkpoint)
+        except pickle.UnpicklingError:
+            # an official training-state-*.pt pickles the module itself (EDM persisted classes), which
+            # weights_only loading refuses; read it with the restricted EDM unpickler instead
+            tree = read_edm_pickle(checkpoint)
+            entry = key if isinstance(tree, Mapping) and key in tree else "net"
+            if not isinstance(tree, Mapping) or entry not in tree:
+                raise
+            content = module_state_dict(tree[entry])
     else:
         content = read_checkpoint(checkpoint)
     for wrapper in ("net", "ema", "state_dict"):

@@ -223,9 +223,18 @@ def test_bad_inputs(tmp_path, edm_persistence):
         load_edm_snapshot(path, key="net")
     with pytest.raises(ValueError, match="not a recorded torch module"):
         load_edm_snapshot(path)
-    torch.save({"a": torch.ones(1)}, tmp_path / "zip.pkl")  # a torch.save file misnamed .pkl
-    with pytest.raises(pickle.UnpicklingError):
+    torch.save({"a": torch.ones(1)}, tmp_path / "zip.pkl")  # a torch.save archive misnamed .pkl is read safely
+    assert torch.equal(read_edm_pickle(tmp_path / "zip.pkl")["a"], torch.ones(1))
+    with pytest.raises(KeyError, match=r"entries: \['a'\]"):
         load_edm_snapshot(tmp_path / "zip.pkl")
+    torch.save({"a": torch.ones(1)}, tmp_path / "legacy.pkl", _use_new_zipfile_serialization=False)
+    with pytest.raises(pickle.UnpicklingError, match="legacy"):
+        load_edm_snapshot(tmp_path / "legacy.pkl")
+    with open(tmp_path / "legacy.pkl", "rb") as f:  # magic, protocol, sys info, then the object with storage ids
+        for _ in range(3):
+            RestrictedUnpickler(f).load()
+        with pytest.raises(pickle.UnpicklingError, match="refused global 'torch.FloatStorage'"):
+            RestrictedUnpickler(f).load()  # storage classes are only accepted inside a zip archive
     bad_meta = _Persisted(edm_persistence, dict(type="function", module_src="", class_name="f", state={}))
     with pytest.raises(pickle.UnpicklingError, match="'class'"):
         RestrictedUnpickler(io.BytesIO(pickle.dumps(bad_meta))).load()
@@ -245,3 +254,41 @@ def test_tiny_snapshot_of_a_fresh_network_round_trips(tmp_path, edm_persistence)
     x, pos = torch.randn(2, 1, 8, 8), torch.rand(2, 2, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded(x, 0.4, pos), net(x, 0.4, pos))
+
+
+def test_official_style_training_state_archive(tmp_path, edm_persistence):
+    # training-state-*.pt = torch.save(dict(net=<persisted module>, optimizer_state=...)): a zip archive whose
+    # data.pkl holds EDM persistence records and storage persistent ids; weights_only loading refuses it.
+    d = load_parity("padis_songunet_tiny")
+    net = from_official("padis_edm", d["state_dict"], d["config"])
+    marker = tmp_path / "source_was_executed"
+    module_src = f"open({str(marker)!r}, 'w')\n"
+    path = tmp_path / "training-state-000100.pt"
+    persisted = _persist(net, edm_persistence, module_src, init_kwargs=d["config"], class_name="Patch_EDMPrecond")
+    torch.save({"net": persisted, "optimizer_state": {"state": {0: {"step": torch.tensor(3.0)}}}}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    state = load_edm_snapshot(path, key="net")
+    assert list(state) == list(d["state_dict"])
+    assert all(torch.equal(state[k], v) for k, v in d["state_dict"].items())
+    loaded = from_official("padis_edm", path, d["config"])
+    with torch.no_grad():
+        out = loaded(d["x"], d["sigma"], d["x_pos"])
+    assert (out - d["out"]).abs().max().item() <= 1e-5 * d["out"].abs().max().item()
+    assert not marker.exists()
+
+
+def test_malicious_torch_archive_is_refused(tmp_path):
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (eval, (f"open({str(marker)!r}, 'w')",))
+
+    path = tmp_path / "training-state-evil.pt"
+    torch.save({"net": {"w": torch.ones(2)}, "x": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"refused global 'builtins\.eval'"):
+        read_edm_pickle(path)
+    with pytest.raises(pickle.UnpicklingError):
+        from_official("padis_edm", path, load_parity("padis_songunet_tiny")["config"])
+    assert not marker.exists()

@@ -150,7 +150,11 @@ def test_forward_backward_tiny_cpu():
     [
         (
             dict(embedding_type="fourier", encoder_type="residual", channel_mult_noise=2, resample_filter=[1, 3, 3, 1]),
-            ["model.map_noise.freqs", "model.enc.8x8_aux_residual.weight", "model.enc.8x8_aux_residual.resample_filter"],
+            [
+                "model.map_noise.freqs",
+                "model.enc.8x8_aux_residual.weight",
+                "model.enc.8x8_aux_residual.resample_filter",
+            ],
         ),
         (
             dict(encoder_type="skip", decoder_type="skip", label_dim=3, augment_dim=9, implicit_mlp=True),
