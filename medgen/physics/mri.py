@@ -55,7 +55,7 @@ def ifft2c(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
 
 
 def fft2_tpdm(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
-    """TPDM's (score_sde's) un-normalised k-space transform ``fftshift(fft2(x))`` (no ``ifftshift`` first, no 1/sqrt(n)).
+    """TPDM's un-normalised k-space transform ``fftshift(fft2(x))`` (no ``ifftshift`` first, no ``1/sqrt(n)``).
 
     Args:
         x: image of any shape; the two axes ``dims`` are transformed.

@@ -63,7 +63,13 @@ class WDMScaleIntensity(ScaleIntensityRangePercentiles):
         dtype: DtypeLike = np.float32,
     ) -> None:
         super().__init__(
-            lower, upper, b_min=-1.0 if renormalize else 0.0, b_max=1.0, clip=True, channel_wise=channel_wise, dtype=dtype
+            lower,
+            upper,
+            b_min=-1.0 if renormalize else 0.0,
+            b_max=1.0,
+            clip=True,
+            channel_wise=channel_wise,
+            dtype=dtype,
         )
 
 

@@ -353,7 +353,10 @@ def poisson_disc_mask(
         ValueError: for bad arguments, or if no slope reaches ``accel`` within ``tol``.
     """
     h, w = _shape2d(shape)
-    ch, cw = _shape2d(calib, "calib") if calib not in ((0, 0), 0, [0, 0]) else (0, 0)
+    calib = (calib, calib) if isinstance(calib, (int, np.integer)) else tuple(calib)
+    if len(calib) != 2 or any(int(c) != c or c < 0 for c in calib):
+        raise ValueError(f"calib must be a non-negative int or (ch, cw), got {calib!r}.")
+    ch, cw = int(calib[0]), int(calib[1])
     if isinstance(accel, bool) or not isinstance(accel, (int, float, np.integer, np.floating)) or not accel > 1:
         raise ValueError(f"accel must be a number > 1, got {accel!r}.")
     if ch > h or cw > w:
@@ -517,7 +520,8 @@ def estimate_sensitivity_maps(
         ``(Nc, ..., H, W)`` complex maps.
     """
     if not isinstance(kspace, torch.Tensor) or not kspace.is_complex() or kspace.ndim < 3:
-        raise TypeError(f"kspace must be a complex tensor (Nc, ..., H, W), got {getattr(kspace, 'dtype', type(kspace))}.")
+        got = getattr(kspace, "dtype", type(kspace).__name__)
+        raise TypeError(f"kspace must be a complex tensor (Nc, ..., H, W), got {got}.")
     h, w = kspace.shape[-2:]
     _check_acs(acs_lines, w)
     if acs_lines < 1:
@@ -680,7 +684,9 @@ class KspaceUndersampled(Randomizable, MapTransform):
         self.maps_key = maps_key
         self.undersample = KspaceUndersample(mask, mask_type, mask_kwargs, input_type, convention)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> KspaceUndersampled:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> KspaceUndersampled:
         super().set_random_state(seed, state)
         self.undersample.set_random_state(seed, state)
         return self
@@ -787,9 +793,13 @@ class SimulateMultiCoild(Randomizable, MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.maps_key = maps_key
-        self.simulate = SimulateMultiCoil(num_coils, coil_distance, loop_radius, phase_cycles, rotation, random_rotation)
+        self.simulate = SimulateMultiCoil(
+            num_coils, coil_distance, loop_radius, phase_cycles, rotation, random_rotation
+        )
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> SimulateMultiCoild:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> SimulateMultiCoild:
         super().set_random_state(seed, state)
         self.simulate.set_random_state(seed, state)
         return self
