@@ -1,0 +1,630 @@
+"""HFS-SDE reconstruction of undersampled (multi-coil) Cartesian MRI (Cao et al., IEEE TMI 2024).
+
+:class:`HighFrequencySpaceInferer` runs HFS-SDE's predictor-corrector sampler (and, for comparison, the VP-SDE and
+VE-SDE baselines of the same paper) with gradient data consistency, on top of the shared pieces:
+:class:`~medgen.diffusion.sde.HFSSDE`/:class:`~medgen.diffusion.sde.VPSDE`/:class:`~medgen.diffusion.sde.VESDE`,
+the predictors and the Langevin corrector of :mod:`medgen.diffusion.samplers`,
+:func:`~medgen.diffusion.guidance.hfs_data_consistency` and :class:`~medgen.physics.mri.CartesianMRI`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from medgen.diffusion.guidance import hfs_data_consistency
+from medgen.diffusion.samplers import (
+    Guidance,
+    euler_maruyama_predictor,
+    langevin_corrector,
+    reverse_diffusion_predictor,
+)
+from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE, ScoreFn
+from medgen.inferers.base import SamplingInferer
+from medgen.physics.mri import CartesianMRI, channels_to_complex, complex_to_channels
+
+__all__ = ["HighFrequencySpaceInferer", "KSpaceMeasurement", "SDE_PRESETS"]
+
+SDE_PRESETS: dict[str, dict[str, Any]] = {
+    "hfs": {
+        "num_steps": 1000,
+        "snr": 0.16,
+        "lam": 2.5,
+        "corrector_lam": 0.1,
+        "eps": 1e-3,
+        "accelerated_num_steps": 100,
+        "accelerated_snr": 0.32,
+    },
+    "vp": {
+        "num_steps": 1000,
+        "snr": 0.27,
+        "lam": 2.5,
+        "corrector_lam": 2.5,
+        "eps": 1e-3,
+        "accelerated_num_steps": 100,
+        "accelerated_snr": 0.43,
+    },
+    "ve": {
+        "num_steps": 1000,
+        "snr": 0.10,
+        "lam": 5.0,
+        "corrector_lam": 5.0,
+        "eps": 1e-5,
+        "accelerated_num_steps": 300,
+        "accelerated_snr": 0.10,
+    },
+}
+"""Official sampling defaults of HFS-SDE's configs (``configs/{hfssde,vp,ve}/ddpm_continuous.py``): ``lam`` is
+``sampling.mse``, ``corrector_lam`` is ``sampling.corrector_mse``; the ``accelerated_*`` values are the ones the
+configs switch to with ``sampling.accelerated_sampling=True``."""
+
+_OUTPUTS = ("complex", "channels", "magnitude")
+
+
+@dataclass
+class KSpaceMeasurement:
+    """Undersampled k-space in HFS-SDE's real channel layout, with its forward operator.
+
+    Attributes:
+        operator: ``A = M F S`` on ``(B, 2, H, W)`` ``[real, imag]`` images (``CartesianMRI(..., channels=True)``).
+        y: measured k-space ``c2r(M * kspace)``, ``(B, 2 Nc, H, W)`` real ``[re coils.., im coils..]``.
+        low_frequency_image: ``A_low^H y = c2r(sum_c conj(S_c) ifft2c(M_low y_c))``, ``(B, 2, H, W)``, the
+            measured low-frequency band coil-combined (``None`` for the VP/VE baselines, which do not use it).
+    """
+
+    operator: CartesianMRI
+    y: torch.Tensor
+    low_frequency_image: torch.Tensor | None = None
+
+    def guidance(self, lam: float) -> Guidance:
+        """``guidance(x, score) = -g * ||score|| / ||g|| * lam`` with ``g = A^H (A x - y)`` (HFS-SDE's DC term)."""
+        return lambda x, score: -hfs_data_consistency(x, score, self.operator, self.y, lam)
+
+    def residual_norm(self, image: torch.Tensor) -> torch.Tensor:
+        """``||A x - y||_2`` per item ``(B,)`` for an image ``(B, 2, H, W)`` (channels) or ``(B, 1, H, W)`` complex."""
+        if image.is_complex():
+            image = complex_to_channels(image)
+        residual = self.operator(image) - self.y
+        return torch.linalg.vector_norm(residual.reshape(residual.shape[0], -1), dim=-1)
+
+
+def _check_choice(value: Any, name: str, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+
+
+def _check_int(value: Any, name: str, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
+
+
+def _check_float(value: Any, name: str, low: float, high: float = float("inf"), open_low: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    value = float(value)
+    if value < low or (open_low and value == low) or value > high:
+        bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
+        raise ValueError(f"{name} must be in {bound}, got {value}.")
+    return value
+
+
+def _as_2d_mask(mask: Any, name: str) -> torch.Tensor:
+    """A mask that is the same for every item, as ``(H, W)`` float: accepts ``(H, W)`` or ``(1, ..., 1, H, W)``."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
+    if mask.ndim < 2 or any(s != 1 for s in mask.shape[:-2]):
+        raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
+    mask = mask.real if mask.is_complex() else mask
+    return mask.reshape(mask.shape[-2:]).to(torch.float32)
+
+
+class HighFrequencySpaceInferer(SamplingInferer):
+    """HFS-SDE predictor-corrector reconstruction of undersampled Cartesian MRI (Cao et al., TMI 2024), with the
+    VP-SDE and VE-SDE baselines of the paper through the same interface.
+
+    For ``t_i = linspace(1, eps, N)``, each step runs the Langevin CORRECTOR first and then the PREDICTOR at the same
+    ``t_i`` (HFS-SDE's order; score_sde runs them the other way round):
+
+    - score: ``s = network(x, std(t))`` with the time input the marginal standard deviation of the SDE (VP std for
+      ``"hfs"``/``"vp"``, ``sigma(t)`` for ``"ve"``); the output is used as the score directly;
+    - data consistency: ``g = A^H (A x - y)``, ``A = M F S``, rescaled to ``g ||s|| / ||g|| * lam``
+      (:func:`~medgen.diffusion.guidance.hfs_data_consistency`; norms over the whole minibatch, as official);
+    - corrector (:func:`~medgen.diffusion.samplers.langevin_corrector`): ``x += eps (P s - dc(corrector_lam))
+      + sqrt(2 eps) P z`` with ``eps = 2 alpha (snr ||z|| / ||P s||)^2`` (``P`` = HFS high-frequency projector, the
+      identity for VP/VE; ``alpha = 1 - beta_i`` read from the discrete table, 1 for VE);
+    - predictor: Euler-Maruyama (``"hfs"``, ``"vp"``; HFS: ``x += (beta P x / 2 + beta (s - dc(lam))) / N
+      + sqrt(beta / N) P z`` with the UN-projected score as official) or reverse diffusion (``"ve"``);
+    - start: ``"hfs"`` the conditional prior ``x_T = A_low^H y + P z`` (measured low-frequency band, coil-combined,
+      plus high-frequency white noise); ``"vp"`` ``N(0, I)``; ``"ve"`` ``N(0, sigma_max^2 I)``;
+    - result: the last predictor's noise-free ``x_mean`` (``denoise=True``, official ``noise_removal``) or ``x``.
+
+    Network calls: ``N * (corrector_steps + 1)``. Everything runs under ``torch.no_grad``.
+
+    Official quirks reproduced by default (and how to switch them off):
+
+    - ``table_size=1000``: official ``accelerated_sampling`` sets ``sde.N = sampling.N`` after building the SDE, so the
+      discrete ``betas``/``alphas`` (VP/HFS) and ``sigmas`` (VE) tables keep the training length ``num_scales=1000``
+      while being indexed with ``floor(t (N - 1))``. For ``N = 100`` the corrector's ``alpha`` is then about 1
+      instead of ``1 - beta_i``, and the VE reverse-diffusion predictor reads only the 300 SMALLEST of the 1000
+      sigmas. ``table_size=None`` sizes the tables to ``N`` (consistent discretisation). With ``N = 1000`` the two
+      agree.
+    - the predictor's score is not projected onto the high frequencies and the data-consistency gradients are never
+      projected, so the low-frequency k-space of ``x`` does drift during sampling;
+      ``project_predictor_score=True`` uses the exact reverse drift ``-beta P (x / 2 + s)`` instead.
+    - the step sizes and the data-consistency scale are computed over the whole minibatch, so items of one minibatch
+      are coupled (``batch_size`` below bounds the coupling; ``batch_size=1`` is the official per-slice run).
+    - where the official code divides 0 by 0 (``A x = y`` exactly) the data-consistency term is 0 here, not NaN.
+
+    Inputs (:meth:`__call__`):
+
+    - ``inputs``: k-space ``(B, Nc, H, W)`` complex (centred k-space, DC at index ``n // 2``, orthonormal
+      :func:`~medgen.physics.mri.fft2c` convention, phase encoding along ``W`` for HFS-SDE's column masks), zero
+      outside the mask or not (it is multiplied by ``mask``). HFS-SDE normalises each slice by
+      ``1.5 * std(kspace)`` before sampling; do the same (the network was trained on that scale).
+    - ``mask``: sampling mask broadcastable to ``(B, Nc, H, W)`` (``(H, W)``, ``(1, 1, H, W)``, ``(B, 1, H, W)``...).
+    - ``sensitivity_maps``: complex ``(B, Nc, H, W)`` or ``(1, Nc, H, W)`` (ESPIRiT, ``sum_c |S_c|^2 = 1``), or
+      ``None`` for single-coil data (``Nc = 1``). HFS-SDE's real ``c2r`` maps ``(B, 2 Nc, H, W)`` are converted
+      with :func:`~medgen.physics.mri.channels_to_complex` first.
+    - a volume is reconstructed slice by slice by passing its slices as the batch: k-space ``(S, Nc, H, W)`` (for a
+      3-D acquisition, inverse-FFT along the fully sampled readout/slice axis first), maps ``(S, Nc, H, W)``, mask
+      ``(H, W)`` or ``(S, 1, H, W)``; ``batch_size`` slices go through the network together.
+
+    Output: a :class:`~monai.data.MetaTensor` with the meta/affine of ``inputs`` (when it is one) holding the
+    coil-combined image (``sum_c conj(S_c) x_c``-weighted, i.e. the ESPIRiT combination the network was trained on):
+
+    - ``output="complex"``: ``(B, 1, H, W)`` complex;
+    - ``output="channels"``: ``(B, 2, H, W)`` real ``[real, imag]`` (HFS-SDE's own layout);
+    - ``output="magnitude"``: ``(B, 1, H, W)`` real ``|x|`` (what HFS-SDE's metrics are computed on).
+
+    Args:
+        low_frequency_mask: HFS-SDE's training mask ``M`` (1 = low frequency, never diffused), ``(H, W)`` or
+            ``(1, 1, H, W)``, real/bool/complex, centred like the k-space (e.g. 16 central columns: HFS-SDE's
+            ``low_frequency_acs16``). Required for ``sde="hfs"``, unused for ``"vp"``/``"ve"``.
+        sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
+        accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
+            0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
+        num_steps: number of time steps ``N`` (default from :data:`SDE_PRESETS`).
+        snr: corrector signal-to-noise ratio (default from :data:`SDE_PRESETS`).
+        lam: data-consistency weight in the predictor (official ``sampling.mse``).
+        corrector_lam: data-consistency weight in the corrector (official ``sampling.corrector_mse``).
+        eps: last time of the grid (1e-3 for hfs/vp, 1e-5 for ve).
+        corrector_steps: Langevin steps per time step (official ``n_steps_each = 1``; 0 = predictor only).
+        table_size: length of the discrete ``beta``/``sigma`` tables (see the quirk above); ``None``: ``N``.
+        beta_min: ``beta(0)`` of the VP/HFS schedule.
+        beta_max: ``beta(1)`` of the VP/HFS schedule.
+        sigma_min: smallest noise std of the VE schedule (data units).
+        sigma_max: largest noise std of the VE schedule (data units).
+        project_predictor_score: HFS only: project the predictor's score by ``P`` (exact reverse SDE) instead of
+            the official un-projected score.
+        batch_size: items per network call and per norm coupling (``None``: the whole batch at once).
+        denoise: return the last predictor's noise-free mean (official ``noise_removal=True``).
+        output: ``"complex"``, ``"channels"`` or ``"magnitude"`` (see above).
+        seed: seed of the sampler's generator (``None``: global RNG).
+        progress: show a progress bar.
+        checkpoint_dir: folder for the sampling state (resume after an interruption).
+        checkpoint_every: save every this many steps (``0``: only at the end).
+
+    Raises:
+        ValueError: an option is out of range or ``low_frequency_mask`` is missing for ``sde="hfs"``.
+        TypeError: an option has the wrong type.
+
+    Example::
+
+        import torch
+        from medgen.inferers.highfrequency import HighFrequencySpaceInferer
+        from medgen.networks.ddpm import DDPMUNet
+        from medgen.physics.mri import fft2c
+
+        network = DDPMUNet(image_size=32, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()).eval()
+        image = torch.randn(1, 1, 32, 32, dtype=torch.complex64)
+        maps = torch.ones(1, 4, 32, 32, dtype=torch.complex64) / 2              # sum_c |S_c|^2 = 1
+        mask = torch.zeros(32, 32)
+        mask[:, ::4] = 1
+        mask[:, 12:20] = 1                                                       # equispaced + 8 ACS columns
+        kspace = fft2c(maps * image) * mask                                      # (1, 4, 32, 32) complex
+        low_frequency = torch.zeros(32, 32)
+        low_frequency[:, 14:18] = 1                                              # HFS training mask M
+        inferer = HighFrequencySpaceInferer(low_frequency, num_steps=4, seed=0, progress=False)
+        recon = inferer(kspace, network, mask=mask, sensitivity_maps=maps)      # (1, 1, 32, 32) complex MetaTensor
+    """
+
+    def __init__(
+        self,
+        low_frequency_mask: torch.Tensor | None = None,
+        *,
+        sde: str = "hfs",
+        accelerated: bool = False,
+        num_steps: int | None = None,
+        snr: float | None = None,
+        lam: float | None = None,
+        corrector_lam: float | None = None,
+        eps: float | None = None,
+        corrector_steps: int = 1,
+        table_size: int | None = 1000,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        sigma_min: float = 0.01,
+        sigma_max: float = 348.0,
+        project_predictor_score: bool = False,
+        batch_size: int | None = None,
+        denoise: bool = True,
+        output: str = "complex",
+        seed: int | None = None,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
+        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        _check_choice(sde, "sde", tuple(SDE_PRESETS))
+        _check_choice(output, "output", _OUTPUTS)
+        preset = SDE_PRESETS[sde]
+        self.sde_name = sde
+        self.accelerated = bool(accelerated)
+        if num_steps is None:
+            num_steps = preset["accelerated_num_steps" if accelerated else "num_steps"]
+        self.num_steps = num_steps
+        _check_int(self.num_steps, "num_steps", 1)
+        _check_int(table_size, "table_size", 1, allow_none=True)
+        if table_size is not None and table_size < self.num_steps:
+            raise ValueError(
+                f"table_size must be None or >= num_steps = {self.num_steps} (the official code would index past the "
+                f"end of its {table_size}-long tables), got {table_size}."
+            )
+        self.table_size = table_size
+        if snr is None:
+            snr = preset["accelerated_snr" if accelerated else "snr"]
+        self.snr = _check_float(snr, "snr", 0.0, open_low=True)
+        self.lam = _check_float(preset["lam"] if lam is None else lam, "lam", 0.0)
+        self.corrector_lam = _check_float(
+            preset["corrector_lam"] if corrector_lam is None else corrector_lam, "corrector_lam", 0.0
+        )
+        self.eps = _check_float(preset["eps"] if eps is None else eps, "eps", 0.0, 1.0, open_low=True)
+        _check_int(corrector_steps, "corrector_steps", 0)
+        self.corrector_steps = corrector_steps
+        self.beta_min = _check_float(beta_min, "beta_min", 0.0)
+        self.beta_max = _check_float(beta_max, "beta_max", self.beta_min, open_low=True)
+        self.sigma_min = _check_float(sigma_min, "sigma_min", 0.0, open_low=True)
+        self.sigma_max = _check_float(sigma_max, "sigma_max", self.sigma_min, open_low=True)
+        self.project_predictor_score = bool(project_predictor_score)
+        _check_int(batch_size, "batch_size", 1, allow_none=True)
+        self.batch_size = batch_size
+        self.denoise = bool(denoise)
+        self.output = output
+        if sde == "hfs":
+            if low_frequency_mask is None:
+                raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
+            self.low_frequency_mask: torch.Tensor | None = _as_2d_mask(low_frequency_mask, "low_frequency_mask")
+        else:
+            self.low_frequency_mask = (
+                None if low_frequency_mask is None else _as_2d_mask(low_frequency_mask, "low_frequency_mask")
+            )
+
+    # ------------------------------------------------------------------------------------------------- settings
+    def config(self) -> dict[str, Any]:
+        """Settings that change the result (part of the checkpoint fingerprint)."""
+        low = self.low_frequency_mask
+        return {
+            **super().config(),
+            "sde": self.sde_name,
+            "num_steps": self.num_steps,
+            "snr": self.snr,
+            "lam": self.lam,
+            "corrector_lam": self.corrector_lam,
+            "eps": self.eps,
+            "corrector_steps": self.corrector_steps,
+            "table_size": self.table_size,
+            "beta": [self.beta_min, self.beta_max],
+            "sigma": [self.sigma_min, self.sigma_max],
+            "project_predictor_score": self.project_predictor_score,
+            "batch_size": self.batch_size,
+            "denoise": self.denoise,
+            "low_frequency_mask": None if low is None else [int(low.sum().item()), list(low.shape)],
+        }
+
+    # ---------------------------------------------------------------------------------------------- components
+    def make_sde(self, device: torch.device | str = "cpu") -> SDE:
+        """The SDE of the sampler with ``N = num_steps`` and the discrete tables of length ``table_size``.
+
+        Args:
+            device: where HFS-SDE's low-frequency mask lives (the tables are moved on use).
+
+        Returns:
+            :class:`HFSSDE`, :class:`VPSDE` or :class:`VESDE`.
+        """
+        n, table = self.num_steps, self.table_size
+        if self.sde_name == "hfs":
+            assert self.low_frequency_mask is not None
+            return HFSSDE(
+                self.low_frequency_mask,
+                self.beta_min,
+                self.beta_max,
+                N=n,
+                table_size=table,
+                project_reverse_score=self.project_predictor_score,
+            ).to(device)
+        if self.sde_name == "vp":
+            return VPSDE(self.beta_min, self.beta_max, N=n, table_size=table)
+        # VESDE sizes its sigma table by N: build it at the table length, then sample with N steps (the official
+        # ``sde.N = sampling.N`` mutation).
+        sde = VESDE(self.sigma_min, self.sigma_max, N=n if table is None else table)
+        sde.N = n
+        return sde
+
+    @staticmethod
+    def score_function(network: Callable[..., torch.Tensor], sde: SDE) -> ScoreFn:
+        """``score_fn(x, t) = network(x, std(t))``: the network's time input is the marginal std, its output the score.
+
+        Args:
+            network: ``network(x, time_label)`` on ``(B, 2, H, W)`` images, e.g.
+                :class:`~medgen.networks.ddpm.DDPMUNet`.
+            sde: the sampler's SDE (VP std for VP/HFS, ``sigma(t)`` for VE).
+        """
+
+        def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return network(x, sde.marginal_prob(torch.zeros_like(x), t)[1])
+
+        return score_fn
+
+    def measurement(
+        self,
+        kspace: torch.Tensor,
+        mask: torch.Tensor,
+        sensitivity_maps: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> KSpaceMeasurement:
+        """Validate the data and build the operator, ``y`` and (HFS) the low-frequency image.
+
+        Args:
+            kspace: complex ``(B, Nc, H, W)``.
+            mask: sampling mask broadcastable to ``(B, Nc, H, W)``.
+            sensitivity_maps: complex ``(B or 1, Nc, H, W)``, or ``None`` (single coil, ``Nc = 1``).
+            dtype: real working dtype (the network's).
+
+        Returns:
+            the :class:`KSpaceMeasurement` on ``kspace``'s device.
+
+        Raises:
+            TypeError: a tensor has the wrong type or dtype.
+            ValueError: shapes do not fit together (the message names the argument and both shapes).
+        """
+        kspace, mask, maps = self._validate(kspace, mask, sensitivity_maps)
+        device = kspace.device
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        kspace = kspace.to(device=device, dtype=complex_dtype)
+        mask = mask.to(device=device, dtype=dtype)
+        maps = None if maps is None else maps.to(device=device, dtype=complex_dtype)
+        operator = CartesianMRI(mask, maps, convention="ortho", channels=True)
+        y = complex_to_channels(kspace * mask)
+        low_image = None
+        if self.sde_name == "hfs":
+            assert self.low_frequency_mask is not None
+            low_mask = self.low_frequency_mask.to(device=device, dtype=dtype)
+            low_image = CartesianMRI(low_mask, maps, convention="ortho", channels=True).adjoint(y)
+        return KSpaceMeasurement(operator, y, low_image)
+
+    def _validate(
+        self, kspace: Any, mask: Any, sensitivity_maps: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if not isinstance(kspace, torch.Tensor):
+            raise TypeError(f"inputs (k-space) must be a torch.Tensor, got {type(kspace).__name__}.")
+        if isinstance(kspace, MetaTensor):
+            kspace = kspace.as_tensor()
+        if not kspace.is_complex():
+            raise TypeError(f"inputs (k-space) must be complex (B, Nc, H, W), got dtype {kspace.dtype}.")
+        if kspace.ndim != 4:
+            raise ValueError(
+                f"inputs (k-space) must be shaped (B, Nc, H, W) (a volume: slices as B), got {tuple(kspace.shape)}."
+            )
+        batch, coils, height, width = kspace.shape
+        if mask is None:
+            raise ValueError("mask (the k-space sampling mask) is required, got None.")
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+        if isinstance(mask, MetaTensor):
+            mask = mask.as_tensor()
+        mask = mask.real if mask.is_complex() else mask
+        if mask.ndim < 2 or mask.ndim > 4 or tuple(mask.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"mask must be shaped (H, W) = ({height}, {width}) or broadcastable to the k-space "
+                f"{tuple(kspace.shape)}, got {tuple(mask.shape)}."
+            )
+        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        if mask.shape[0] not in (1, batch) or mask.shape[1] not in (1, coils):
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not broadcast against the k-space {tuple(kspace.shape)}."
+            )
+        if not bool(torch.any(mask != 0)):
+            raise ValueError("mask samples no k-space location (all zeros).")
+        if self.low_frequency_mask is not None and tuple(self.low_frequency_mask.shape) != (height, width):
+            raise ValueError(
+                f"low_frequency_mask (H, W) = {tuple(self.low_frequency_mask.shape)} must equal the k-space (H, W) = "
+                f"({height}, {width})."
+            )
+        if sensitivity_maps is None:
+            if coils != 1:
+                raise ValueError(
+                    f"multi-coil k-space ({coils} coils, shape {tuple(kspace.shape)}) needs sensitivity_maps; "
+                    "pass them or a single-coil (B, 1, H, W) k-space."
+                )
+            return kspace, mask, None
+        if not isinstance(sensitivity_maps, torch.Tensor):
+            raise TypeError(f"sensitivity_maps must be a torch.Tensor or None, got {type(sensitivity_maps).__name__}.")
+        if isinstance(sensitivity_maps, MetaTensor):
+            sensitivity_maps = sensitivity_maps.as_tensor()
+        if not sensitivity_maps.is_complex():
+            raise TypeError(
+                f"sensitivity_maps must be complex (B, Nc, H, W), got dtype {sensitivity_maps.dtype} (HFS-SDE's real "
+                "c2r maps (B, 2 Nc, H, W) convert with medgen.physics.mri.channels_to_complex)."
+            )
+        if (
+            sensitivity_maps.ndim != 4
+            or sensitivity_maps.shape[0] not in (1, batch)
+            or tuple(sensitivity_maps.shape[1:]) != (coils, height, width)
+        ):
+            raise ValueError(
+                f"sensitivity_maps must be shaped ({batch} or 1, {coils}, {height}, {width}) to match the k-space "
+                f"{tuple(kspace.shape)}, got {tuple(sensitivity_maps.shape)}."
+            )
+        if sensitivity_maps.device != kspace.device:
+            sensitivity_maps = sensitivity_maps.to(kspace.device)
+        return kspace, mask.to(kspace.device), sensitivity_maps
+
+    def initial_sample(
+        self,
+        measurement: KSpaceMeasurement,
+        sde: SDE,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``x_T``: ``A_low^H y + P z`` (HFS), ``z`` (VP) or ``sigma_max z`` (VE), ``(B, 2, H, W)``."""
+        if isinstance(sde, HFSSDE):
+            assert measurement.low_frequency_image is not None
+            return sde.conditional_prior_sampling(measurement.low_frequency_image, generator=generator)
+        y = measurement.y
+        shape = (y.shape[0], 2, *y.shape[-2:])
+        return sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
+
+    # --------------------------------------------------------------------------------------------------- steps
+    def corrector_step(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        score_fn: ScoreFn,
+        sde: SDE,
+        measurement: KSpaceMeasurement,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``corrector_steps`` Langevin steps with data consistency ``corrector_lam``; returns ``(x, x_mean)``."""
+        return langevin_corrector(
+            x,
+            t,
+            sde,
+            score_fn,
+            self.snr,
+            n_steps=self.corrector_steps,
+            guidance=measurement.guidance(self.corrector_lam),
+            generator=generator,
+        )
+
+    def predictor_step(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        score_fn: ScoreFn,
+        sde: SDE,
+        measurement: KSpaceMeasurement,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Euler-Maruyama (HFS, VP) or reverse-diffusion (VE) step with data consistency ``lam``; ``(x, x_mean)``."""
+        predictor = reverse_diffusion_predictor if self.sde_name == "ve" else euler_maruyama_predictor
+        return predictor(x, t, sde, score_fn, guidance=measurement.guidance(self.lam), generator=generator)
+
+    def pc_step(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        score_fn: ScoreFn,
+        sde: SDE,
+        measurement: KSpaceMeasurement,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sampler step at times ``t`` ``(B,)``: corrector (if ``corrector_steps``), then predictor."""
+        if self.corrector_steps:
+            x, _ = self.corrector_step(x, t, score_fn, sde, measurement, generator)
+        return self.predictor_step(x, t, score_fn, sde, measurement, generator)
+
+    # ---------------------------------------------------------------------------------------------------- call
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        network: Callable[..., torch.Tensor],
+        *args: Any,
+        mask: torch.Tensor | None = None,
+        sensitivity_maps: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> MetaTensor:
+        """Reconstruct the coil-combined image from undersampled k-space.
+
+        Args:
+            inputs: k-space ``(B, Nc, H, W)`` complex (see the class docstring).
+            network: score network ``network(x, std)`` on ``(B, 2, H, W)``, e.g. a loaded
+                :class:`~medgen.networks.ddpm.DDPMUNet`, on ``inputs``' device.
+            args: extra positional arguments are not accepted.
+            mask: sampling mask broadcastable to ``inputs`` (required).
+            sensitivity_maps: complex coil maps ``(B or 1, Nc, H, W)``; ``None`` for single coil.
+            kwargs: extra keyword arguments are not accepted.
+
+        Returns:
+            the reconstruction (``output`` layout), a :class:`~monai.data.MetaTensor` with ``inputs``' meta.
+
+        Raises:
+            TypeError: bad types/dtypes, unexpected arguments, a network that is not callable.
+            ValueError: shapes that do not fit together.
+        """
+        if args or kwargs:
+            unexpected = [f"positional #{i + 2}" for i in range(len(args))] + sorted(kwargs)
+            raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
+        if not callable(network):
+            raise TypeError(f"network must be callable (x, std) -> score, got {type(network).__name__}.")
+        dtype = torch.float32
+        if isinstance(network, nn.Module):
+            dtype = next((p.dtype for p in network.parameters() if p.is_floating_point()), torch.float32)
+        measurement = self.measurement(inputs, mask, sensitivity_maps, dtype=dtype)
+        device = measurement.y.device
+        batch = measurement.y.shape[0]
+        chunk = batch if self.batch_size is None else min(self.batch_size, batch)
+        starts = list(range(0, batch, chunk))
+        parts = [measurement if len(starts) == 1 else self._slice(measurement, s, s + chunk) for s in starts]
+
+        sde = self.make_sde(device)
+        score_fn = self.score_function(network, sde)
+        generator = self.generator(device)
+        timesteps = torch.linspace(sde.T, self.eps, self.num_steps, device=device)
+
+        def step(i: int, state: dict[str, Any]) -> dict[str, Any]:
+            t = timesteps[i]
+            xs, means = [], []
+            for start, part in zip(starts, parts):
+                x = state["x"][start : start + chunk]
+                x, x_mean = self.pc_step(x, t.expand(x.shape[0]), score_fn, sde, part, generator)
+                xs.append(x)
+                means.append(x_mean)
+            return {"x": torch.cat(xs), "x_mean": torch.cat(means)}
+
+        fingerprint = {
+            "measurement": [float(measurement.y.double().abs().sum()), float(measurement.operator.mask.sum())],
+            "dtype": str(dtype),
+        }
+        with torch.no_grad():
+            x = self.initial_sample(measurement, sde, generator)
+            loop = self.sampling_loop(self.num_steps, tuple(inputs.shape), extra=fingerprint)
+            state = loop.run({"x": x, "x_mean": x}, step, generator=generator)
+        result = state["x_mean"] if self.denoise else state["x"]
+        if self.output != "channels":
+            result = channels_to_complex(result)
+            if self.output == "magnitude":
+                result = result.abs()
+        return self.wrap_output(result, inputs)
+
+    @staticmethod
+    def _slice(measurement: KSpaceMeasurement, start: int, stop: int) -> KSpaceMeasurement:
+        """The measurement of items ``start:stop`` (per-item masks and maps are sliced, shared ones kept)."""
+        operator = measurement.operator
+        mask = operator.mask
+        mask = mask[start:stop] if mask.shape[0] > 1 else mask
+        maps = operator.sensitivity_maps
+        if maps is not None and maps.shape[0] > 1:
+            maps = maps[start:stop]
+        low = measurement.low_frequency_image
+        return KSpaceMeasurement(
+            CartesianMRI(mask, maps, convention="ortho", channels=True),
+            measurement.y[start:stop],
+            None if low is None else low[start:stop],
+        )
