@@ -1,0 +1,825 @@
+"""CTCA semantic diffusion sampling: label map -> CT angiography volume (low-res whole volume, high-res z-slabs).
+
+The CTCA patched SDM (Manubolgia/semantic-diffusion-model, branches ``3d_sdm`` and ``3d_sdm_hr_sliceref``) generates
+a volume in two stages:
+
+1. :class:`SemanticDiffusionInferer`: a low-res model (64^3) samples the whole volume from its one-hot label map.
+2. :class:`SlabPatchInferer`: a high-res model samples the 128^3 volume as z-slabs of 128x128x16, each conditioned on
+   its labels, its z-position and the low-res volume cropped to the slab (the "reference"); the slabs are stitched
+   along z.
+
+Both run :class:`~medgen.diffusion.gaussian.GaussianDiffusion` with the official settings (:func:`sdm_diffusion`:
+cosine schedule, 1000 steps, epsilon prediction, learned-range variance, ``clip_denoised``) and the official
+classifier-free guidance (a second network pass with the label map -- and the reference -- set to zero, guidance on
+the noise channel only).
+
+Example (randomly initialised tiny networks, so the result is noise-like; load real weights with
+``medgen.networks.convert.from_official("sdm_unet", checkpoint, config)``)::
+
+    >>> import torch
+    >>> from medgen.networks.sdm_unet import SDMUNet
+    >>> from medgen.inferers.slab import SemanticDiffusionInferer, SlabPatchInferer
+    >>> tiny = dict(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=3, learn_sigma=True,
+    ...             num_groups=4, spade_hidden_channels=4)
+    >>> labels_lr = torch.randint(0, 3, (1, 1, 8, 8, 8))
+    >>> low_res = SemanticDiffusionInferer(timestep_respacing=3, seed=0, progress=False)(labels_lr, SDMUNet(**tiny))
+    >>> hr_net = SDMUNet(**tiny, position_channel=True, reference_channels=2)
+    >>> labels_hr = torch.randint(0, 3, (1, 1, 16, 16, 20))
+    >>> inferer = SlabPatchInferer(slab_depth=8, overlap=4, timestep_respacing=3, seed=0, progress=False)
+    >>> volume = inferer(labels_hr, hr_net, reference=low_res)
+    >>> tuple(low_res.shape), tuple(volume.shape)
+    ((1, 1, 8, 8, 8), (1, 1, 16, 16, 20))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from torch import nn
+
+from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
+from medgen.diffusion.guidance import classifier_free_guidance
+from medgen.diffusion.schedules import cosine_beta_schedule
+from medgen.inferers.base import SamplingInferer
+from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
+
+__all__ = [
+    "sdm_diffusion",
+    "slab_layout",
+    "slab_blend_weights",
+    "SemanticDiffusionInferer",
+    "SlabPatchInferer",
+]
+
+SAMPLERS = ("ddpm", "ddim")
+LAST_SLAB_MODES = ("pad", "shift")
+BLEND_MODES = ("linear", "cosine", "constant")
+# postprocess_hr.py: voxels above this value (in [-1, 1]) are set to ``threshold_level``
+OFFICIAL_THRESHOLD = 0.999
+
+Network = Callable[..., torch.Tensor]
+
+
+def sdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
+    """The CTCA SDM diffusion: cosine betas over ``num_timesteps`` (1000), epsilon prediction, learned-range variance.
+
+    Returns:
+        the process as the official ``create_gaussian_diffusion`` builds it (a ``SpacedDiffusion`` over all steps,
+        i.e. betas recomputed from the cumulative products).
+    """
+    diffusion = GaussianDiffusion(cosine_beta_schedule(num_timesteps), "epsilon", "learned_range")
+    return diffusion.respace(range(num_timesteps))
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def slab_layout(depth: int, slab_depth: int = 16, overlap: int = 0, last_slab: str = "pad") -> tuple[list[int], int]:
+    """Where the slabs of a volume of ``depth`` slices start, and the depth of the canvas they cover.
+
+    Slabs are ``slab_depth`` slices long and start every ``stride = slab_depth - overlap`` slices from 0. When
+    ``depth`` is not ``slab_depth + n * stride``:
+
+    - ``last_slab="pad"``: one more slab is added and the canvas is padded at the end to
+      ``slab_depth + n * stride >= depth`` (the padded slices are sampled and cropped away);
+    - ``last_slab="shift"``: the last slab is moved back to end at ``depth`` (it overlaps its neighbour by more than
+      ``overlap``; the canvas is the volume).
+
+    A volume shallower than one slab is always padded to ``slab_depth``. With ``overlap=0`` and ``"pad"`` the slabs
+    tile the canvas (the official layout: slab ``k`` covers ``[16 k, 16 k + 16)``).
+
+    Args:
+        depth: slices of the volume along z.
+        slab_depth: slices per slab.
+        overlap: slices shared by consecutive slabs, ``0 <= overlap < slab_depth``.
+        last_slab: ``"pad"`` or ``"shift"``.
+
+    Returns:
+        ``(starts, canvas_depth)``: the first slice of each slab (increasing) and the canvas depth ``>= depth``.
+
+    Raises:
+        ValueError: invalid arguments.
+    """
+    _check_int(depth, "depth", 1)
+    _check_int(slab_depth, "slab_depth", 1)
+    _check_int(overlap, "overlap", 0)
+    if overlap >= slab_depth:
+        raise ValueError(f"overlap must be smaller than slab_depth={slab_depth}, got {overlap}.")
+    if last_slab not in LAST_SLAB_MODES:
+        raise ValueError(f"last_slab must be one of {LAST_SLAB_MODES}, got {last_slab!r}.")
+    if depth <= slab_depth:
+        return [0], slab_depth
+    stride = slab_depth - overlap
+    count = 1 + math.ceil((depth - slab_depth) / stride)
+    starts = [k * stride for k in range(count)]
+    if last_slab == "pad":
+        return starts, starts[-1] + slab_depth
+    starts[-1] = depth - slab_depth
+    return starts, depth
+
+
+def slab_blend_weights(
+    starts: Sequence[int], slab_depth: int, mode: str = "linear", dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Per-slice weights of each slab for averaging overlapping slabs.
+
+    Where slab ``k`` overlaps its predecessor by ``L`` slices its weight rises over those slices as
+    ``f((i + 0.5) / L)`` (``i = 0..L-1``), and it falls symmetrically where it overlaps its successor; elsewhere it is
+    1. ``f(u) = u`` (``"linear"``) or ``sin^2(pi u / 2)`` (``"cosine"``), so the weights of two slabs sum to 1 in their
+    overlap; ``"constant"`` weights every slab 1 everywhere (plain averaging). Callers divide by the summed weights,
+    so where three slabs meet the result is still a convex combination.
+
+    Args:
+        starts: first slice of each slab, increasing (:func:`slab_layout`).
+        slab_depth: slices per slab.
+        mode: ``"linear"``, ``"cosine"`` or ``"constant"``.
+        dtype: dtype of the result.
+
+    Returns:
+        ``(K, slab_depth)`` positive weights.
+
+    Raises:
+        ValueError: unknown mode or starts not increasing.
+    """
+    if mode not in BLEND_MODES:
+        raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}.")
+    starts = [int(s) for s in starts]
+    if not starts or any(b <= a for a, b in zip(starts[:-1], starts[1:])):
+        raise ValueError(f"starts must be a non-empty increasing sequence, got {starts}.")
+    j = torch.arange(slab_depth, dtype=torch.float64)
+
+    def ramp(position: torch.Tensor, length: int) -> torch.Tensor:
+        if length <= 0 or mode == "constant":
+            return torch.ones_like(position)
+        u = ((position + 0.5) / length).clamp(max=1.0)
+        return u if mode == "linear" else torch.sin(0.5 * math.pi * u) ** 2
+
+    weights = []
+    for k, start in enumerate(starts):
+        lead = starts[k - 1] + slab_depth - start if k > 0 else 0
+        trail = start + slab_depth - starts[k + 1] if k + 1 < len(starts) else 0
+        weights.append(torch.minimum(ramp(j, lead), ramp(slab_depth - 1 - j, trail)))
+    return torch.stack(weights).to(dtype)
+
+
+def _digest(t: torch.Tensor | None) -> str | None:
+    """Short content hash of a tensor (part of the resume fingerprint, so another input never resumes a run)."""
+    if t is None:
+        return None
+    data = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(t.shape)}-{t.dtype}"
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    return t.as_tensor() if isinstance(t, MetaTensor) else t
+
+
+def _unwrap(network: Any) -> Any:
+    """The module inside ``DataParallel``/``DistributedDataParallel`` (their attributes live on ``.module``)."""
+    return network.module if isinstance(network, nn.Module) and hasattr(network, "module") else network
+
+
+def _check_label_map(inputs: Any, name: str = "inputs") -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"{name} must be an integer label map tensor (B, 1, H, W, D), got {type(inputs).__name__}.")
+    if inputs.ndim != 5 or inputs.shape[1] != 1:
+        raise ValueError(f"{name} must be a label map of shape (B, 1, H, W, D), got shape {tuple(inputs.shape)}.")
+    if inputs.is_complex() or inputs.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {inputs.dtype}.")
+    labels = _plain(inputs)
+    if labels.is_floating_point() and not torch.equal(labels.round(), labels):
+        raise ValueError(f"{name} must hold integer class indices, got non-integer values.")
+    return labels
+
+
+def _general_reference(
+    low_res: torch.Tensor, z_start: int, slab_depth: int, volume_depth: int, margin: int | None, pad_value: float,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """:func:`~medgen.networks.sdm_unet.reference_for_slab` for a slab starting at ANY slice ``z_start``.
+
+    The same arithmetic with ``slab_index * slab_depth`` replaced by ``z_start`` (overlapping and shifted slabs do not
+    start at multiples of ``slab_depth``); slabs that do are delegated to ``reference_for_slab`` itself.
+    """
+    if z_start % slab_depth == 0:
+        return reference_for_slab(low_res, z_start // slab_depth, slab_depth, volume_depth, margin, pad_value, dtype)
+    vol = low_res.to(dtype)
+    lr_depth = vol.shape[-1]
+    margin = lr_depth // 8 if margin is None else margin
+    first = int(z_start * lr_depth / volume_depth)
+    z0 = first - margin
+    z1 = int(first + slab_depth * lr_depth / volume_depth) + margin
+    before, after = max(0, -z0), max(0, z1 - lr_depth)
+    if before or after:
+        vol = F.pad(vol, (before, after), mode="constant", value=pad_value)
+    low, high = vol.min(), vol.max()
+    vol = (vol - low) / (high - low) if high != low else torch.zeros_like(vol)
+    window = (2 * vol - 1)[:, :, z0 + before : z1 + before]
+    z = torch.arange(z0, z1, dtype=torch.float64, device=vol.device)
+    position = (2 * (z / lr_depth - 0.5)).to(dtype).reshape(1, 1, -1).expand_as(window)
+    return torch.stack([window, position])
+
+
+def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[int, int], dtype, device) -> torch.Tensor:
+    """The official z-position channel ``2 (z / normalizer - 0.5)`` of slices ``start .. start + slab_depth - 1``."""
+    if start % slab_depth == 0:
+        return slab_z_position_channel(start // slab_depth, slab_depth, normalizer, in_plane, dtype, device)
+    slices = [slab_z_position_channel(start + j, 1, normalizer, in_plane, dtype, device) for j in range(slab_depth)]
+    return torch.cat(slices, dim=-1)
+
+
+class SemanticDiffusionInferer(SamplingInferer):
+    """Sample a volume from its label map with a semantic diffusion model (the CTCA low-res stage, whole volume).
+
+    Per step (official ``p_sample`` of ``3d_sdm``/``3d_sdm_hr_sliceref``):
+
+    1. ``out = network(x_t, t, y)`` with ``y`` the one-hot label map (:func:`~medgen.networks.sdm_unet.
+       one_hot_labels`) and ``t`` the integer timestep of the original 1000-step process; ``out[:, :1]`` is the noise
+       prediction, ``out[:, 1:]`` the learned-range variance value;
+    2. with ``guidance_scale != 1``: a second pass ``network(x_t, t, 0 [, 0])`` with the label map (and reference)
+       set to zero, and ``eps = eps_u + s (eps_c - eps_u)`` on the noise channel only (the variance stays
+       conditional; :func:`~medgen.diffusion.guidance.classifier_free_guidance`); ``s = 1`` makes no second pass;
+    3. ``x0 = clamp(predict_x0(eps), -1, 1)`` (``clip_denoised``), ``x_{t-1} = posterior_mean + exp(log_var / 2) z``
+       (no noise at ``t = 0``) with ``z`` drawn after the network calls; or a DDIM step.
+
+    The initial noise ``randn(B, 1, H, W, D)`` and the per-step draws come from the inferer's generator, so on the CPU
+    a ``seed`` reproduces the official run after ``torch.manual_seed(seed)`` (the official code draws on CUDA there).
+
+    **Differences from the official code** (defaults are the official sampler). ``timestep_respacing`` and
+    ``sampler="ddim"`` work here; in the official ``image_sample.py`` ``--use_ddim`` is broken (``ddim_sample_loop``
+    receives ``history`` as its ``noise`` argument and returns one value where two are unpacked). The official
+    post-processing (``utils/postprocess_hr.py``: values above 0.999 set to ``--level`` 0.9, samples saved as
+    ``(x + 1) / 2``) is available as ``threshold_level`` and ``rescale_output``, off by default.
+
+    Args:
+        diffusion: the process; default :func:`sdm_diffusion`.
+        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
+            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
+        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
+        eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
+        clip_denoised: clamp the ``x0`` prediction to ``[-1, 1]`` at every step (official True).
+        guidance_scale: classifier-free guidance scale ``s`` (official ``--s``, README 1 = no guidance).
+        guidance_drop_reference: the unconditional pass also zeroes the reference (``3d_sdm_hr_sliceref``: True).
+        num_classes: classes of the label map, for a network without a ``num_classes`` attribute (an
+            :class:`~medgen.networks.sdm_unet.SDMUNet` has one; when both are given they must agree).
+        threshold_level: official post-processing: voxels ``> 0.999`` are set to this value (``None``: off; official
+            ``--level`` 0.9).
+        rescale_output: return ``(x + 1) / 2`` (as the official sampler saves) instead of ``[-1, 1]``.
+        dtype: floating dtype of the sampling state and the conditioning (float32 as the official code).
+        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+
+    Raises:
+        ValueError, TypeError: invalid options.
+    """
+
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion | None = None,
+        timestep_respacing: int | str | Sequence[int] | None = None,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        guidance_scale: float = 1.0,
+        guidance_drop_reference: bool = True,
+        num_classes: int | None = None,
+        threshold_level: float | None = None,
+        rescale_output: bool = False,
+        dtype: torch.dtype = torch.float32,
+        *,
+        seed: int | None = None,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
+        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        diffusion = sdm_diffusion() if diffusion is None else diffusion
+        if not isinstance(diffusion, GaussianDiffusion):
+            raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+            raise ValueError(f"eta must be a number >= 0, got {eta!r}.")
+        if eta and sampler != "ddim":
+            raise ValueError(f"eta={eta} only applies to sampler='ddim', got sampler={sampler!r}.")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(
+            guidance_scale
+        ):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}.")
+        if num_classes is not None:
+            _check_int(num_classes, "num_classes", 1)
+        if threshold_level is not None and (
+            isinstance(threshold_level, bool) or not isinstance(threshold_level, (int, float))
+        ):
+            raise TypeError(f"threshold_level must be a number or None, got {type(threshold_level).__name__}.")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}.")
+
+        if timestep_respacing is None or timestep_respacing == "":
+            keep: Sequence[int] = range(diffusion.num_timesteps)
+        elif isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
+            if not 1 <= timestep_respacing <= diffusion.num_timesteps:
+                raise ValueError(
+                    f"timestep_respacing must be in [1, {diffusion.num_timesteps}], got {timestep_respacing}."
+                )
+            keep = space_timesteps(diffusion.num_timesteps, [timestep_respacing])
+        elif isinstance(timestep_respacing, (str, Sequence)):
+            keep = space_timesteps(diffusion.num_timesteps, timestep_respacing)
+        else:
+            raise TypeError(
+                "timestep_respacing must be None, an int, a section string or a list of ints, got "
+                f"{type(timestep_respacing).__name__}."
+            )
+        self.diffusion = diffusion.respace(keep)
+        self.sampler = sampler
+        self.eta = float(eta)
+        self.clip_denoised = bool(clip_denoised)
+        self.guidance_scale = float(guidance_scale)
+        self.guidance_drop_reference = bool(guidance_drop_reference)
+        self.num_classes = num_classes
+        self.threshold_level = None if threshold_level is None else float(threshold_level)
+        self.rescale_output = bool(rescale_output)
+        self.dtype = dtype
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change the result (part of the resume fingerprint)."""
+        return {
+            **super().config(),
+            "diffusion": {
+                "betas_sha1": hashlib.sha1(self.diffusion.betas.cpu().numpy().tobytes()).hexdigest(),
+                "timestep_map": self.diffusion.timestep_map.tolist(),
+                "model_mean_type": self.diffusion.model_mean_type,
+                "model_var_type": self.diffusion.model_var_type,
+                "rescale_timesteps": self.diffusion.rescale_timesteps,
+            },
+            "sampler": self.sampler,
+            "eta": self.eta,
+            "clip_denoised": self.clip_denoised,
+            "guidance_scale": self.guidance_scale,
+            "guidance_drop_reference": self.guidance_drop_reference,
+            "num_classes": self.num_classes,
+            "dtype": str(self.dtype),
+        }
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def network_conditioning(self, network: Network) -> tuple[int, bool, int]:
+        """``(num_classes, position_channel, reference_channels)`` the network expects in ``y`` and ``r``.
+
+        Read from the network's attributes (:class:`~medgen.networks.sdm_unet.SDMUNet` has them); a network without
+        them gets ``num_classes`` from the inferer, no position channel and no reference.
+
+        Raises:
+            ValueError: no class count is known, or the inferer's ``num_classes`` contradicts the network's.
+        """
+        module = _unwrap(network)
+        found = getattr(module, "num_classes", None)
+        if isinstance(found, int) and self.num_classes is not None and found != self.num_classes:
+            raise ValueError(f"num_classes={self.num_classes} but network.num_classes is {found}.")
+        num_classes = found if isinstance(found, int) else self.num_classes
+        if num_classes is None:
+            raise ValueError(
+                f"the network ({type(module).__name__}) has no num_classes attribute: pass num_classes to the inferer."
+            )
+        position = bool(getattr(module, "position_channel", False))
+        reference_channels = getattr(module, "reference_channels", 0)
+        return num_classes, position, int(reference_channels or 0)
+
+    @staticmethod
+    def check_spatial(network: Network, shape: Sequence[int], name: str) -> None:
+        """Check the network can take a volume of spatial ``shape`` (divisible by its total resampling factor).
+
+        Raises:
+            ValueError: a size is not divisible (before sampling starts).
+        """
+        module = _unwrap(network)
+        factor, mult = getattr(module, "resample_factor", None), getattr(module, "channel_mult", None)
+        if factor is None or mult is None:
+            return
+        multiple = [int(f) ** (len(mult) - 1) for f in factor]
+        if any(s % m for s, m in zip(shape, multiple)):
+            raise ValueError(
+                f"{name} spatial shape {tuple(shape)} must be divisible by {tuple(multiple)} for this network "
+                f"({len(mult) - 1} resampling steps of {tuple(factor)})."
+            )
+
+    def check_labels(self, labels: torch.Tensor, num_classes: int, name: str = "inputs") -> None:
+        """Raise ``ValueError`` if ``labels`` holds a class outside ``[0, num_classes)``."""
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"{name} must hold classes in [0, {num_classes}) (the network's num_classes), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]."
+            )
+
+    def guided_output(
+        self, network: Network, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, r: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The network output with the official classifier-free guidance (see the class docstring, steps 1-2).
+
+        Args:
+            network: ``network(x, t, y[, r])``.
+            x: noisy volumes/slabs ``(N, 1, H, W, Dz)``.
+            t: ``(N,)`` timesteps as the network takes them.
+            y: label map (+ z-position) ``(N, L, H, W, Dz)``.
+            r: reference ``(N, 2, h, w, d)`` or ``None``.
+
+        Returns:
+            ``(N, 2, H, W, Dz)``: guided noise and conditional variance value.
+        """
+        conditional = network(x, t, y) if r is None else network(x, t, y, r)
+        if self.guidance_scale == 1.0:
+            return conditional
+        null_r = None if r is None else (torch.zeros_like(r) if self.guidance_drop_reference else r)
+        y0 = torch.zeros_like(y)
+        unconditional = network(x, t, y0) if null_r is None else network(x, t, y0, null_r)
+        return classifier_free_guidance(conditional, unconditional, self.guidance_scale, channels=x.shape[1])
+
+    def reverse_step(
+        self, model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """One step of the configured sampler with ``model(x, t) -> (N, 2C, ...)``; returns ``x_{t-1}``."""
+        if self.sampler == "ddim":
+            out = self.diffusion.ddim_sample(model, x, t, eta=self.eta, clip_denoised=self.clip_denoised,
+                                             generator=generator)
+        else:
+            out = self.diffusion.p_sample(model, x, t, clip_denoised=self.clip_denoised, generator=generator)
+        return out["sample"]
+
+    def postprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """``threshold_level`` (values > 0.999 -> level), then ``rescale_output`` (``(x + 1) / 2``)."""
+        if self.threshold_level is not None:
+            image = torch.where(image > OFFICIAL_THRESHOLD, torch.full_like(image, self.threshold_level), image)
+        if self.rescale_output:
+            image = (image + 1) / 2
+        return image
+
+    def _run(
+        self,
+        initial_shape: tuple[int, ...],
+        model: Callable[..., torch.Tensor],
+        device: torch.device,
+        input_shape: Sequence[int],
+        extra: dict[str, Any],
+    ) -> torch.Tensor:
+        """Draw ``randn(initial_shape)`` and run all reverse steps of ``model`` through the sampling loop."""
+        generator = self.generator(device)
+        state = {"x": torch.randn(initial_shape, generator=generator, device=device, dtype=self.dtype)}
+        num_steps = self.diffusion.num_timesteps
+        loop = self.sampling_loop(num_steps, input_shape, extra=extra)
+
+        def step(i: int, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            t = torch.full((initial_shape[0],), num_steps - 1 - i, dtype=torch.long, device=device)
+            return {"x": self.reverse_step(model, current["x"], t, generator)}
+
+        return loop.run(state, step, generator=generator)["x"]
+
+    # ------------------------------------------------------------------------------------------------ call
+    def __call__(  # type: ignore[override]
+        self, inputs: torch.Tensor, network: Network, *args: Any, **kwargs: Any
+    ) -> MetaTensor:
+        """Sample one volume per label map.
+
+        Args:
+            inputs: integer label maps ``(B, 1, H, W, D)`` (integer or integer-valued float tensor, e.g. a MetaTensor
+                read from NIfTI), classes ``0 .. num_classes - 1``.
+            network: ``network(x, t, y)`` with ``x`` ``(B, 1, H, W, D)`` noisy volumes, ``t`` ``(B,)`` integer
+                timesteps, ``y`` ``(B, num_classes, H, W, D)`` one-hot label maps; returns ``(B, 2, H, W, D)``
+                (noise, variance value), e.g. the low-res :class:`~medgen.networks.sdm_unet.SDMUNet`.
+
+        Returns:
+            ``(B, 1, H, W, D)`` MetaTensor in ``[-1, 1]`` (``[0, 1]`` with ``rescale_output``) with the label map's
+            affine and meta.
+
+        Raises:
+            TypeError, ValueError: bad inputs, or a network that needs a z-position channel or a reference (use
+                :class:`SlabPatchInferer`), before sampling starts.
+        """
+        if args or kwargs:
+            raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
+        if not callable(network):
+            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        labels = _check_label_map(inputs)
+        num_classes, position, reference_channels = self.network_conditioning(network)
+        if position or reference_channels:
+            raise ValueError(
+                "the network expects a z-position channel and/or a reference volume (a high-res slab model); "
+                "sample it with SlabPatchInferer."
+            )
+        self.check_labels(labels, num_classes)
+        self.check_spatial(network, labels.shape[2:], "inputs")
+        device = labels.device
+        y = one_hot_labels(labels, num_classes, dtype=self.dtype)
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.guided_output(network, x, t, y, None)
+
+        with torch.no_grad():
+            image = self._run(tuple(labels.shape), model, device, labels.shape, {"labels": _digest(labels)})
+            image = self.postprocess(image)
+        return self.wrap_output(image, inputs)
+
+
+class SlabPatchInferer(SemanticDiffusionInferer):
+    """Sample a high-res volume as z-slabs conditioned on labels, z-position and a low-res reference (CTCA SDM HR).
+
+    The volume ``(B, 1, H, W, D)`` is covered by slabs of ``slab_depth`` slices (:func:`slab_layout`). Slab ``k``
+    starting at slice ``z_k`` is conditioned on
+
+    - ``y``: the one-hot labels of its slices, plus (when the network has ``position_channel``) the z-position channel
+      ``2 (z / position_normalizer - 0.5)`` of its slices (:func:`~medgen.networks.sdm_unet.slab_z_position_channel`;
+      the official normaliser is the in-plane ``image_size`` 128, which equals the official volume depth);
+    - ``r`` (when the network has ``reference_channels``): the low-res volume cut to the slab's z-extent plus a
+      margin, min-max normalised, with its z-position (:func:`~medgen.networks.sdm_unet.reference_for_slab` with
+      ``volume_depth = D``; a slab not starting at a multiple of ``slab_depth`` uses the same arithmetic at its start).
+
+    All slabs of all volumes are denoised together at every step: their network inputs are stacked volume-major
+    (index ``b * K + k``) and sent through the network ``slab_batch_size`` slabs at a time (``None``: one call).
+
+    **Non-overlapping mode** (``overlap=0``, ``last_slab="pad"``, the official layout): the slabs tile the canvas
+    ``[0, K * slab_depth)`` and are sampled independently, exactly like the official ``image_sample.py`` run with the
+    ``K`` slabs of one volume as its batch (README ``--batch_size 8``): the sampling state is the slab stack
+    ``(B * K, 1, H, W, slab_depth)``, the initial noise is ``randn(B * K, 1, H, W, slab_depth)`` and each step draws one
+    ``randn`` of that shape after the network calls (so slab ``k`` of volume ``b`` gets rows ``b * K + k`` of every
+    draw; with ``B = 1`` and a ``seed`` on the CPU these are the official draws after ``torch.manual_seed(seed)``). The
+    slabs are then concatenated along z in index order (official ``postprocess_hr.stitch_and_normalize_volumes``).
+    The official slabs share nothing but the reference, so their seams show.
+
+    **Overlap mode** (``overlap > 0``, or ``last_slab="shift"`` when ``D`` is not a multiple of ``slab_depth``): the
+    sampling state is the whole volume ``(B, 1, H, W, D_canvas)``. At every step each slab is cut out of the current
+    volume, the network predicts its noise and variance value, and these outputs are averaged into one volume with the
+    blending weights of :func:`slab_blend_weights` (``blend``: ``"linear"``, ``"cosine"`` or ``"constant"``); the
+    diffusion step (x0 prediction, clipping, posterior, noise ``randn(B, 1, H, W, D_canvas)``) is then taken once on the
+    volume. Overlapping slabs therefore always see identical inputs and the volume is one sample, not stitched pieces:
+    the seams disappear (MultiDiffusion, Bar-Tal et al. 2023, applied to z-slabs). Averaging the noise prediction is the
+    same as averaging the per-slab posterior means before clipping.
+
+    **Depth not a multiple of the slab.** ``last_slab="pad"``: the label map is padded at the end with
+    ``pad_label`` (0, background) to the canvas depth, the extra slices are sampled (z-positions continuing past
+    ``D``, reference slices past the low-res volume filled with -1024 like the official margins) and cropped off;
+    ``last_slab="shift"``: the last slab ends at ``D`` and overlaps its predecessor, which is then blended as above.
+
+    Args:
+        slab_depth: slices per slab (official 16).
+        overlap: slices shared by consecutive slabs (0: official non-overlapping slabs).
+        last_slab: ``"pad"`` or ``"shift"`` (see above).
+        blend: weights of overlapping slabs: ``"linear"``, ``"cosine"`` or ``"constant"``.
+        slab_batch_size: slabs per network call (``None``: all slabs of all volumes in one call); guidance passes are
+            separate calls of the same size. Does not change the result beyond floating-point batch effects.
+        position_normalizer: denominator of the z-position channel (``None``: the in-plane size ``H``, official
+            ``image_size``).
+        reference_margin: low-res slices added on each side of a slab's reference window (``None``: ``d // 8``,
+            official 8 for d = 64).
+        reference_pad_value: value of reference slices outside the low-res volume (-1024).
+        pad_label: class of the padded slices with ``last_slab="pad"``.
+        diffusion, timestep_respacing, sampler, eta, clip_denoised, guidance_scale, guidance_drop_reference,
+            num_classes, threshold_level, rescale_output, dtype: see :class:`SemanticDiffusionInferer` (guidance
+            zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference).
+        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+
+    Raises:
+        ValueError, TypeError: invalid options.
+    """
+
+    def __init__(
+        self,
+        slab_depth: int = 16,
+        overlap: int = 0,
+        last_slab: str = "pad",
+        blend: str = "linear",
+        slab_batch_size: int | None = None,
+        position_normalizer: int | None = None,
+        reference_margin: int | None = None,
+        reference_pad_value: float = -1024.0,
+        pad_label: int = 0,
+        diffusion: GaussianDiffusion | None = None,
+        timestep_respacing: int | str | Sequence[int] | None = None,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        guidance_scale: float = 1.0,
+        guidance_drop_reference: bool = True,
+        num_classes: int | None = None,
+        threshold_level: float | None = None,
+        rescale_output: bool = False,
+        dtype: torch.dtype = torch.float32,
+        *,
+        seed: int | None = None,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
+        super().__init__(
+            diffusion, timestep_respacing, sampler, eta, clip_denoised, guidance_scale, guidance_drop_reference,
+            num_classes, threshold_level, rescale_output, dtype,
+            seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+        )
+        _check_int(slab_depth, "slab_depth", 1)
+        _check_int(overlap, "overlap", 0)
+        if overlap >= slab_depth:
+            raise ValueError(f"overlap must be smaller than slab_depth={slab_depth}, got {overlap}.")
+        if last_slab not in LAST_SLAB_MODES:
+            raise ValueError(f"last_slab must be one of {LAST_SLAB_MODES}, got {last_slab!r}.")
+        if blend not in BLEND_MODES:
+            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}.")
+        if slab_batch_size is not None:
+            _check_int(slab_batch_size, "slab_batch_size", 1)
+        if position_normalizer is not None:
+            _check_int(position_normalizer, "position_normalizer", 1)
+        if reference_margin is not None:
+            _check_int(reference_margin, "reference_margin", 0)
+        if isinstance(reference_pad_value, bool) or not isinstance(reference_pad_value, (int, float)):
+            raise TypeError(f"reference_pad_value must be a number, got {type(reference_pad_value).__name__}.")
+        _check_int(pad_label, "pad_label", 0)
+        self.slab_depth = slab_depth
+        self.overlap = overlap
+        self.last_slab = last_slab
+        self.blend = blend
+        self.slab_batch_size = slab_batch_size
+        self.position_normalizer = position_normalizer
+        self.reference_margin = reference_margin
+        self.reference_pad_value = float(reference_pad_value)
+        self.pad_label = pad_label
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change the result (part of the resume fingerprint)."""
+        return {
+            **super().config(),
+            "slab_depth": self.slab_depth,
+            "overlap": self.overlap,
+            "last_slab": self.last_slab,
+            "blend": self.blend,
+            "position_normalizer": self.position_normalizer,
+            "reference_margin": self.reference_margin,
+            "reference_pad_value": self.reference_pad_value,
+            "pad_label": self.pad_label,
+        }
+
+    def layout(self, depth: int) -> tuple[list[int], int, bool]:
+        """``(starts, canvas_depth, tiled)`` for a volume of ``depth`` slices; ``tiled``: no two slabs overlap."""
+        starts, canvas = slab_layout(depth, self.slab_depth, self.overlap, self.last_slab)
+        tiled = all(b - a == self.slab_depth for a, b in zip(starts[:-1], starts[1:]))
+        return starts, canvas, tiled
+
+    def slab_conditioning(
+        self,
+        labels: torch.Tensor,
+        reference: torch.Tensor | None,
+        starts: Sequence[int],
+        canvas_depth: int,
+        num_classes: int,
+        position: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network inputs ``y`` and ``r`` of every slab, stacked volume-major (row ``b * K + k``).
+
+        Args:
+            labels: ``(B, 1, H, W, D)`` label maps.
+            reference: ``(B, 1, h, w, d)`` low-res volumes or ``None``.
+            starts: first slice of each slab (:func:`slab_layout`).
+            canvas_depth: depth the label maps are padded to (with ``pad_label``).
+            num_classes: one-hot classes.
+            position: append the z-position channel.
+
+        Returns:
+            ``y`` ``(B K, num_classes [+1], H, W, slab_depth)`` and ``r`` ``(B K, 2, h, w, n)`` or ``None``.
+        """
+        batch, _, height, width, depth = labels.shape
+        device, sd = labels.device, self.slab_depth
+        if canvas_depth > depth:
+            labels = F.pad(labels, (0, canvas_depth - depth), mode="constant", value=self.pad_label)
+        normalizer = self.position_normalizer or height
+        ys, rs = [], []
+        for b in range(batch):
+            for start in starts:
+                y = one_hot_labels(labels[b : b + 1, :, :, :, start : start + sd], num_classes, dtype=self.dtype)
+                if position:
+                    y = torch.cat([y, _z_position(start, sd, normalizer, (height, width), self.dtype, device)[None]], 1)
+                ys.append(y)
+                if reference is not None:
+                    rs.append(_general_reference(reference[b, 0], start, sd, depth, self.reference_margin,
+                                                 self.reference_pad_value, self.dtype))
+        return torch.cat(ys), (torch.stack(rs).to(device) if rs else None)
+
+    def slab_model(
+        self, network: Network, y: torch.Tensor, r: torch.Tensor | None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``model(slabs, t) -> outputs`` over the stacked slabs, ``slab_batch_size`` slabs per (guided) call."""
+        chunk = self.slab_batch_size or y.shape[0]
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            outputs = [
+                self.guided_output(network, x[i : i + chunk], t[i : i + chunk], y[i : i + chunk],
+                                   None if r is None else r[i : i + chunk])
+                for i in range(0, x.shape[0], chunk)
+            ]
+            return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+        return model
+
+    @staticmethod
+    def blended_model(
+        slab_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], starts: Sequence[int], slab_depth: int,
+        weights: torch.Tensor,
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``model(volume, t)``: cut the slabs out of ``volume`` ``(B, C, H, W, D)``, run ``slab_model`` on all of them
+        and average the outputs into a volume with ``weights`` ``(K, slab_depth)`` (normalised per slice)."""
+        count = len(starts)
+
+        def model(volume: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            batch = volume.shape[0]
+            slabs = torch.stack([volume[..., s : s + slab_depth] for s in starts], dim=1)  # (B, K, C, H, W, sd)
+            out = slab_model(slabs.flatten(0, 1), t.repeat_interleave(count))
+            out = out.reshape(batch, count, *out.shape[1:])
+            w = weights.to(device=out.device, dtype=out.dtype)
+            blended = out.new_zeros((batch, out.shape[2], *out.shape[3:5], volume.shape[-1]))
+            total = out.new_zeros(volume.shape[-1])
+            for k, s in enumerate(starts):
+                blended[..., s : s + slab_depth] += w[k] * out[:, k]
+                total[s : s + slab_depth] += w[k]
+            return blended / total
+
+        return model
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        network: Network,
+        *args: Any,
+        reference: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> MetaTensor:
+        """Sample high-res volumes slab by slab.
+
+        Args:
+            inputs: integer label maps ``(B, 1, H, W, D)``, any depth ``D``.
+            network: ``network(x, t, y[, r])`` with ``x`` ``(N, 1, H, W, slab_depth)`` noisy slabs, ``t`` ``(N,)``
+                integer timesteps, ``y`` ``(N, num_classes [+1], H, W, slab_depth)``, ``r`` ``(N, 2, h, w, n)``;
+                returns ``(N, 2, H, W, slab_depth)`` (noise, variance value), e.g. the high-res
+                :class:`~medgen.networks.sdm_unet.SDMUNet`.
+            reference: ``(B, 1, h, w, d)`` (or ``(1, 1, h, w, d)`` for all) low-res volumes in any intensity unit (they
+                are min-max normalised per slab); required iff the network has a reference branch.
+
+        Returns:
+            ``(B, 1, H, W, D)`` MetaTensor in ``[-1, 1]`` (``[0, 1]`` with ``rescale_output``) with the label map's
+            affine and meta.
+
+        Raises:
+            TypeError, ValueError: bad inputs (classes, in-plane or slab size the network cannot take, a missing or
+                unexpected reference), before sampling starts.
+        """
+        if args or kwargs:
+            raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
+        if not callable(network):
+            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        labels = _check_label_map(inputs)
+        batch, _, height, width, depth = labels.shape
+        num_classes, position, reference_channels = self.network_conditioning(network)
+        self.check_labels(labels, num_classes)
+        if self.pad_label >= num_classes:
+            raise ValueError(f"pad_label must be a class in [0, {num_classes}), got {self.pad_label}.")
+        self.check_spatial(network, (height, width, self.slab_depth), "a slab (H, W, slab_depth)")
+        ref = None
+        if reference_channels:
+            if reference is None:
+                raise ValueError(
+                    f"the network has a reference branch ({reference_channels} channels): pass reference=<low-res "
+                    "volume (B, 1, h, w, d)>."
+                )
+            if not isinstance(reference, torch.Tensor):
+                raise TypeError(f"reference must be a tensor (B, 1, h, w, d), got {type(reference).__name__}.")
+            if reference.ndim != 5 or reference.shape[1] != 1 or reference.shape[0] not in (1, batch):
+                raise ValueError(
+                    f"reference must have shape ({batch} or 1, 1, h, w, d), got {tuple(reference.shape)}."
+                )
+            if reference_channels != 2:
+                raise ValueError(f"the reference gives 2 channels (intensity, z-position), the network expects "
+                                 f"{reference_channels}.")
+            ref = _plain(reference).to(labels.device).expand(batch, -1, -1, -1, -1)
+            if not ref.is_floating_point():
+                ref = ref.to(self.dtype)
+        elif reference is not None:
+            raise ValueError("reference was given but the network has no reference branch (reference_channels=0).")
+
+        starts, canvas, tiled = self.layout(depth)
+        y, r = self.slab_conditioning(labels, ref, starts, canvas, num_classes, position)
+        slab_model = self.slab_model(network, y, r)
+        extra = {"labels": _digest(labels), "reference": _digest(ref), "starts": starts, "canvas": canvas}
+        device, count, sd = labels.device, len(starts), self.slab_depth
+        with torch.no_grad():
+            if tiled:
+                slabs = self._run((batch * count, 1, height, width, sd), slab_model, device, labels.shape, extra)
+                volume = slabs.reshape(batch, count, 1, height, width, sd).permute(0, 2, 3, 4, 1, 5)
+                volume = volume.reshape(batch, 1, height, width, count * sd)
+            else:
+                weights = slab_blend_weights(starts, sd, self.blend)
+                model = self.blended_model(slab_model, starts, sd, weights)
+                volume = self._run((batch, 1, height, width, canvas), model, device, labels.shape, extra)
+            volume = self.postprocess(volume[..., :depth])
+        return self.wrap_output(volume, inputs)
