@@ -263,9 +263,7 @@ class WaveletDiffusionInferer(SamplingInferer):
             )
         self.diffusion = diffusion.respace(keep)
         self.schedule = repaint_schedule(self.diffusion.num_timesteps, jump_length, jump_n_sample)
-        self.timestep_respacing = timestep_respacing if not isinstance(timestep_respacing, Sequence) or isinstance(
-            timestep_respacing, str
-        ) else [int(c) for c in timestep_respacing]
+        self.timestep_respacing = timestep_respacing
         self.sampler = sampler
         self.eta = float(eta)
         self.clip_denoised = bool(clip_denoised)
@@ -481,7 +479,9 @@ class WaveletDiffusionInferer(SamplingInferer):
         elif known is not None:
             raise ValueError("known was given without a mask; pass mask (1 = known voxel) for inpainting.")
         elif self.jump_n_sample > 1:
-            raise ValueError(f"jump_n_sample={self.jump_n_sample} (RePaint jumps) needs inpainting inputs, got no mask.")
+            raise ValueError(
+                f"jump_n_sample={self.jump_n_sample} (RePaint jumps) needs inpainting inputs, got no mask."
+            )
 
         reference = next((v for v in (inputs, condition_t, known_t) if isinstance(v, torch.Tensor)), None)
         if reference is not None:
@@ -550,7 +550,8 @@ class WaveletDiffusionInferer(SamplingInferer):
             coeffs = loop.run(state, step, generator=generator)["x"]
             image = self.idwt(coeffs)[:, :, : spatial[0], : spatial[1], : spatial[2]]
             image = self.postprocess(image, condition_t)
-        return self.wrap_output(image, inputs if isinstance(inputs, torch.Tensor) else reference)
+        like = next((v for v in (inputs, condition, known) if isinstance(v, MetaTensor)), None)
+        return self.wrap_output(image, like)
 
     def postprocess(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """cWDM/WDM output steps: ``clamp_output``, then ``mask_condition_channel``, then ``rescale_output``.

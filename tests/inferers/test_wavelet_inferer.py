@@ -110,24 +110,24 @@ def test_full_run_follows_official_rng_order(tiny_net):
 
 # ---------------------------------------------------------------------------------------------------- sampling runs
 def test_tiny_run_shape_seed_and_resume(tiny_net, tmp_path):
-    inferer = WaveletDiffusionInferer(timestep_respacing=10, seed=0, progress=False)
+    inferer = WaveletDiffusionInferer(timestep_respacing=6, seed=0, progress=False)
     with torch.no_grad():
         first = inferer((2, 1, 16, 16, 16), tiny_net)
         second = inferer((2, 1, 16, 16, 16), tiny_net)
-        other = WaveletDiffusionInferer(timestep_respacing=10, seed=1, progress=False)((2, 1, 16, 16, 16), tiny_net)
+        other = WaveletDiffusionInferer(timestep_respacing=6, seed=1, progress=False)((2, 1, 16, 16, 16), tiny_net)
     assert first.shape == (2, 1, 16, 16, 16)
     assert torch.equal(first, second)
     assert (first - other).abs().mean().item() > 0.05
 
-    resumable = WaveletDiffusionInferer(timestep_respacing=10, seed=0, progress=False,
-                                        checkpoint_dir=tmp_path / "run", checkpoint_every=3)
-    failing = _Counting(tiny_net, fail_at=7)
+    resumable = WaveletDiffusionInferer(timestep_respacing=6, seed=0, progress=False,
+                                        checkpoint_dir=tmp_path / "run", checkpoint_every=2)
+    failing = _Counting(tiny_net, fail_at=5)
     with torch.no_grad():
         with pytest.raises(KeyboardInterrupt):
             resumable((2, 1, 16, 16, 16), failing)
         counting = _Counting(tiny_net)
         resumed = resumable((2, 1, 16, 16, 16), counting)
-    assert counting.calls == 10 - 6  # resumed after the checkpoint of step 6
+    assert counting.calls == 6 - 4  # resumed after the checkpoint of step 4
     assert torch.equal(resumed, first)
 
 
@@ -173,14 +173,14 @@ def test_cwdm_conditioning():
     generator = torch.Generator().manual_seed(0)
     conditions = torch.rand(1, 3, 16, 16, 16, generator=generator)
     conditions[:, :, :3] = 0  # background slab, zero in every contrast (cWDM's brain mask comes from the first)
-    inferer = WaveletDiffusionInferer(timestep_respacing=4, conditional=True, clip_range=(0.0, 1.0), clamp_output=True,
+    inferer = WaveletDiffusionInferer(timestep_respacing=3, conditional=True, clip_range=(0.0, 1.0), clamp_output=True,
                                       mask_condition_channel=0, seed=0, progress=False)
     with torch.no_grad():
         out = inferer(MetaTensor(conditions, affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0]))), counting)
         other = inferer(conditions.flip(-1), net)
     assert out.shape == (1, 1, 16, 16, 16)
     assert torch.equal(out.affine, torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=out.affine.dtype)))
-    assert counting.calls == 4
+    assert counting.calls == 3
     x, t = counting.inputs[0]
     assert x.shape == (1, 32, 8, 8, 8) and t.tolist() == [999]
     # every step sees the same clean condition coefficients [cond1 8ch, cond2 8ch, cond3 8ch] after the 8 noisy ones
@@ -190,6 +190,11 @@ def test_cwdm_conditioning():
     assert out.min().item() >= 0.0 and out.max().item() <= 1.0
     assert (out[:, :, :3] == 0).all() and (out[:, :, 3:] > 0).float().mean().item() > 0.3
     assert (out - other).abs().mean().item() > 1e-3  # the condition changes the result
+    # a shape as inputs and the condition as a keyword: the output carries the condition's affine
+    explicit = WaveletDiffusionInferer(timestep_respacing=1, clip_range=(0.0, 1.0), seed=0, progress=False)
+    with torch.no_grad():
+        from_shape = explicit((1, 1, 16, 16, 16), net, condition=MetaTensor(conditions, affine=2 * torch.eye(4)))
+    assert torch.equal(from_shape.affine, 2 * torch.eye(4, dtype=from_shape.affine.dtype))
     with pytest.raises(ValueError, match="in_channels must be 24"):
         inferer(conditions[:, :2], net)
 
