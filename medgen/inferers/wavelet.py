@@ -483,14 +483,18 @@ class WaveletDiffusionInferer(SamplingInferer):
                 f"jump_n_sample={self.jump_n_sample} (RePaint jumps) needs inpainting inputs, got no mask."
             )
 
+        # device: the data's (as MONAI inferers), else the network's; dtype: the network's (the data may be float64)
         reference = next((v for v in (inputs, condition_t, known_t) if isinstance(v, torch.Tensor)), None)
-        if reference is not None:
-            device = reference.device
-            dtype = reference.dtype if reference.is_floating_point() else torch.float32
+        parameter = next(network.parameters(), None) if isinstance(network, nn.Module) else None
+        device = reference.device if reference is not None else parameter.device if parameter is not None else (
+            torch.device("cpu")
+        )
+        if parameter is not None and parameter.is_floating_point():
+            dtype = parameter.dtype
+        elif reference is not None and reference.is_floating_point():
+            dtype = reference.dtype
         else:
-            parameter = next(network.parameters(), None) if isinstance(network, nn.Module) else None
-            device = parameter.device if parameter is not None else torch.device("cpu")
-            dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+            dtype = torch.float32
 
         multiple = self.network_multiple(network)
         padded = tuple(m * math.ceil(s / m) for s, m in zip(spatial, multiple))

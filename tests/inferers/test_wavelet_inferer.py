@@ -202,12 +202,14 @@ def test_cwdm_conditioning():
 def test_inpainting_keeps_known_region(tiny_net):
     z, y, x = torch.meshgrid(*(torch.linspace(-1, 1, 16),) * 3, indexing="ij")
     known = (0.8 * torch.cos(2 * z) * torch.sin(3 * y + x)).reshape(1, 1, 16, 16, 16)
-    mask = torch.zeros_like(known)
-    mask[..., :8, :, :] = 1  # the first half along D is known
+    known = known.double()  # float64 data with a float32 network: sampling runs in the network's dtype
+    mask = torch.zeros(known.shape, dtype=torch.bool)
+    mask[..., :8, :, :] = True  # the first half along D is known
     counting = _Counting(tiny_net)
     inferer = WaveletDiffusionInferer(timestep_respacing=6, jump_length=2, jump_n_sample=2, seed=0, progress=False)
     with torch.no_grad():
         out = inferer(known, counting, mask=mask)
+    assert out.dtype == torch.float32
     levels = repaint_schedule(6, 2, 2)
     assert counting.calls == sum(b < a for a, b in zip(levels[:-1], levels[1:])) == 10
     known_error = (out - known)[..., :8, :, :].abs().max().item()
