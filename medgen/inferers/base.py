@@ -83,7 +83,9 @@ class SamplingInferer(Inferer):
         """``result`` as a :class:`MetaTensor` with the affine and meta of ``like`` (when ``like`` is one)."""
         result = result.detach()
         if isinstance(like, MetaTensor):
-            return MetaTensor(result.as_tensor() if isinstance(result, MetaTensor) else result, meta=dict(like.meta))
+            output = MetaTensor(result.as_tensor() if isinstance(result, MetaTensor) else result, meta=dict(like.meta))
+            output.is_batch = like.is_batch
+            return output
         if isinstance(result, MetaTensor):
             return result
         return MetaTensor(result)
