@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ __all__ = [
     "strip_prefix",
     "load_state_dict_checked",
     "apply_ordered_ema",
+    "build_uninitialized",
 ]
 
 
@@ -81,7 +82,8 @@ def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Te
     )
     if missing or unexpected or misshaped:
         lines = [f"checkpoint does not match {type(module).__name__}:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped)):
+        found = (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped))
+        for title, items in found:
             if items:
                 shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
                 lines.append(f"  {len(items)} {title}: {shown}")
@@ -117,3 +119,22 @@ def apply_ordered_ema(module: nn.Module, shadow_params: list[torch.Tensor]) -> n
         for (_, p), s in zip(trainable, shadow_params):
             p.copy_(s.to(device=p.device, dtype=p.dtype))
     return module
+
+
+def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.device = "cpu") -> nn.Module:
+    """Build a network without drawing initial weights, for loaders that overwrite every state-dict entry.
+
+    ``factory`` runs on the ``meta`` device (no memory, no random draws: the global RNG is left untouched, and a
+    configuration error is raised before any checkpoint is read); the result then gets uninitialised storage on
+    ``device``. Only use it when a strict load (:func:`load_state_dict_checked`) follows.
+
+    Args:
+        factory: builds the network, e.g. ``lambda: NCSNpp.from_config(config)``.
+        device: where the storage is allocated.
+
+    Returns:
+        the network with uninitialised parameters and buffers on ``device``.
+    """
+    with torch.device("meta"):
+        network = factory()
+    return network.to_empty(device=device)

@@ -13,20 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from medgen.networks.checkpoint import build_uninitialized
 from medgen.networks.score_sde_layers import (
     AttnBlock,
     Downsample,
     ResnetBlockDDPM,
+    ScoreSdeUNet,
     Upsample,
-    build_uninitialized,
-    config_value,
     conv3x3,
     default_linear,
     flatten_config,
-    geometric_sigmas,
-    get_activation,
     group_norm,
     load_score_sde_checkpoint,
+    score_sde_kwargs,
     sinusoidal_embedding,
 )
 
@@ -35,7 +34,7 @@ __all__ = ["DDPMUNet", "ddpm_from_official"]
 _NUM_GROUPS = 32
 
 
-class DDPMUNet(nn.Module):
+class DDPMUNet(ScoreSdeUNet):
     """The DDPM U-Net of score_sde, 2D, conditioned on a float time label through a sinusoidal embedding.
 
     Defaults are HFS-SDE's ``ddpm_continuous`` network for 320x320 two-channel (real, imaginary) images:
@@ -92,27 +91,15 @@ class DDPMUNet(nn.Module):
         sigma_max: float = 348.0,
         num_scales: int = 1000,
     ) -> None:
-        super().__init__()
-        ch_mult = tuple(int(m) for m in ch_mult)
-        if not ch_mult or min(ch_mult) < 1:
-            raise ValueError(f"ch_mult must be a non-empty sequence of positive ints, got {ch_mult}.")
         if nf < _NUM_GROUPS or nf % _NUM_GROUPS:
             raise ValueError(f"nf must be a positive multiple of {_NUM_GROUPS} (GroupNorm groups), got {nf}.")
-        if in_channels < 1 or num_res_blocks < 0:
-            raise ValueError(f"need in_channels >= 1 and num_res_blocks >= 0, got {in_channels}, {num_res_blocks}.")
-        if image_size % 2 ** (len(ch_mult) - 1) != 0:
-            raise ValueError(f"image_size must be divisible by 2**(len(ch_mult)-1), got {image_size} for {ch_mult}.")
         if sigma_lookup not in ("index", "label"):
             raise ValueError(f"sigma_lookup must be 'index' or 'label', got {sigma_lookup!r}.")
-
-        self.act = act = get_activation(nonlinearity)
-        self.register_buffer("sigmas", geometric_sigmas(sigma_min, sigma_max, num_scales))
-        self.in_channels, self.image_size, self.nf = in_channels, image_size, nf
-        self.ch_mult, self.num_res_blocks = ch_mult, num_res_blocks
-        self.num_resolutions = num_resolutions = len(ch_mult)
-        self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
-        self.all_resolutions = [image_size // (2**i) for i in range(num_resolutions)]
-        self.level_has_attention = [r in self.attn_resolutions for r in self.all_resolutions]
+        super().__init__(
+            in_channels, image_size, nf, ch_mult, num_res_blocks, attn_resolutions, nonlinearity, sigma_min,
+            sigma_max, num_scales,
+        )
+        act, num_resolutions, ch_mult = self.act, self.num_resolutions, self.ch_mult
         self.conditional, self.centered = conditional, centered
         self.scale_by_sigma, self.sigma_lookup = scale_by_sigma, sigma_lookup
 
@@ -185,31 +172,7 @@ class DDPMUNet(nn.Module):
         Raises:
             ValueError: a required field is missing or has an unsupported value.
         """
-        flat = flatten_config(config)
-        if str(config_value(flat, "model.normalization", "GroupNorm")).lower() != "groupnorm":
-            raise ValueError(f"model.normalization must be 'GroupNorm', got {flat['model.normalization']!r}.")
-        name = config_value(flat, "model.name", "ddpm")
-        if name != "ddpm":
-            raise ValueError(f"model.name must be 'ddpm' for DDPMUNet, got {name!r}.")
-        m = "model."
-        return cls(
-            in_channels=int(config_value(flat, "data.num_channels")),
-            image_size=int(config_value(flat, "data.image_size")),
-            centered=bool(config_value(flat, "data.centered")),
-            nf=int(config_value(flat, m + "nf")),
-            ch_mult=tuple(config_value(flat, m + "ch_mult")),
-            num_res_blocks=int(config_value(flat, m + "num_res_blocks")),
-            attn_resolutions=tuple(config_value(flat, m + "attn_resolutions")),
-            dropout=float(config_value(flat, m + "dropout")),
-            resamp_with_conv=bool(config_value(flat, m + "resamp_with_conv")),
-            conditional=bool(config_value(flat, m + "conditional")),
-            scale_by_sigma=bool(config_value(flat, m + "scale_by_sigma")),
-            sigma_lookup=sigma_lookup,
-            nonlinearity=config_value(flat, m + "nonlinearity"),
-            sigma_min=float(config_value(flat, m + "sigma_min")),
-            sigma_max=float(config_value(flat, m + "sigma_max")),
-            num_scales=int(config_value(flat, m + "num_scales")),
-        )
+        return cls(sigma_lookup=sigma_lookup, **score_sde_kwargs(flatten_config(config), "DDPMUNet", "ddpm"))
 
     def forward(self, x: torch.Tensor, time_label: torch.Tensor | float) -> torch.Tensor:
         """Evaluate the network.
@@ -225,18 +188,7 @@ class DDPMUNet(nn.Module):
             ``(B, C, H, W)``: the raw network output (HFS-SDE uses it as the score directly), divided by a sigma when
             ``scale_by_sigma`` (see ``sigma_lookup``).
         """
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have {self.in_channels} channels, got shape {tuple(x.shape)}.")
-        multiple = 2 ** (self.num_resolutions - 1)
-        if x.shape[2] % multiple or x.shape[3] % multiple:
-            raise ValueError(f"x height and width must be multiples of {multiple}, got shape {tuple(x.shape)}.")
-        labels = torch.as_tensor(time_label, device=x.device)
-        if labels.ndim == 0:
-            labels = labels.expand(x.shape[0])
-        if labels.shape != (x.shape[0],):
-            raise ValueError(f"time_label must be a scalar or have shape ({x.shape[0]},), got {tuple(labels.shape)}.")
+        labels = self.check_input(x, time_label, "time_label")
 
         modules = iter(self.all_modules)
         if self.conditional:
@@ -273,11 +225,7 @@ class DDPMUNet(nn.Module):
         h = conv(self.act(norm(h)))
 
         if self.scale_by_sigma:
-            if self.sigma_lookup == "index":
-                used_sigmas = self.sigmas[labels.long()]
-            else:
-                used_sigmas = labels
-            h = h / used_sigmas.to(dtype=h.dtype).reshape(x.shape[0], 1, 1, 1)
+            h = self.divide_by_sigma(h, self.sigmas[labels.long()] if self.sigma_lookup == "index" else labels)
         return h
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medgen.networks.checkpoint import build_uninitialized
 from medgen.networks.score_sde_layers import (
     AttnBlock,
     Combine,
@@ -22,17 +23,16 @@ from medgen.networks.score_sde_layers import (
     GaussianFourierProjection,
     ResnetBlockBigGAN,
     ResnetBlockDDPM,
+    ScoreSdeUNet,
     Upsample,
-    build_uninitialized,
     config_value,
     conv3x3,
     default_linear,
     downsample_2d,
     flatten_config,
-    geometric_sigmas,
-    get_activation,
     group_norm,
     load_score_sde_checkpoint,
+    score_sde_kwargs,
     sinusoidal_embedding,
     upsample_2d,
 )
@@ -41,6 +41,19 @@ __all__ = ["NCSNpp", "ncsnpp_from_official"]
 
 _PROGRESSIVE = ("none", "output_skip", "residual")
 _PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
+# model.<field> read by NCSNpp.from_config besides the ones every score_sde U-Net reads (see score_sde_kwargs)
+_NCSNPP_FIELDS = {
+    "fir": bool,
+    "fir_kernel": tuple,
+    "skip_rescale": bool,
+    "resblock_type": None,
+    "progressive": None,
+    "progressive_input": None,
+    "progressive_combine": None,
+    "embedding_type": None,
+    "fourier_scale": float,
+    "init_scale": float,
+}
 
 
 def _choice(name: str, value: str, options: Sequence[str]) -> str:
@@ -49,7 +62,7 @@ def _choice(name: str, value: str, options: Sequence[str]) -> str:
     return value.lower()
 
 
-class NCSNpp(nn.Module):
+class NCSNpp(ScoreSdeUNet):
     """NCSN++ noise-conditional score network (score_sde ``models/ncsnpp.py``), 2D.
 
     The defaults are TPDM's ``BMR_ZSR_256`` configuration (61,433,601 parameters): 256x256 single-channel images in
@@ -131,30 +144,16 @@ class NCSNpp(nn.Module):
         sigma_max: float = 378.0,
         num_scales: int = 2000,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            in_channels, image_size, nf, ch_mult, num_res_blocks, attn_resolutions, nonlinearity, sigma_min,
+            sigma_max, num_scales,
+        )
         resblock_type = _choice("resblock_type", resblock_type, ("biggan", "ddpm"))
         progressive = _choice("progressive", progressive, _PROGRESSIVE)
         progressive_input = _choice("progressive_input", progressive_input, _PROGRESSIVE_INPUT)
         combine_method = _choice("progressive_combine", progressive_combine, ("sum", "cat"))
         embedding_type = _choice("embedding_type", embedding_type, ("fourier", "positional"))
-        ch_mult = tuple(int(m) for m in ch_mult)
-        if not ch_mult or min(ch_mult) < 1:
-            raise ValueError(f"ch_mult must be a non-empty sequence of positive ints, got {ch_mult}.")
-        if in_channels < 1 or nf < 4 or num_res_blocks < 0:
-            raise ValueError(
-                f"need in_channels >= 1, nf >= 4, num_res_blocks >= 0; got {in_channels}, {nf}, {num_res_blocks}."
-            )
-        if image_size % 2 ** (len(ch_mult) - 1) != 0:
-            raise ValueError(f"image_size must be divisible by 2**(len(ch_mult)-1), got {image_size} for {ch_mult}.")
-
-        self.act = act = get_activation(nonlinearity)
-        self.register_buffer("sigmas", geometric_sigmas(sigma_min, sigma_max, num_scales))
-        self.in_channels, self.image_size, self.nf = in_channels, image_size, nf
-        self.ch_mult, self.num_res_blocks = ch_mult, num_res_blocks
-        self.num_resolutions = num_resolutions = len(ch_mult)
-        self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
-        self.all_resolutions = [image_size // (2**i) for i in range(num_resolutions)]
-        self.level_has_attention = [r in self.attn_resolutions for r in self.all_resolutions]
+        act, num_resolutions, ch_mult = self.act, self.num_resolutions, self.ch_mult
         self.conditional, self.fir, self.fir_kernel = conditional, fir, tuple(fir_kernel)
         self.skip_rescale, self.resblock_type = skip_rescale, resblock_type
         self.progressive, self.progressive_input = progressive, progressive_input
@@ -281,58 +280,9 @@ class NCSNpp(nn.Module):
             ValueError: a required field is missing or has an unsupported value.
         """
         flat = flatten_config(config)
-        if str(config_value(flat, "model.normalization", "GroupNorm")).lower() != "groupnorm":
-            raise ValueError(f"model.normalization must be 'GroupNorm', got {flat['model.normalization']!r}.")
         if int(config_value(flat, "model.conv_size", 3)) != 3:
             raise ValueError(f"model.conv_size must be 3, got {flat['model.conv_size']!r}.")
-        name = config_value(flat, "model.name", "ncsnpp")
-        if name != "ncsnpp":
-            raise ValueError(f"model.name must be 'ncsnpp' for NCSNpp, got {name!r}.")
-        m = "model."
-        return cls(
-            in_channels=int(config_value(flat, "data.num_channels")),
-            image_size=int(config_value(flat, "data.image_size")),
-            centered=bool(config_value(flat, "data.centered")),
-            nf=int(config_value(flat, m + "nf")),
-            ch_mult=tuple(config_value(flat, m + "ch_mult")),
-            num_res_blocks=int(config_value(flat, m + "num_res_blocks")),
-            attn_resolutions=tuple(config_value(flat, m + "attn_resolutions")),
-            dropout=float(config_value(flat, m + "dropout")),
-            resamp_with_conv=bool(config_value(flat, m + "resamp_with_conv")),
-            conditional=bool(config_value(flat, m + "conditional")),
-            fir=bool(config_value(flat, m + "fir")),
-            fir_kernel=tuple(config_value(flat, m + "fir_kernel")),
-            skip_rescale=bool(config_value(flat, m + "skip_rescale")),
-            resblock_type=config_value(flat, m + "resblock_type"),
-            progressive=config_value(flat, m + "progressive"),
-            progressive_input=config_value(flat, m + "progressive_input"),
-            progressive_combine=config_value(flat, m + "progressive_combine"),
-            embedding_type=config_value(flat, m + "embedding_type"),
-            fourier_scale=float(config_value(flat, m + "fourier_scale", 16.0)),
-            init_scale=float(config_value(flat, m + "init_scale")),
-            scale_by_sigma=bool(config_value(flat, m + "scale_by_sigma")),
-            nonlinearity=config_value(flat, m + "nonlinearity"),
-            sigma_min=float(config_value(flat, m + "sigma_min")),
-            sigma_max=float(config_value(flat, m + "sigma_max")),
-            num_scales=int(config_value(flat, m + "num_scales")),
-        )
-
-    def _check_inputs(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have {self.in_channels} channels, got shape {tuple(x.shape)}.")
-        multiple = 2 ** (self.num_resolutions - 1)
-        if x.shape[2] % multiple or x.shape[3] % multiple:
-            raise ValueError(f"x height and width must be multiples of {multiple}, got shape {tuple(x.shape)}.")
-        sigma = torch.as_tensor(sigma, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}.")
-        if self.embedding_type == "fourier":
-            return sigma.to(dtype=x.dtype)
-        return sigma
+        return cls(**score_sde_kwargs(flat, "NCSNpp", "ncsnpp", _NCSNPP_FIELDS, {"model.fourier_scale": 16.0}))
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """Evaluate the score network.
@@ -348,7 +298,9 @@ class NCSNpp(nn.Module):
             ``(B, C, H, W)``: with ``scale_by_sigma`` the score ``grad_x log p_sigma(x)`` (network output divided by
             sigma), else the raw network output.
         """
-        sigma = self._check_inputs(x, sigma)
+        sigma = self.check_input(x, sigma, "sigma")
+        if self.embedding_type == "fourier":
+            sigma = sigma.to(dtype=x.dtype)
         modules = iter(self.all_modules)
         if self.embedding_type == "fourier":
             used_sigmas = sigma
@@ -416,9 +368,7 @@ class NCSNpp(nn.Module):
         if next(modules, None) is not None:
             raise RuntimeError("NCSNpp.forward did not use every module; construction and forward disagree.")
 
-        if self.scale_by_sigma:
-            h = h / used_sigmas.to(dtype=h.dtype).reshape(x.shape[0], 1, 1, 1)
-        return h
+        return self.divide_by_sigma(h, used_sigmas) if self.scale_by_sigma else h
 
     def _norm_act_conv(self, modules: Iterator[nn.Module], h: torch.Tensor) -> torch.Tensor:
         norm, conv = next(modules), next(modules)

@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.networks.checkpoint import apply_ordered_ema, load_state_dict_checked, read_checkpoint, strip_prefix
+from medgen.networks.checkpoint import (  # build_uninitialized lived here first; still importable from here
+    apply_ordered_ema,
+    build_uninitialized,
+    load_state_dict_checked,
+    read_checkpoint,
+    strip_prefix,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,8 +55,10 @@ __all__ = [
     "Downsample",
     "ResnetBlockDDPM",
     "ResnetBlockBigGAN",
+    "ScoreSdeUNet",
     "flatten_config",
     "config_value",
+    "score_sde_kwargs",
     "build_uninitialized",
     "load_score_sde_checkpoint",
 ]
@@ -145,6 +153,17 @@ def group_norm(channels: int, num_groups: int | None = None) -> nn.GroupNorm:
 
 def geometric_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> torch.Tensor:
     """score_sde's ``get_sigmas``: ``num_scales`` noise stds from ``sigma_max`` DOWN to ``sigma_min``, float64.
+
+    This is the ``sigmas`` buffer stored in score_sde state dicts, computed with numpy float64 exactly as score_sde
+    does (``np.exp(np.linspace(log(sigma_max), log(sigma_min), N))``) so a freshly built network holds the same bits
+    as an official checkpoint. The sampling schedule of the same name,
+    :func:`medgen.diffusion.schedules.geometric_sigmas`, uses ``torch.linspace`` and differs from it in the last bits
+    (e.g. 1220 of 2000 entries, by up to 3e-13, for TPDM's config), so the buffer is not built from it.
+
+    Args:
+        sigma_min: smallest std.
+        sigma_max: largest std.
+        num_scales: number of noise levels.
 
     Returns:
         a float64 tensor of shape ``(num_scales,)``, geometric, descending.
@@ -693,6 +712,101 @@ class ResnetBlockBigGAN(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# what NCSN++ and the DDPM U-Net share
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ScoreSdeUNet(nn.Module):
+    """Base of score_sde's 2D U-Nets (:class:`~medgen.networks.ncsnpp.NCSNpp`, :class:`~medgen.networks.ddpm.DDPMUNet`).
+
+    Holds what both share: the sizes, the activation ``act``, the float64 ``sigmas`` buffer of score_sde's state
+    dicts, which levels have attention, and the check of a batch and its noise label. Subclasses build the flat
+    ``all_modules`` list after calling ``super().__init__``.
+
+    Whether a level has attention is decided from ``image_size`` at construction (score_sde compares the feature
+    width with ``attn_resolutions`` at run time): inputs of another size keep the trained structure.
+
+    Args:
+        in_channels: image channels (score_sde ``data.num_channels``).
+        image_size: the training image size (places attention: levels whose size is in ``attn_resolutions``).
+        nf: base feature width.
+        ch_mult: width multiplier per resolution level.
+        num_res_blocks: residual blocks per level.
+        attn_resolutions: feature-map sizes that get self-attention.
+        nonlinearity: ``'swish'``, ``'silu'``, ``'elu'``, ``'relu'`` or ``'lrelu'``.
+        sigma_min: smallest std of the ``sigmas`` buffer.
+        sigma_max: largest std of the ``sigmas`` buffer.
+        num_scales: length of the ``sigmas`` buffer.
+
+    Raises:
+        ValueError: a size does not fit.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        nf: int,
+        ch_mult: Sequence[int],
+        num_res_blocks: int,
+        attn_resolutions: Sequence[int],
+        nonlinearity: str,
+        sigma_min: float,
+        sigma_max: float,
+        num_scales: int,
+    ) -> None:
+        super().__init__()
+        ch_mult = tuple(int(m) for m in ch_mult)
+        if not ch_mult or min(ch_mult) < 1:
+            raise ValueError(f"ch_mult must be a non-empty sequence of positive ints, got {ch_mult}.")
+        if in_channels < 1 or nf < 4 or num_res_blocks < 0:
+            raise ValueError(
+                f"need in_channels >= 1, nf >= 4, num_res_blocks >= 0; got {in_channels}, {nf}, {num_res_blocks}."
+            )
+        if image_size % 2 ** (len(ch_mult) - 1) != 0:
+            raise ValueError(f"image_size must be divisible by 2**(len(ch_mult)-1), got {image_size} for {ch_mult}.")
+        self.act = get_activation(nonlinearity)
+        self.register_buffer("sigmas", geometric_sigmas(sigma_min, sigma_max, num_scales))
+        self.in_channels, self.image_size, self.nf = in_channels, image_size, nf
+        self.ch_mult, self.num_res_blocks = ch_mult, num_res_blocks
+        self.num_resolutions = len(ch_mult)
+        self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
+        self.all_resolutions = [image_size // (2**i) for i in range(self.num_resolutions)]
+        self.level_has_attention = [r in self.attn_resolutions for r in self.all_resolutions]
+
+    def check_input(self, x: torch.Tensor, label: torch.Tensor | float, label_name: str) -> torch.Tensor:
+        """Check the image batch ``x`` and return the noise label as a ``(B,)`` tensor on ``x.device``.
+
+        Args:
+            x: ``(B, in_channels, H, W)`` with H and W multiples of ``2 ** (len(ch_mult) - 1)``.
+            label: a scalar or ``(B,)`` noise label (sigma, std or step, see the subclass).
+            label_name: the argument name used in error messages.
+
+        Raises:
+            ValueError: a shape does not fit.
+        """
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}.")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got shape {tuple(x.shape)}.")
+        multiple = 2 ** (self.num_resolutions - 1)
+        if x.shape[2] % multiple or x.shape[3] % multiple:
+            raise ValueError(f"x height and width must be multiples of {multiple}, got shape {tuple(x.shape)}.")
+        label = torch.as_tensor(label, device=x.device)
+        if label.ndim == 0:
+            label = label.expand(x.shape[0])
+        if label.shape != (x.shape[0],):
+            raise ValueError(
+                f"{label_name} must be a scalar or have shape ({x.shape[0]},), got {tuple(label.shape)}."
+            )
+        return label
+
+    def divide_by_sigma(self, h: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """``h / sigma`` per sample: ``h`` ``(B, C, H, W)``, ``sigmas`` ``(B,)`` (cast to ``h``'s dtype)."""
+        return h / sigmas.to(dtype=h.dtype).reshape(h.shape[0], 1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # score_sde configs
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -733,15 +847,63 @@ def config_value(flat: Mapping[str, Any], key: str, default: Any = _MISSING) -> 
     return default
 
 
-def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.device = "cpu") -> nn.Module:
-    """Build a network without drawing initial weights (for loaders that overwrite every entry).
+# data/model fields every score_sde U-Net reads, with the conversion applied to each (None: passed as it is)
+_SHARED_FIELDS: dict[str, Callable[[Any], Any] | None] = {
+    "data.num_channels": int,
+    "data.image_size": int,
+    "data.centered": bool,
+    "model.nf": int,
+    "model.ch_mult": tuple,
+    "model.num_res_blocks": int,
+    "model.attn_resolutions": tuple,
+    "model.dropout": float,
+    "model.resamp_with_conv": bool,
+    "model.conditional": bool,
+    "model.scale_by_sigma": bool,
+    "model.nonlinearity": None,
+    "model.sigma_min": float,
+    "model.sigma_max": float,
+    "model.num_scales": int,
+}
+_RENAMED = {"data.num_channels": "in_channels"}
 
-    ``factory`` runs on the ``meta`` device (no memory, no random draws, the global RNG is left untouched); the result
-    is then given uninitialised storage on ``device``. Only use it when a strict load follows.
+
+def score_sde_kwargs(
+    flat: Mapping[str, Any],
+    network: str,
+    model_name: str,
+    model_fields: Mapping[str, Callable[[Any], Any] | None] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Constructor keyword arguments of a score_sde network from a flattened score_sde config.
+
+    Reads ``data.{num_channels (-> in_channels), image_size, centered}`` and ``model.{nf, ch_mult, num_res_blocks,
+    attn_resolutions, dropout, resamp_with_conv, conditional, scale_by_sigma, nonlinearity, sigma_min, sigma_max,
+    num_scales}`` plus ``model_fields``; each argument is named after the last part of its field.
+
+    Args:
+        flat: the config flattened by :func:`flatten_config`.
+        network: the class name, for error messages.
+        model_name: the required ``model.name`` (checked when present).
+        model_fields: further ``model.<field>`` names read, mapped to a conversion (None: passed as it is).
+        defaults: values of fields that may be absent, by field name (``{"model.fourier_scale": 16.0}``).
+
+    Raises:
+        ValueError: a required field is missing, ``model.normalization`` is not ``GroupNorm`` or ``model.name`` is
+            not ``model_name``.
     """
-    with torch.device("meta"):
-        network = factory()
-    return network.to_empty(device=device)
+    if str(config_value(flat, "model.normalization", "GroupNorm")).lower() != "groupnorm":
+        raise ValueError(f"model.normalization must be 'GroupNorm', got {flat['model.normalization']!r}.")
+    name = config_value(flat, "model.name", model_name)
+    if name != model_name:
+        raise ValueError(f"model.name must be {model_name!r} for {network}, got {name!r}.")
+    fields = {**_SHARED_FIELDS, **{f"model.{k}": v for k, v in (model_fields or {}).items()}}
+    defaults = defaults or {}
+    kwargs = {}
+    for field, convert in fields.items():
+        value = config_value(flat, field, *([defaults[field]] if field in defaults else []))
+        kwargs[_RENAMED.get(field, field.split(".")[-1])] = value if convert is None else convert(value)
+    return kwargs
 
 
 def load_score_sde_checkpoint(
