@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medgen.physics.base import LinearOperator
+from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
 
 __all__ = ["Blur", "Downsample", "gaussian_kernel", "uniform_kernel"]
 
@@ -24,8 +24,7 @@ def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float32)
     Returns:
         tensor of shape ``(size, size)``.
     """
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}.")
+    check_positive_int(size, "size")
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}.")
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -36,18 +35,12 @@ def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float32)
 
 def uniform_kernel(size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Box kernel ``1 / size^2`` of shape ``(size, size)`` (PaDIS' ``deblur_uniform`` option uses size 31)."""
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}.")
+    check_positive_int(size, "size")
     return torch.full((size, size), 1.0 / size**2, dtype=dtype)
 
 
 def _spatial_2d(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Size]:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim < 2:
-        raise ValueError(f"{name} must have at least 2 dims (..., H, W), got shape {tuple(x.shape)}.")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a real floating-point tensor, got dtype {x.dtype}.")
+    check_tensor(x, name, min_ndim=2, layout="(..., H, W)", real_floating=True)
     return x.reshape(-1, 1, *x.shape[-2:]), x.shape
 
 
@@ -76,8 +69,7 @@ class Blur(LinearOperator):
         super().__init__()
         if not isinstance(kernel, torch.Tensor) or kernel.ndim != 2 or kernel.is_complex():
             raise ValueError(f"kernel must be a real 2D tensor (kh, kw), got {kernel!r:.80}.")
-        if boundary not in _BOUNDARIES:
-            raise ValueError(f"boundary must be one of {_BOUNDARIES}, got {boundary!r}.")
+        check_choice(boundary, "boundary", _BOUNDARIES)
         self.boundary = boundary
         self.rcond = float(rcond)
         kernel = kernel.detach().clone()
@@ -193,10 +185,8 @@ class Downsample(LinearOperator):
 
     def __init__(self, factor: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-            raise ValueError(f"factor must be a positive int, got {factor!r}.")
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+        check_positive_int(factor, "factor")
+        check_choice(spatial_dims, "spatial_dims", (2, 3))
         self.factor = factor
         self.spatial_dims = spatial_dims
 
@@ -204,10 +194,7 @@ class Downsample(LinearOperator):
         return f"factor={self.factor}, spatial_dims={self.spatial_dims}"
 
     def _check(self, t: torch.Tensor, name: str, divisible: bool) -> None:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
-        if t.ndim < self.spatial_dims:
-            raise ValueError(f"{name} must have at least {self.spatial_dims} dims, got shape {tuple(t.shape)}.")
+        check_tensor(t, name, min_ndim=self.spatial_dims)
         if divisible and any(s % self.factor for s in t.shape[-self.spatial_dims :]):
             raise ValueError(
                 f"{name} spatial shape {tuple(t.shape[-self.spatial_dims:])} must be divisible by factor {self.factor}."

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from medgen.physics.base import LinearOperator
+from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
 
 __all__ = ["ParallelBeamCT", "FBP_FILTERS", "fbp_filter_response"]
 
@@ -48,8 +48,7 @@ def fbp_filter_response(
     Raises:
         ValueError: on an unknown filter, an odd size or a ``frequency_scaling`` outside ``(0, 1]``.
     """
-    if filter not in FBP_FILTERS:
-        raise ValueError(f"filter must be one of {FBP_FILTERS}, got {filter!r}.")
+    check_choice(filter, "filter", FBP_FILTERS)
     if not 0 < frequency_scaling <= 1:
         raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling}.")
     if size < 2 or size % 2:
@@ -190,10 +189,8 @@ class ParallelBeamCT(LinearOperator):
                 math.hypot(r - rotation_center[0], c - rotation_center[1]) for r in (-1, height) for c in (-1, width)
             )
             num_ray_samples = 2 * math.ceil(reach / ray_step) + 1
-        if not isinstance(num_ray_samples, int) or num_ray_samples < 1:
-            raise ValueError(f"num_ray_samples must be a positive int, got {num_ray_samples!r}.")
-        if slice_axis not in (2, 3, 4, -1, -2, -3):
-            raise ValueError(f"slice_axis must be one of 2, 3, 4, -3, -2, -1, got {slice_axis!r}.")
+        check_positive_int(num_ray_samples, "num_ray_samples")
+        check_choice(slice_axis, "slice_axis", (2, 3, 4, -3, -2, -1))
         fbp_filter_response(64, fbp_filter, fbp_frequency_scaling)  # validates both
         if max_chunk_elements < 1:
             raise ValueError(f"max_chunk_elements must be positive, got {max_chunk_elements}.")
@@ -277,8 +274,7 @@ class ParallelBeamCT(LinearOperator):
         """
         if not isinstance(image_size, int) or image_size < 2:
             raise ValueError(f"image_size must be an int >= 2, got {image_size!r}.")
-        if not isinstance(views, int) or views < 1:
-            raise ValueError(f"views must be a positive int, got {views!r}.")
+        check_positive_int(views, "views")
         pixel_size = field_of_view / image_size
         angles = (torch.arange(views, dtype=torch.float64) + 0.5) * (math.pi / views)
         geometry = dict(
@@ -379,10 +375,7 @@ class ParallelBeamCT(LinearOperator):
     # ---------------------------------------------------------------- layout
     def _to_slices(self, x: torch.Tensor, name: str, plane: tuple[int, int]) -> tuple[torch.Tensor, tuple]:
         """``(B, C, H, W)`` or ``(B, C, D1, D2, D3)`` -> ``(N, H, W)`` plus what :meth:`_from_slices` needs."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-        if x.is_complex() or not x.is_floating_point():
-            raise TypeError(f"{name} must be a real floating-point tensor, got dtype {x.dtype}.")
+        check_tensor(x, name, real_floating=True)
         if x.ndim == 4:
             if tuple(x.shape[-2:]) != plane:
                 raise ValueError(f"{name} must have trailing dims {plane}, got shape {tuple(x.shape)}.")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from medgen.physics.base import LinearOperator
+from medgen.physics.base import LinearOperator, check_choice, check_tensor
 
 __all__ = [
     "fft2c",
@@ -17,6 +17,12 @@ __all__ = [
     "channels_to_complex",
     "CartesianMRI",
 ]
+
+
+def _centred(transform, x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """``fftshift(transform(ifftshift(x), norm="ortho"))`` over ``dims``: centre (index ``n // 2``) to centre."""
+    dims = tuple(dims)
+    return torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
 
 
 def fft2c(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -32,10 +38,7 @@ def fft2c(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
     Returns:
         complex k-space with the shape of ``x``.
     """
-    dims = tuple(dims)
-    x = torch.fft.ifftshift(x, dim=dims)
-    x = torch.fft.fftn(x, dim=dims, norm="ortho")
-    return torch.fft.fftshift(x, dim=dims)
+    return _centred(torch.fft.fftn, x, dims)
 
 
 def ifft2c(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -48,10 +51,7 @@ def ifft2c(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
     Returns:
         complex image with the shape of ``x``.
     """
-    dims = tuple(dims)
-    x = torch.fft.ifftshift(x, dim=dims)
-    x = torch.fft.ifftn(x, dim=dims, norm="ortho")
-    return torch.fft.fftshift(x, dim=dims)
+    return _centred(torch.fft.ifftn, x, dims)
 
 
 def fft2_tpdm(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -119,8 +119,7 @@ def channels_to_complex(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         TypeError: if ``x`` is complex or not floating point.
         ValueError: if the size of ``dim`` is odd.
     """
-    if x.is_complex() or not x.is_floating_point():
-        raise TypeError(f"x must be a real floating-point tensor, got dtype {x.dtype}.")
+    check_tensor(x, "x", real_floating=True)
     if x.shape[dim] % 2:
         raise ValueError(f"x must have an even size along dim {dim} (real parts then imaginary parts), got {x.shape}.")
     re, im = torch.chunk(x, 2, dim=dim)
@@ -174,12 +173,8 @@ class CartesianMRI(LinearOperator):
         real_image: bool = False,
     ) -> None:
         super().__init__()
-        if convention not in _CONVENTIONS:
-            raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
-        if mask.ndim < 2:
-            raise ValueError(f"mask must have at least 2 dims (..., H, W), got shape {tuple(mask.shape)}.")
+        check_choice(convention, "convention", _CONVENTIONS)
+        check_tensor(mask, "mask", min_ndim=2, layout="(..., H, W)")
         if channels and real_image:
             raise ValueError("channels=True (complex image as [real, imag] channels) excludes real_image=True.")
         if mask.is_complex():
@@ -279,10 +274,7 @@ class CartesianMRI(LinearOperator):
         return self.mask.to(device=y.device, dtype=y.real.dtype)
 
     def _check(self, t: torch.Tensor, name: str, channels: int) -> None:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
-        if t.ndim < 3:
-            raise ValueError(f"{name} must be shaped (B, C, ..., H, W), got shape {tuple(t.shape)}.")
+        check_tensor(t, name, min_ndim=3, layout="(B, C, ..., H, W)")
         if self.channels and t.is_complex():
             raise TypeError(f"{name} must be real ([real, imag] channels) because channels=True, got {t.dtype}.")
         expected = 2 * channels if self.channels else channels

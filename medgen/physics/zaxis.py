@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from medgen.physics.base import LinearOperator
+from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
 
 __all__ = ["ZAxisAverage", "decoupling_matrix"]
 
@@ -61,8 +61,7 @@ def decoupling_matrix(
     Raises:
         ValueError: when ``factor < 1``.
     """
-    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-        raise ValueError(f"factor must be a positive integer, got {factor!r}.")
+    check_positive_int(factor, "factor")
     if official and factor in _TPDM_DECOUPLING:
         return torch.tensor(_TPDM_DECOUPLING[factor], dtype=dtype, device=device)
     matrix = torch.zeros(factor, factor, dtype=torch.float64)
@@ -118,12 +117,10 @@ class ZAxisAverage(LinearOperator):
         official_decoupling: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-            raise ValueError(f"factor must be a positive integer, got {factor!r}.")
+        check_positive_int(factor, "factor")
         if not isinstance(axis, int) or isinstance(axis, bool):
             raise TypeError(f"axis must be an int, got {type(axis).__name__}.")
-        if remainder not in _REMAINDER_MODES:
-            raise ValueError(f"remainder must be one of {_REMAINDER_MODES}, got {remainder!r}.")
+        check_choice(remainder, "remainder", _REMAINDER_MODES)
         if length is not None and (not isinstance(length, int) or length < factor):
             raise ValueError(f"length must be an integer >= factor ({factor}), got {length!r}.")
         self.factor = factor
@@ -145,8 +142,7 @@ class ZAxisAverage(LinearOperator):
         return full + (1 if rest and self.remainder == "partial" else 0)
 
     def _axis_of(self, t: torch.Tensor, name: str) -> int:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
+        check_tensor(t, name)
         if not -t.ndim <= self.axis < t.ndim:
             raise ValueError(f"axis {self.axis} is out of range for {name} with shape {tuple(t.shape)}.")
         return self.axis % t.ndim

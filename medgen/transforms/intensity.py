@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRangePercentiles, ScaleIntensityRangePercentilesd, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends
+
+from medgen.transforms.utils import as_plain_tensor, restore_type
 
 __all__ = [
     "WDMScaleIntensity",
@@ -74,7 +76,8 @@ class WDMScaleIntensity(ScaleIntensityRangePercentiles):
 
 
 class WDMScaleIntensityd(ScaleIntensityRangePercentilesd):
-    """Dictionary-based wrapper of :py:class:`WDMScaleIntensity`.
+    """Dictionary-based wrapper of :py:class:`WDMScaleIntensity` (a ``ScaleIntensityRangePercentilesd`` whose
+    ``scaler`` is that transform).
 
     Args:
         keys: keys of the volumes.
@@ -92,17 +95,8 @@ class WDMScaleIntensityd(ScaleIntensityRangePercentilesd):
         dtype: DtypeLike = np.float32,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(
-            keys,
-            lower,
-            upper,
-            b_min=-1.0 if renormalize else 0.0,
-            b_max=1.0,
-            clip=True,
-            channel_wise=channel_wise,
-            dtype=dtype,
-            allow_missing_keys=allow_missing_keys,
-        )
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.scaler = WDMScaleIntensity(lower, upper, renormalize, channel_wise, dtype)
 
 
 class TPDMScaleIntensity(ScaleIntensityRangePercentiles):
@@ -122,7 +116,8 @@ class TPDMScaleIntensity(ScaleIntensityRangePercentiles):
 
 
 class TPDMScaleIntensityd(ScaleIntensityRangePercentilesd):
-    """Dictionary-based wrapper of :py:class:`TPDMScaleIntensity`.
+    """Dictionary-based wrapper of :py:class:`TPDMScaleIntensity` (a ``ScaleIntensityRangePercentilesd`` whose
+    ``scaler`` is that transform).
 
     Args:
         keys: keys of the volumes.
@@ -139,17 +134,8 @@ class TPDMScaleIntensityd(ScaleIntensityRangePercentilesd):
         dtype: DtypeLike = np.float32,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(
-            keys,
-            lower,
-            upper,
-            b_min=0.0,
-            b_max=1.0,
-            clip=True,
-            channel_wise=channel_wise,
-            dtype=dtype,
-            allow_missing_keys=allow_missing_keys,
-        )
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.scaler = TPDMScaleIntensity(lower, upper, channel_wise, dtype)
 
 
 def kspace_std(kspace: torch.Tensor) -> torch.Tensor:
@@ -186,7 +172,7 @@ class KspaceStdNormalize(Transform):
 
     def scale_of(self, kspace: Any) -> torch.Tensor:
         """The divisor ``coeff * std(kspace)`` (0-d tensor)."""
-        k = convert_to_tensor(kspace, track_meta=False)
+        k = as_plain_tensor(kspace)
         if not k.is_floating_point() and not k.is_complex():
             raise TypeError(f"kspace must be a floating-point or complex array, got {k.dtype}.")
         scale = self.coeff * kspace_std(k)
@@ -203,10 +189,9 @@ class KspaceStdNormalize(Transform):
         Returns:
             ``img / scale``, of the input's type and dtype.
         """
-        x = convert_to_tensor(img, track_meta=False)
+        x = as_plain_tensor(img)
         scale = self.scale_of(x) if scale is None else torch.as_tensor(scale, device=x.device)
-        out = x / scale.to(device=x.device, dtype=x.real.dtype if x.is_complex() else x.dtype)
-        return convert_to_dst_type(out, img, dtype=out.dtype)[0]
+        return restore_type(x / scale.to(device=x.device, dtype=x.real.dtype), img)
 
 
 class KspaceStdNormalized(MapTransform):

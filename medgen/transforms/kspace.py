@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+from monai.utils import TransformBackends, ensure_tuple_rep
 
+from medgen.physics.base import check_choice
 from medgen.physics.mri import CartesianMRI, ifft2c
+from medgen.transforms.utils import apply_to_keys, as_plain_tensor, restore_type
 
 __all__ = [
     "RandomSource",
@@ -88,6 +90,22 @@ def _check_acc(acc: float, name: str = "acc") -> None:
         raise ValueError(f"{name} must be a number >= 1, got {acc!r}.")
 
 
+def _line_mask_shape(shape: Sequence[int] | int, acc: float, acs_lines: int) -> tuple[int, int]:
+    """Validated ``(H, W)`` of a 1-D column mask with acceleration (or stride) ``acc`` and ``acs_lines`` ACS columns."""
+    h, w = _shape2d(shape)
+    _check_acc(acc)
+    _check_acs(acs_lines, w)
+    return h, w
+
+
+def _outer_line_count(width: int, acc: float, acs_lines: int) -> int:
+    """HFS-SDE's number of sampled non-ACS columns, ``int(W / acc) - acs_lines`` (``int(W / acc)`` in total)."""
+    n_outer = int(width / acc) - acs_lines
+    if n_outer < 0:
+        raise ValueError(f"int(W / acc) = {int(width / acc)} is smaller than acs_lines = {acs_lines}.")
+    return n_outer
+
+
 def _columns(shape: tuple[int, int], lines: np.ndarray) -> torch.Tensor:
     mask = np.zeros(shape[1], dtype=np.float32)
     mask[lines] = 1.0
@@ -123,9 +141,7 @@ def equispaced_mask(
     Raises:
         ValueError: for bad arguments or ``int(W / acc) < acs_lines`` in ``"acceleration"`` mode.
     """
-    h, w = _shape2d(shape)
-    _check_acc(acc)
-    _check_acs(acs_lines, w)
+    h, w = _line_mask_shape(shape, acc, acs_lines)
     center = _acs_columns(w, acs_lines)
     outer = np.setdiff1d(np.arange(w), center)
     if mode == "stride":
@@ -133,9 +149,7 @@ def equispaced_mask(
             raise ValueError(f"acc must be an integer stride in mode 'stride', got {acc!r}.")
         lines = outer[:: int(acc)]
     elif mode == "acceleration":
-        n_outer = int(w / acc) - acs_lines
-        if n_outer < 0:
-            raise ValueError(f"int(W / acc) = {int(w / acc)} is smaller than acs_lines = {acs_lines}.")
+        n_outer = _outer_line_count(w, acc, acs_lines)
         step = len(outer) / max(n_outer, 1)
         lines = outer[np.floor(np.arange(n_outer) * step + step / 2).astype(int)] if n_outer else outer[:0]
     else:
@@ -178,13 +192,9 @@ def random_uniform_mask(
     Returns:
         ``(H, W)`` float32 mask of 0/1.
     """
-    h, w = _shape2d(shape)
-    _check_acc(acc)
-    _check_acs(acs_lines, w)
+    h, w = _line_mask_shape(shape, acc, acs_lines)
+    n_outer = _outer_line_count(w, acc, acs_lines)
     rng = _as_rng(rng)
-    n_outer = int(w / acc) - acs_lines
-    if n_outer < 0:
-        raise ValueError(f"int(W / acc) = {int(w / acc)} is smaller than acs_lines = {acs_lines}.")
     center = _acs_columns(w, acs_lines)
     outer = np.setdiff1d(np.arange(w), center)
     rng.shuffle(outer)
@@ -211,28 +221,16 @@ def variable_density_mask(
     Returns:
         ``(H, W)`` float32 mask of 0/1 with exactly ``int(W / acc)`` sampled columns (for even ``acs_lines``).
     """
-    h, w = _shape2d(shape)
-    _check_acc(acc)
-    _check_acs(acs_lines, w)
+    h, w = _line_mask_shape(shape, acc, acs_lines)
+    n_outer = _outer_line_count(w, acc, acs_lines)
     rng = _as_rng(rng)
     k = np.arange(w)
     pdf = np.exp(-(0.5 / (w / 10.0) ** 2) * (k - w / 2) ** 2) + (w / (2.0 * acc)) / w
-    n_lines = int(w / acc)
-    band = slice(w // 2 - acs_lines // 2, w // 2 + acs_lines // 2)
-    if acs_lines:
-        pdf[band] = 0
-        pdf /= np.sum(pdf)
-        n_lines -= acs_lines
-    else:
-        # the official code leaves the pdf unnormalised without ACS; numpy's choice would reject it
-        pdf /= np.sum(pdf)
-    if n_lines < 0:
-        raise ValueError(f"int(W / acc) = {int(w / acc)} is smaller than acs_lines = {acs_lines}.")
-    mask = np.zeros(w, dtype=np.float32)
-    mask[rng.choice(w, n_lines, False, pdf)] = 1.0
-    if acs_lines:
-        mask[band] = 1.0
-    return torch.from_numpy(np.repeat(mask[None], h, axis=0))
+    band = k[w // 2 - acs_lines // 2 : w // 2 + acs_lines // 2]
+    pdf[band] = 0
+    # normalised also without ACS, where the official code leaves it unnormalised (numpy's choice would reject it)
+    pdf /= np.sum(pdf)
+    return _columns((h, w), np.concatenate([rng.choice(w, n_outer, False, pdf), band]))
 
 
 def center_square_mask(shape: Sequence[int] | int, length: int | Sequence[int] = 24) -> torch.Tensor:
@@ -413,6 +411,7 @@ MASK_TYPES: dict[str, Callable[..., torch.Tensor]] = {
     "poisson": poisson_disc_mask,
 }
 _RANDOM_MASK_TYPES = ("random", "variable_density", "poisson")
+_INPUT_TYPES = ("image", "kspace")
 
 
 def make_mask(
@@ -430,8 +429,7 @@ def make_mask(
     Returns:
         ``(H, W)`` float32 mask of 0/1.
     """
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"mask_type must be one of {sorted(MASK_TYPES)}, got {mask_type!r}.")
+    check_choice(mask_type, "mask_type", sorted(MASK_TYPES))
     if mask_type in _RANDOM_MASK_TYPES:
         kwargs["rng"] = rng
     return MASK_TYPES[mask_type](shape, **kwargs)
@@ -548,14 +546,6 @@ def estimate_sensitivity_maps(
     return maps
 
 
-def _as_plain(img: Any) -> torch.Tensor:
-    return convert_to_tensor(img, track_meta=False)
-
-
-def _restore(out: torch.Tensor, like: Any) -> Any:
-    return convert_to_dst_type(out, like, dtype=out.dtype)[0]
-
-
 class KspaceUndersample(Randomizable, Transform):
     """Undersample k-space with a Cartesian mask and return the masked k-space and the zero-filled image.
 
@@ -585,10 +575,9 @@ class KspaceUndersample(Randomizable, Transform):
         input_type: str = "image",
         convention: str = "ortho",
     ) -> None:
-        if input_type not in ("image", "kspace"):
-            raise ValueError(f"input_type must be 'image' or 'kspace', got {input_type!r}.")
-        if mask is None and mask_type not in MASK_TYPES:
-            raise ValueError(f"mask_type must be one of {sorted(MASK_TYPES)}, got {mask_type!r}.")
+        check_choice(input_type, "input_type", _INPUT_TYPES)
+        if mask is None:
+            check_choice(mask_type, "mask_type", sorted(MASK_TYPES))
         self.fixed_mask = None if mask is None else torch.as_tensor(mask)
         self.mask_type = mask_type
         self.mask_kwargs = dict(mask_kwargs or {})
@@ -614,13 +603,13 @@ class KspaceUndersample(Randomizable, Transform):
             ``(kspace, zero_filled)``: masked k-space ``(Nc or C, ..., H, W)`` complex and the zero-filled image
             ``(1 or C, ..., H, W)`` complex, of the input's type (MetaTensor meta kept).
         """
-        x = _as_plain(img)
+        x = as_plain_tensor(img)
         if x.ndim < 3:
             raise ValueError(f"img must be channel-first (C, ..., H, W), got shape {tuple(x.shape)}.")
         if randomize or self.mask is None:
             self.randomize(x.shape[-2:])
         mask = self.mask.to(device=x.device)
-        maps = None if sensitivity_maps is None else _as_plain(sensitivity_maps).to(x.device)
+        maps = None if sensitivity_maps is None else as_plain_tensor(sensitivity_maps).to(x.device)
         if maps is not None:
             if self.input_type == "image" and x.shape[0] != 1:
                 raise ValueError(f"img must have 1 channel when sensitivity_maps are given, got {x.shape[0]}.")
@@ -642,7 +631,7 @@ class KspaceUndersample(Randomizable, Transform):
             kspace, zero_filled = kspace[0], zero_filled[0]
         else:
             kspace, zero_filled = kspace.squeeze(1), zero_filled.squeeze(1)
-        return _restore(kspace, img), _restore(zero_filled, img)
+        return restore_type(kspace, img), restore_type(zero_filled, img)
 
 
 class KspaceUndersampled(Randomizable, MapTransform):
@@ -699,7 +688,7 @@ class KspaceUndersampled(Randomizable, MapTransform):
         first = self.first_key(d)
         if first == ():
             return d
-        self.randomize(_as_plain(d[first]).shape[-2:])
+        self.randomize(as_plain_tensor(d[first]).shape[-2:])
         maps = None if self.maps_key is None else d[self.maps_key]
         for key, k_key, z_key in self.key_iterator(d, self.kspace_keys, self.zero_filled_keys):
             d[k_key], d[z_key] = self.undersample(d[key], maps, randomize=False)
@@ -754,7 +743,7 @@ class SimulateMultiCoil(Randomizable, Transform):
         Returns:
             ``(Nc, ..., H, W)`` complex coil images, of the input's type.
         """
-        x = _as_plain(img)
+        x = as_plain_tensor(img)
         if x.ndim < 3 or x.shape[0] != 1:
             raise ValueError(f"img must be a single-channel (1, ..., H, W) image, got shape {tuple(x.shape)}.")
         if randomize:
@@ -764,7 +753,7 @@ class SimulateMultiCoil(Randomizable, Transform):
             x.shape[1:], rotation=self._angle, dtype=dtype, device=x.device, **self.map_kwargs
         )
         self.sensitivity_maps = maps
-        return _restore(maps * x, img)
+        return restore_type(maps * x, img)
 
 
 class SimulateMultiCoild(Randomizable, MapTransform):
@@ -812,7 +801,7 @@ class SimulateMultiCoild(Randomizable, MapTransform):
         self.randomize()
         for key in self.key_iterator(d):
             d[key] = self.simulate(d[key], randomize=False)
-            d[self.maps_key] = _restore(self.simulate.sensitivity_maps, d[key])
+            d[self.maps_key] = restore_type(self.simulate.sensitivity_maps, d[key])
         return d
 
 
@@ -840,8 +829,8 @@ class EstimateCoilSensitivity(Transform):
         Returns:
             ``(Nc, ..., H, W)`` complex maps, of the input's type.
         """
-        maps = estimate_sensitivity_maps(_as_plain(kspace), self.acs_lines, self.acs_rows, self.threshold)
-        return _restore(maps, kspace)
+        maps = estimate_sensitivity_maps(as_plain_tensor(kspace), self.acs_lines, self.acs_rows, self.threshold)
+        return restore_type(maps, kspace)
 
 
 class EstimateCoilSensitivityd(MapTransform):
@@ -869,10 +858,7 @@ class EstimateCoilSensitivityd(MapTransform):
         self.estimate = EstimateCoilSensitivity(acs_lines, acs_rows, threshold)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, maps_key in self.key_iterator(d, self.maps_keys):
-            d[maps_key] = self.estimate(d[key])
-        return d
+        return apply_to_keys(self, data, self.estimate, self.maps_keys)
 
 
 class CoilCombine(Transform):
@@ -886,8 +872,7 @@ class CoilCombine(Transform):
     backend = [TransformBackends.TORCH]
 
     def __init__(self, input_type: str = "image") -> None:
-        if input_type not in ("image", "kspace"):
-            raise ValueError(f"input_type must be 'image' or 'kspace', got {input_type!r}.")
+        check_choice(input_type, "input_type", _INPUT_TYPES)
         self.input_type = input_type
 
     def __call__(self, img: Any, sensitivity_maps: Any | None = None) -> Any:
@@ -899,7 +884,7 @@ class CoilCombine(Transform):
         Returns:
             ``(1, ..., H, W)``: complex coil combination, or real RSS magnitude without maps.
         """
-        x = _as_plain(img)
+        x = as_plain_tensor(img)
         if x.ndim < 3:
             raise ValueError(f"img must be channel-first (Nc, ..., H, W), got shape {tuple(x.shape)}.")
         if self.input_type == "kspace":
@@ -907,11 +892,11 @@ class CoilCombine(Transform):
         if sensitivity_maps is None:
             out = torch.sqrt(torch.sum(x.abs() ** 2, dim=0, keepdim=True))
         else:
-            maps = _as_plain(sensitivity_maps).to(x.device)
+            maps = as_plain_tensor(sensitivity_maps).to(x.device)
             if maps.shape != x.shape:
                 raise ValueError(f"sensitivity_maps shape {tuple(maps.shape)} must equal img shape {tuple(x.shape)}.")
             out = torch.sum(torch.conj(maps) * x, dim=0, keepdim=True)
-        return _restore(out, img)
+        return restore_type(out, img)
 
 
 class CoilCombined(MapTransform):
@@ -937,11 +922,8 @@ class CoilCombined(MapTransform):
         self.combine = CoilCombine(input_type)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        maps = None if self.maps_key is None else d[self.maps_key]
-        for key in self.key_iterator(d):
-            d[key] = self.combine(d[key], maps)
-        return d
+        maps = None if self.maps_key is None else data[self.maps_key]
+        return apply_to_keys(self, data, lambda img: self.combine(img, maps))
 
 
 KspaceUndersampleD = KspaceUndersampleDict = KspaceUndersampled

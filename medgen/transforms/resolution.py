@@ -9,9 +9,10 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+from monai.utils import TransformBackends, ensure_tuple_rep
 
 from medgen.physics.zaxis import ZAxisAverage
+from medgen.transforms.utils import apply_to_keys, as_floating_tensor, restore_type
 
 __all__ = [
     "ZAXIS_META_KEY",
@@ -52,7 +53,7 @@ class ZAxisDownsample(Transform):
         self.operator = ZAxisAverage(factor, axis=axis, remainder=remainder)
 
     def __call__(self, img: Any) -> Any:
-        x = convert_to_tensor(img, track_meta=False)
+        x = as_floating_tensor(img)
         if x.ndim < 2:
             raise ValueError(f"img must be channel-first (C, *spatial), got shape {tuple(x.shape)}.")
         axis = self.operator.axis
@@ -61,11 +62,8 @@ class ZAxisDownsample(Transform):
                 f"axis must index a spatial axis of the channel-first image with shape {tuple(x.shape)}, got {axis}."
             )
         axis = axis % x.ndim
-        if not x.is_floating_point():
-            x = x.float()
         with torch.no_grad():
-            low = self.operator(x)
-        out = convert_to_dst_type(low, img, dtype=low.dtype)[0]
+            out = restore_type(self.operator(x), img)
         if isinstance(out, MetaTensor):
             factor = self.operator.factor
             spatial = axis - 1
@@ -111,10 +109,7 @@ class ZAxisDownsampled(MapTransform):
         self.measurement_keys = ensure_tuple_rep(measurement_key, len(self.keys))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, out_key in self.key_iterator(d, self.measurement_keys):
-            d[key if out_key is None else out_key] = self.downsample(d[key])
-        return d
+        return apply_to_keys(self, data, self.downsample, self.measurement_keys)
 
 
 ZAxisDownsampleD = ZAxisDownsampleDict = ZAxisDownsampled

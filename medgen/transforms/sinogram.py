@@ -22,9 +22,10 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple_rep
+from monai.utils import TransformBackends, ensure_tuple_rep
 
 from medgen.physics.ct import ParallelBeamCT
+from medgen.transforms.utils import apply_to_keys, as_floating_tensor, restore_type
 
 __all__ = [
     "GEOMETRY_KEY",
@@ -50,11 +51,14 @@ def _in_plane_size(shape: Sequence[int], slice_axis: int) -> tuple[int, int]:
     return int(spatial[0]), int(spatial[1])
 
 
-def _check_channel_first(x: torch.Tensor, name: str) -> None:
+def _channel_first(img: Any, name: str) -> torch.Tensor:
+    """``img`` as a plain floating tensor, checked to be ``(C, H, W)`` or ``(C, D1, D2, D3)``."""
+    x = as_floating_tensor(img)
     if x.ndim not in (3, 4):
         raise ValueError(
             f"{name} must be channel-first without batch, (C, H, W) or (C, D1, D2, D3), got shape {tuple(x.shape)}."
         )
+    return x
 
 
 class _OperatorSource:
@@ -80,16 +84,12 @@ class _OperatorSource:
         if self.operator is not None:
             return self.operator
         if size not in self._cache:
-            if self.preset == "tpdm":
-                if size[0] != size[1]:
-                    raise ValueError(f"the TPDM preset needs square slices, got {size}.")
-                self._cache[size] = ParallelBeamCT.tpdm(size[0], **self.geometry)
-            elif self.preset == "padis":
-                if size[0] != size[1]:
-                    raise ValueError(f"the PaDIS preset needs square slices, got {size}.")
-                self._cache[size] = ParallelBeamCT.padis(size[0], **self.geometry)
-            else:
+            if self.preset is None:
                 self._cache[size] = ParallelBeamCT(size, self.angles, **self.geometry)
+            elif size[0] != size[1]:
+                raise ValueError(f"the {self.preset!r} preset needs square slices, got in-plane size {size}.")
+            else:
+                self._cache[size] = getattr(ParallelBeamCT, self.preset)(size[0], **self.geometry)
         return self._cache[size]
 
 
@@ -124,15 +124,10 @@ class ParallelBeamProject(Transform):
         self.source = _OperatorSource(operator, preset, angles, geometry)
 
     def __call__(self, img: Any) -> Any:
-        x = convert_to_tensor(img, track_meta=False)
-        _check_channel_first(x, "img")
-        if not x.is_floating_point():
-            x = x.float()
-        op = self.source(_in_plane_size(x.shape, self.source.slice_axis))
-        op = op.to(device=x.device)
+        x = _channel_first(img, "img")
+        op = self.source(_in_plane_size(x.shape, self.source.slice_axis)).to(device=x.device)
         with torch.no_grad():
-            sinogram = op(x.unsqueeze(0))[0]
-        out = convert_to_dst_type(sinogram, img, dtype=sinogram.dtype)[0]
+            out = restore_type(op(x.unsqueeze(0))[0], img)
         if isinstance(out, MetaTensor):
             out.meta[GEOMETRY_KEY] = op.geometry()
         return out
@@ -167,10 +162,7 @@ class ParallelBeamProjectd(MapTransform):
         self.measurement_keys = ensure_tuple_rep(measurement_key, len(self.keys))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, out_key in self.key_iterator(d, self.measurement_keys):
-            d[key if out_key is None else out_key] = self.projector(d[key])
-        return d
+        return apply_to_keys(self, data, self.projector, self.measurement_keys)
 
 
 class FilteredBackProject(Transform):
@@ -227,16 +219,13 @@ class FilteredBackProject(Transform):
 
     def __call__(self, sinogram: Any) -> Any:
         op = self._operator(sinogram)
-        y = convert_to_tensor(sinogram, track_meta=False)
-        _check_channel_first(y, "sinogram")
-        if not y.is_floating_point():
-            y = y.float()
+        y = _channel_first(sinogram, "sinogram")
         op = op.to(device=y.device)
         with torch.no_grad():
             image = op.fbp(y.unsqueeze(0), filter=self.filter, frequency_scaling=self.frequency_scaling)[0]
         if self.clip is not None:
             image = image.clamp(*self.clip)
-        out = convert_to_dst_type(image, sinogram, dtype=image.dtype)[0]
+        out = restore_type(image, sinogram)
         if isinstance(out, MetaTensor):
             out.meta.pop(GEOMETRY_KEY, None)
         return out
@@ -283,10 +272,7 @@ class FilteredBackProjectd(MapTransform):
         self.output_keys = ensure_tuple_rep(output_key, len(self.keys))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, out_key in self.key_iterator(d, self.output_keys):
-            d[key if out_key is None else out_key] = self.reconstructor(d[key])
-        return d
+        return apply_to_keys(self, data, self.reconstructor, self.output_keys)
 
 
 ParallelBeamProjectD = ParallelBeamProjectDict = ParallelBeamProjectd

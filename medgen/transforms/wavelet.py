@@ -34,7 +34,7 @@ PyWavelets' filter banks and periodic extension, matching ``pywt.dwtn(x, wavelet
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -45,7 +45,10 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform
-from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type
+
+from medgen.physics.base import check_choice
+from medgen.transforms.utils import apply_to_keys, as_floating_tensor
 
 __all__ = [
     "SUBBAND_NAMES",
@@ -68,6 +71,7 @@ SUBBAND_NAMES: tuple[str, ...] = ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL
 """WDM's subband order; letter ``k`` is the filter along spatial axis ``k`` of ``(D, H, W)``."""
 
 _PADDING_MODES = ("replicate", "zeros", "error")
+_HAAR_SCALE = 0.5 / math.sqrt(2.0)  # (1 / sqrt(2))^3: the orthonormal Haar weight of a 2x2x2 butterfly
 _LAYOUTS = ("channel", "subband")
 
 
@@ -93,10 +97,10 @@ def _check_options(lll_scale: float, padding_mode: str | None = None, layout: st
         raise TypeError(f"lll_scale must be a real number, got {type(lll_scale).__name__}.")
     if not math.isfinite(lll_scale) or lll_scale <= 0:
         raise ValueError(f"lll_scale must be finite and > 0, got {lll_scale}.")
-    if padding_mode is not None and padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}.")
-    if layout is not None and layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}.")
+    if padding_mode is not None:
+        check_choice(padding_mode, "padding_mode", _PADDING_MODES)
+    if layout is not None:
+        check_choice(layout, "layout", _LAYOUTS)
 
 
 def _pad_to_even(x: torch.Tensor, padding_mode: str) -> torch.Tensor:
@@ -135,11 +139,23 @@ def _resolve_output_size(coeff_size: Sequence[int], output_size: Sequence[int] |
     return output_size  # type: ignore[return-value]
 
 
-def _band_weights(lll_scale: float, base: float, like: torch.Tensor, inverse: bool) -> torch.Tensor:
+def _scale_bands(y: torch.Tensor, band_dim: int, lll_scale: float, base: float, inverse: bool) -> torch.Tensor:
+    """Multiply every subband along ``band_dim`` (size 8) by ``base``, the LLL band by ``base / lll_scale`` (forward)
+    or ``base * lll_scale`` (inverse)."""
     weights = torch.full((8,), base, dtype=torch.float64)
     weights[0] = base * lll_scale if inverse else base / lll_scale
-    real_dtype = like.real.dtype if like.is_complex() else like.dtype
-    return weights.to(device=like.device, dtype=real_dtype)
+    shape = [1] * y.ndim
+    shape[band_dim] = 8
+    return y * weights.to(device=y.device, dtype=y.real.dtype).view(shape)
+
+
+def _split_bands(coeffs: torch.Tensor, layout: str) -> tuple[torch.Tensor, int]:
+    """``(B, 8C, d, h, w)`` -> ``(B, C, 8, d, h, w)`` (channel layout) or ``(B, 8, C, d, h, w)`` (subband layout),
+    with the index of the subband axis."""
+    b, c8, d2, h2, w2 = coeffs.shape
+    if layout == "channel":
+        return coeffs.reshape(b, c8 // 8, 8, d2, h2, w2), 2
+    return coeffs.reshape(b, 8, c8 // 8, d2, h2, w2), 1
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,11 +196,10 @@ def haar_dwt3d(
     d2, h2, w2 = d // 2, h // 2, w // 2
     y = _haar_butterfly(x.reshape(b, c, d2, 2, h2, 2, w2, 2), dims=(3, 5, 7))
     if layout == "channel":
-        y = y.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c, 8, d2, h2, w2)
-        y = y * _band_weights(lll_scale, 0.5 / math.sqrt(2.0), y, inverse=False).view(1, 1, 8, 1, 1, 1)
+        y, band_dim = y.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c, 8, d2, h2, w2), 2
     else:
-        y = y.permute(0, 3, 5, 7, 1, 2, 4, 6).reshape(b, 8, c, d2, h2, w2)
-        y = y * _band_weights(lll_scale, 0.5 / math.sqrt(2.0), y, inverse=False).view(1, 8, 1, 1, 1, 1)
+        y, band_dim = y.permute(0, 3, 5, 7, 1, 2, 4, 6).reshape(b, 8, c, d2, h2, w2), 1
+    y = _scale_bands(y, band_dim, lll_scale, _HAAR_SCALE, inverse=False)
     return y.reshape(b, 8 * c, d2, h2, w2)
 
 
@@ -215,13 +230,11 @@ def haar_idwt3d(
     b, c8, d2, h2, w2 = coeffs.shape
     out_size = _resolve_output_size((d2, h2, w2), output_size)
     c = c8 // 8
+    y, band_dim = _split_bands(coeffs, layout)
+    y = _scale_bands(y, band_dim, lll_scale, _HAAR_SCALE, inverse=True)
     if layout == "channel":
-        y = coeffs.reshape(b, c, 8, d2, h2, w2)
-        y = y * _band_weights(lll_scale, 0.5 / math.sqrt(2.0), y, inverse=True).view(1, 1, 8, 1, 1, 1)
         y = y.reshape(b, c, 2, 2, 2, d2, h2, w2).permute(0, 1, 5, 2, 6, 3, 7, 4)
     else:
-        y = coeffs.reshape(b, 8, c, d2, h2, w2)
-        y = y * _band_weights(lll_scale, 0.5 / math.sqrt(2.0), y, inverse=True).view(1, 8, 1, 1, 1, 1)
         y = y.reshape(b, 2, 2, 2, c, d2, h2, w2).permute(0, 4, 5, 1, 6, 2, 7, 3)
     x = _haar_butterfly(y, dims=(3, 5, 7)).reshape(b, c, 2 * d2, 2 * h2, 2 * w2)
     return x[:, :, : out_size[0], : out_size[1], : out_size[2]]
@@ -321,11 +334,8 @@ def dwt3d(
     bands = [x]
     for dim in (2, 3, 4):  # D (most significant letter) first, then H, then W
         bands = [half for band in bands for half in _analysis_axis(band, dim, weight)]
-    stack_dim = 2 if layout == "channel" else 1
-    out = torch.stack(bands, dim=stack_dim)
-    shape = [1, 1, 1, 1, 1, 1]
-    shape[stack_dim] = 8
-    out = out * _band_weights(lll_scale, 1.0, out, inverse=False).view(shape)
+    band_dim = 2 if layout == "channel" else 1
+    out = _scale_bands(torch.stack(bands, dim=band_dim), band_dim, lll_scale, 1.0, inverse=False)
     return out.reshape(b, 8 * c, d // 2, h // 2, w // 2)
 
 
@@ -360,17 +370,9 @@ def idwt3d(
     if coeffs.is_complex():
         raise TypeError("coeffs must be real for idwt3d with a non-Haar wavelet.")
     _check_options(lll_scale, None, layout)
-    b, c8, d2, h2, w2 = coeffs.shape
-    out_size = _resolve_output_size((d2, h2, w2), output_size)
-    c = c8 // 8
-    if layout == "channel":
-        y = coeffs.reshape(b, c, 8, d2, h2, w2)
-        y = y * _band_weights(lll_scale, 1.0, y, inverse=True).view(1, 1, 8, 1, 1, 1)
-        bands = list(y.unbind(2))
-    else:
-        y = coeffs.reshape(b, 8, c, d2, h2, w2)
-        y = y * _band_weights(lll_scale, 1.0, y, inverse=True).view(1, 8, 1, 1, 1, 1)
-        bands = list(y.unbind(1))
+    out_size = _resolve_output_size(coeffs.shape[2:], output_size)
+    y, band_dim = _split_bands(coeffs, layout)
+    bands = list(_scale_bands(y, band_dim, lll_scale, 1.0, inverse=True).unbind(band_dim))
     weight = torch.as_tensor(synthesis, device=coeffs.device, dtype=coeffs.dtype)
     for dim in (4, 3, 2):  # undo W, then H, then D: pairs of neighbours differ in the last letter
         bands = [_synthesis_axis(bands[i], bands[i + 1], dim, weight) for i in range(0, len(bands), 2)]
@@ -401,13 +403,21 @@ def dwt_affine(inverse: bool = False) -> torch.Tensor:
     return scale
 
 
-def _to_channel_first_volume(img: Any, name: str) -> torch.Tensor:
-    img_t = convert_to_tensor(img, track_meta=get_track_meta())
+def _apply_to_volume(
+    transform: InvertibleTransform, img: Any, fn: Callable[[torch.Tensor], torch.Tensor], affine: torch.Tensor
+) -> torch.Tensor:
+    """Run the batched ``fn`` on a channel-first volume ``(C, D, H, W)``, keep its type/meta and record the call.
+
+    The affine of a MetaTensor is right-multiplied by ``affine``; the input's spatial size is recorded as the
+    transform's ``orig_size`` (used by the inverses).
+    """
+    img_t = as_floating_tensor(img, track_meta=get_track_meta())
     if img_t.ndim != 4:
-        raise ValueError(f"{name} must be channel-first without batch, shape (C, D, H, W), got {tuple(img_t.shape)}.")
-    if not (img_t.is_floating_point() or img_t.is_complex()):
-        img_t = img_t.float()
-    return img_t
+        raise ValueError(f"img must be channel-first without batch, shape (C, D, H, W), got {tuple(img_t.shape)}.")
+    orig_size = tuple(int(s) for s in img_t.shape[1:])
+    plain = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
+    out = convert_to_dst_type(fn(plain[None])[0], img_t)[0]
+    return transform.push_transform(out, orig_size=orig_size, affine=affine)
 
 
 class HaarDWT3D(InvertibleTransform):
@@ -439,12 +449,9 @@ class HaarDWT3D(InvertibleTransform):
         Returns:
             coefficients ``(8C, ceil(D/2), ceil(H/2), ceil(W/2))``, a MetaTensor if meta tracking is on.
         """
-        img_t = _to_channel_first_volume(img, "img")
-        orig_size = tuple(int(s) for s in img_t.shape[1:])
-        plain = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-        out = haar_dwt3d(plain[None], self.lll_scale, self.padding_mode, self.layout)[0]
-        out = convert_to_dst_type(out, img_t)[0]
-        return self.push_transform(out, orig_size=orig_size, affine=dwt_affine())
+        return _apply_to_volume(
+            self, img, lambda x: haar_dwt3d(x, self.lll_scale, self.padding_mode, self.layout), dwt_affine()
+        )
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
         """Undo the DWT recorded on ``data`` (a MetaTensor returned by :meth:`__call__`)."""
@@ -484,12 +491,12 @@ class HaarIDWT3D(InvertibleTransform):
         Returns:
             the volume ``(C, *output_size)``, a MetaTensor if meta tracking is on.
         """
-        img_t = _to_channel_first_volume(img, "img")
-        orig_size = tuple(int(s) for s in img_t.shape[1:])
-        plain = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-        out = haar_idwt3d(plain[None], self.lll_scale, self.output_size, self.layout)[0]
-        out = convert_to_dst_type(out, img_t)[0]
-        return self.push_transform(out, orig_size=orig_size, affine=dwt_affine(inverse=True))
+        return _apply_to_volume(
+            self,
+            img,
+            lambda c: haar_idwt3d(c, self.lll_scale, self.output_size, self.layout),
+            dwt_affine(inverse=True),
+        )
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
         """Redo the forward DWT on a volume returned by :meth:`__call__`.
@@ -503,7 +510,19 @@ class HaarIDWT3D(InvertibleTransform):
             return transform(data)
 
 
-class HaarDWT3Dd(MapTransform, InvertibleTransform):
+class _WaveletMapd(MapTransform, InvertibleTransform):
+    """The dictionary loop (and its inverse) shared by :class:`HaarDWT3Dd` and :class:`HaarIDWT3Dd`."""
+
+    transform: HaarDWT3D | HaarIDWT3D
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return apply_to_keys(self, data, self.transform)
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return apply_to_keys(self, data, self.transform.inverse)
+
+
+class HaarDWT3Dd(_WaveletMapd):
     """Dictionary-based wrapper of :py:class:`medgen.transforms.wavelet.HaarDWT3D`.
 
     Args:
@@ -527,20 +546,8 @@ class HaarDWT3Dd(MapTransform, InvertibleTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = HaarDWT3D(lll_scale, padding_mode, layout)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform.inverse(d[key])
-        return d
-
-
-class HaarIDWT3Dd(MapTransform, InvertibleTransform):
+class HaarIDWT3Dd(_WaveletMapd):
     """Dictionary-based wrapper of :py:class:`medgen.transforms.wavelet.HaarIDWT3D`.
 
     Args:
@@ -563,18 +570,6 @@ class HaarIDWT3Dd(MapTransform, InvertibleTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = HaarIDWT3D(lll_scale, output_size, layout)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform.inverse(d[key])
-        return d
 
 
 HaarDWT3DD = HaarDWT3DDict = HaarDWT3Dd
