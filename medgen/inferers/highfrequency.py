@@ -146,7 +146,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
       plus high-frequency white noise); ``"vp"`` ``N(0, I)``; ``"ve"`` ``N(0, sigma_max^2 I)``;
     - result: the last predictor's noise-free ``x_mean`` (``denoise=True``, official ``noise_removal``) or ``x``.
 
-    Network calls: ``N * (corrector_steps + 1)``. Everything runs under ``torch.no_grad``.
+    Network calls: ``N * (corrector_steps + 1)``. Everything runs under ``torch.no_grad``. In a MONAI
+    ``SupervisedEvaluator``, hand ``mask`` and ``sensitivity_maps`` over as the keyword arguments returned by a
+    custom ``prepare_batch``.
 
     Official quirks reproduced by default (and how to switch them off):
 
@@ -473,9 +475,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
                 f"sensitivity_maps must be shaped ({batch} or 1, {coils}, {height}, {width}) to match the k-space "
                 f"{tuple(kspace.shape)}, got {tuple(sensitivity_maps.shape)}."
             )
-        if sensitivity_maps.device != kspace.device:
-            sensitivity_maps = sensitivity_maps.to(kspace.device)
-        return kspace, mask.to(kspace.device), sensitivity_maps
+        return kspace, mask, sensitivity_maps
 
     def initial_sample(
         self,
