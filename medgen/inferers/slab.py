@@ -258,8 +258,9 @@ class SemanticDiffusionInferer(SamplingInferer):
     **Differences from the official code** (defaults are the official sampler). ``timestep_respacing`` and
     ``sampler="ddim"`` work here; in the official ``image_sample.py`` ``--use_ddim`` is broken (``ddim_sample_loop``
     receives ``history`` as its ``noise`` argument and returns one value where two are unpacked). The official
-    post-processing (``utils/postprocess_hr.py``: values above 0.999 set to ``--level`` 0.9, samples saved as
-    ``(x + 1) / 2``) is available as ``threshold_level`` and ``rescale_output``, off by default.
+    post-processing (``utils/postprocess_lr.py`` and ``postprocess_hr.py``: values above 0.999 set to ``--level``
+    0.9, samples saved as ``(x + 1) / 2``) is available as ``threshold_level`` and ``rescale_output``, off by default;
+    their optional per-slab intensity matching to ground-truth percentiles needs real data and is not included.
 
     Args:
         diffusion: the process; default :func:`sdm_diffusion`.

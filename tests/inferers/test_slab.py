@@ -7,6 +7,7 @@ tiny :class:`~medgen.networks.sdm_unet.SDMUNet` checks the real network path.
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
+import medgen.inferers.slab as slab_module
 from medgen.diffusion.guidance import classifier_free_guidance
 from medgen.inferers.loop import make_generator
 from medgen.inferers.slab import (
@@ -388,3 +390,8 @@ def test_postprocessing_matches_official_thresholding():
     expected[expected > 0.999] = 0.9
     torch.testing.assert_close(post.as_tensor(), (expected + 1) / 2, rtol=0, atol=0)
     assert (raw > 0.999).any()
+
+
+def test_docstring_example_runs():
+    result = doctest.testmod(slab_module, verbose=False)
+    assert result.attempted >= 8 and result.failed == 0
