@@ -12,6 +12,10 @@ SDM U-Net with SPADE normalisation and anisotropic resampling) can be assembled 
 - :class:`AttentionBlock` with :class:`QKVAttention`: self-attention over all spatial positions.
 - :class:`TimestepBlock` / :class:`ConditionedTimestepBlock` / :class:`TimestepEmbedSequential`: a container that
   feeds the timestep embedding (and an optional extra condition, e.g. a label map) to the layers that take them.
+- :class:`TimestepMLP` (``time_embed``) and :func:`output_head` (``out``): the two ends of every U-Net.
+- :func:`resample_layer`, :func:`embedding_layers`, :func:`skip_layer`, :func:`project_embedding`,
+  :func:`checkpointed`: the parts residual blocks with other norms (SDM's SPADE, WDM's wavelets) share with
+  :class:`ResBlock`; :func:`check_input_shape`, :func:`batch_timesteps`: the input checks of every U-Net.
 
 Parameter names follow guided-diffusion exactly (``in_layers.0``, ``emb_layers.1``, ``out_layers.3``,
 ``skip_connection``, ``norm``, ``qkv``, ``proj_out``, ``op``, ``conv``) so official state dicts load unchanged.
@@ -20,7 +24,7 @@ Parameter names follow guided-diffusion exactly (``in_layers.0``, ``emb_layers.1
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +44,13 @@ __all__ = [
     "batch_timesteps",
     "Upsample",
     "Downsample",
+    "resample_layer",
+    "embedding_layers",
+    "skip_layer",
+    "project_embedding",
+    "checkpointed",
+    "TimestepMLP",
+    "output_head",
     "TimestepBlock",
     "ConditionedTimestepBlock",
     "TimestepEmbedSequential",
@@ -157,7 +168,21 @@ def batch_timesteps(timesteps: torch.Tensor | float, x: torch.Tensor) -> torch.T
     return timesteps
 
 
-class Upsample(nn.Module):
+class _Resample(nn.Module):
+    """Resampling by an integer factor per spatial axis; a channel change needs a convolution."""
+
+    def __init__(
+        self, channels: int, spatial_dims: int, use_conv: bool, out_channels: int | None, factor: int | Sequence[int]
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.out_channels = out_channels or channels
+        if not use_conv and self.out_channels != channels:
+            raise ValueError(f"out_channels ({self.out_channels}) != channels ({channels}) requires use_conv=True.")
+        self.factor = resample_factors(factor, spatial_dims)
+
+
+class Upsample(_Resample):
     """Nearest-neighbour upsampling by an integer factor per spatial axis, optionally followed by a 3x3 convolution.
 
     Args:
@@ -167,6 +192,9 @@ class Upsample(nn.Module):
         out_channels: output channels (only with ``use_conv``), default C.
         factor: one integer or one per spatial axis, e.g. ``(1, 2, 2)`` (official ``resample_2d``: only the last two
             axes) or ``(2, 2, 1)`` (CTCA SDM: only the first two axes).
+
+    Raises:
+        ValueError: ``out_channels`` differs from ``channels`` without ``use_conv``, or a bad ``factor``.
     """
 
     def __init__(
@@ -177,12 +205,7 @@ class Upsample(nn.Module):
         out_channels: int | None = None,
         factor: int | Sequence[int] = 2,
     ) -> None:
-        super().__init__()
-        self.channels = channels
-        self.out_channels = out_channels or channels
-        if not use_conv and self.out_channels != channels:
-            raise ValueError(f"out_channels ({self.out_channels}) != channels ({channels}) requires use_conv=True.")
-        self.factor = resample_factors(factor, spatial_dims)
+        super().__init__(channels, spatial_dims, use_conv, out_channels, factor)
         self.conv = conv_nd(spatial_dims, channels, self.out_channels, 3, padding=1) if use_conv else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +215,7 @@ class Upsample(nn.Module):
         return self.conv(x) if self.conv is not None else x
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample):
     """Downsampling by an integer factor per spatial axis: strided 3x3 convolution (``op``) or average pooling.
 
     Args:
@@ -201,6 +224,9 @@ class Downsample(nn.Module):
         use_conv: strided convolution (kernel 3, padding 1, stride ``factor``) instead of average pooling.
         out_channels: output channels (only with ``use_conv``), default C.
         factor: one integer or one per spatial axis (see :class:`Upsample`).
+
+    Raises:
+        ValueError: ``out_channels`` differs from ``channels`` without ``use_conv``, or a bad ``factor``.
     """
 
     def __init__(
@@ -211,20 +237,82 @@ class Downsample(nn.Module):
         out_channels: int | None = None,
         factor: int | Sequence[int] = 2,
     ) -> None:
-        super().__init__()
-        self.channels = channels
-        self.out_channels = out_channels or channels
-        self.factor = resample_factors(factor, spatial_dims)
+        super().__init__(channels, spatial_dims, use_conv, out_channels, factor)
         if use_conv:
             self.op = conv_nd(spatial_dims, channels, self.out_channels, 3, stride=self.factor, padding=1)
         else:
-            if self.out_channels != channels:
-                raise ValueError(f"out_channels ({self.out_channels}) != channels ({channels}) requires use_conv=True.")
             self.op = Pool[Pool.AVG, spatial_dims](kernel_size=self.factor, stride=self.factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, out_channels, *(S // factor))."""
         return self.op(x)
+
+
+def resample_layer(
+    resample: str | None, channels: int, spatial_dims: int, factor: int | Sequence[int]
+) -> Upsample | Downsample | None:
+    """The parameter-free resampling of a residual block: ``None``, ``"up"`` (nearest) or ``"down"`` (average pool).
+
+    Raises:
+        ValueError: ``resample`` is none of these.
+    """
+    if resample is None:
+        return None
+    if resample == "up":
+        return Upsample(channels, spatial_dims, factor=factor)
+    if resample == "down":
+        return Downsample(channels, spatial_dims, factor=factor)
+    raise ValueError(f"resample must be None, 'up' or 'down', got {resample!r}.")
+
+
+def embedding_layers(emb_channels: int, out_channels: int, use_scale_shift_norm: bool) -> nn.Sequential:
+    """A residual block's ``emb_layers``: SiLU, then Linear to ``out_channels`` (twice that for scale and shift)."""
+    return nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
+
+
+def skip_layer(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    """A residual block's ``skip_connection``: identity, or a 1x1 convolution when the channels change."""
+    if out_channels == in_channels:
+        return nn.Identity()
+    return conv_nd(spatial_dims, in_channels, out_channels, 1)
+
+
+def project_embedding(emb_layers: nn.Module, emb: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``emb_layers(emb)`` (B, E') in ``h``'s dtype, reshaped to (B, E', 1, ..., 1) to broadcast over ``h``'s space."""
+    emb_out = emb_layers(emb).type(h.dtype)
+    return emb_out.reshape(*emb_out.shape, *([1] * (h.ndim - 2)))
+
+
+def checkpointed(function: Callable[..., Any], enabled: bool, *args: Any) -> Any:
+    """``function(*args)``, recomputing its activations in the backward pass when ``enabled`` and grads are on."""
+    if enabled and torch.is_grad_enabled():
+        return activation_checkpoint(function, *args, use_reentrant=False)
+    return function(*args)
+
+
+class TimestepMLP(nn.Sequential):
+    """guided-diffusion's ``time_embed``: the sinusoidal :func:`timestep_embedding`, then Linear-SiLU-Linear.
+
+    Args:
+        model_channels: width C of the sinusoidal embedding.
+        emb_channels: width E of the output (4C in guided-diffusion).
+    """
+
+    def __init__(self, model_channels: int, emb_channels: int) -> None:
+        super().__init__(nn.Linear(model_channels, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels))
+        self.model_channels = model_channels
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """(B,) timesteps -> (B, E) embedding in the dtype of the layers."""
+        return super().forward(timestep_embedding(timesteps, self.model_channels).to(self[0].weight.dtype))
+
+
+def output_head(
+    spatial_dims: int, channels: int, out_channels: int, num_groups: int, zero_init: bool = True
+) -> nn.Sequential:
+    """The ``out`` layers of a guided-diffusion U-Net: GroupNorm-SiLU-3x3 conv, zero-initialised by default."""
+    conv = conv_nd(spatial_dims, channels, out_channels, 3, padding=1)
+    return nn.Sequential(GroupNorm32(num_groups, channels), nn.SiLU(), zero_module(conv) if zero_init else conv)
 
 
 class TimestepBlock(nn.Module):
@@ -295,27 +383,15 @@ class ResBlock(TimestepBlock):
             nn.SiLU(),
             conv_nd(spatial_dims, in_channels, self.out_channels, 3, padding=1),
         )
-        if resample is None:
-            self.resample: nn.Module | None = None
-        elif resample == "up":
-            self.resample = Upsample(in_channels, spatial_dims, factor=resample_factor)
-        elif resample == "down":
-            self.resample = Downsample(in_channels, spatial_dims, factor=resample_factor)
-        else:
-            raise ValueError(f"resample must be None, 'up' or 'down', got {resample!r}.")
-        self.emb_layers = nn.Sequential(
-            nn.SiLU(), nn.Linear(emb_channels, 2 * self.out_channels if use_scale_shift_norm else self.out_channels)
-        )
+        self.resample = resample_layer(resample, in_channels, spatial_dims, resample_factor)
+        self.emb_layers = embedding_layers(emb_channels, self.out_channels, use_scale_shift_norm)
         self.out_layers = nn.Sequential(
             GroupNorm32(num_groups, self.out_channels),
             nn.SiLU(),
             nn.Dropout(p=dropout),
             zero_module(conv_nd(spatial_dims, self.out_channels, self.out_channels, 3, padding=1)),
         )
-        if self.out_channels == in_channels:
-            self.skip_connection: nn.Module = nn.Identity()
-        else:
-            self.skip_connection = conv_nd(spatial_dims, in_channels, self.out_channels, 1)
+        self.skip_connection = skip_layer(spatial_dims, in_channels, self.out_channels)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -325,9 +401,7 @@ class ResBlock(TimestepBlock):
         Returns:
             (B, out_channels, *S') with S' = S, S * factor (up) or S // factor (down).
         """
-        if self.use_checkpoint and torch.is_grad_enabled():
-            return activation_checkpoint(self._forward, x, emb, use_reentrant=False)
-        return self._forward(x, emb)
+        return checkpointed(self._forward, self.use_checkpoint, x, emb)
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.resample is not None:
@@ -340,8 +414,7 @@ class ResBlock(TimestepBlock):
 
     def apply_embedding(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Inject the timestep embedding into ``h`` (B, out_channels, *S) and run ``out_layers``."""
-        emb_out = self.emb_layers(emb).type(h.dtype)
-        emb_out = emb_out.reshape(*emb_out.shape, *([1] * (h.ndim - 2)))
+        emb_out = project_embedding(self.emb_layers, emb, h)
         if self.use_scale_shift_norm:
             scale, shift = torch.chunk(emb_out, 2, dim=1)
             h = self.out_layers[0](h) * (1 + scale) + shift
@@ -424,9 +497,7 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, C, *S)."""
-        if self.use_checkpoint and torch.is_grad_enabled():
-            return activation_checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+        return checkpointed(self._forward, self.use_checkpoint, x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, *spatial = x.shape

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,39 +13,41 @@ from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint,
 from medgen.networks.guided_layers import (
     AttentionBlock,
     Downsample,
-    GroupNorm32,
     ResBlock,
     TimestepEmbedSequential,
+    TimestepMLP,
     Upsample,
     batch_timesteps,
     check_input_shape,
     conv_nd,
+    output_head,
     resample_factors,
-    timestep_embedding,
-    zero_module,
 )
 
 __all__ = [
     "GuidedUNet",
+    "build_decoder",
+    "build_encoder",
     "guided_unet_from_official",
     "official_flat_state_dict",
     "official_unet_kwargs",
     "parse_channel_mult",
 ]
 
-# earlier private names of the public helpers in guided_layers (medgen.networks.sdm_unet imports them)
-_check_input = check_input_shape
-_batch_timesteps = batch_timesteps
-
 # official UNetModel arguments that do not change the computation in medgen (see GuidedUNet.from_config)
 _IGNORED_OFFICIAL_KEYS = frozenset({"image_size", "use_fp16", "decoder_device_thresh"})
 
 
-def parse_channel_mult(channel_mult: str | Sequence[int]) -> tuple[int, ...]:
+def parse_channel_mult(channel_mult: str | Sequence[float], allow_fractions: bool = False) -> tuple[float, ...]:
     """``"1,2,2,4,4"`` or ``(1, 2, 2, 4, 4)`` -> ``(1, 2, 2, 4, 4)``.
 
+    Args:
+        channel_mult: comma-separated integers, or a sequence of numbers.
+        allow_fractions: also accept positive non-integer multipliers in a sequence (the official SDM ``0.5`` for
+            image size 512); otherwise every entry must be an integer >= 1.
+
     Raises:
-        ValueError: empty or not positive integers.
+        ValueError: empty, or an entry is not a positive integer (or positive number with ``allow_fractions``).
     """
     if isinstance(channel_mult, str):
         try:
@@ -54,9 +56,120 @@ def parse_channel_mult(channel_mult: str | Sequence[int]) -> tuple[int, ...]:
             raise ValueError(f"channel_mult must be comma-separated integers, got '{channel_mult}'.") from err
     else:
         mult = tuple(channel_mult)
-    if not mult or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in mult):
-        raise ValueError(f"channel_mult must be a non-empty sequence of positive integers, got {channel_mult!r}.")
+
+    def valid(m: Any) -> bool:
+        if isinstance(m, bool):
+            return False
+        if isinstance(m, int):
+            return m >= 1
+        return allow_fractions and isinstance(m, float) and m > 0
+
+    if not mult or not all(valid(m) for m in mult):
+        kind = "numbers" if allow_fractions else "integers"
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive {kind}, got {channel_mult!r}.")
     return mult
+
+
+def build_encoder(
+    stem: nn.Module,
+    stem_channels: int,
+    widths: Sequence[int],
+    num_res_blocks: int,
+    attention_rates: Sequence[int],
+    res_block: Callable[[int, int], nn.Module],
+    attention: Callable[[int], nn.Module],
+    downsample: Callable[[int], nn.Module],
+) -> tuple[nn.ModuleList, list[int], int, int]:
+    """guided-diffusion's ``input_blocks``: the stem, then per level ``num_res_blocks`` residual blocks (each followed
+    by attention where the downsample rate is in ``attention_rates``) and, except at the last level, a downsampling.
+
+    Layers are built in the official order (seeded construction draws the official initial weights).
+
+    Args:
+        stem: the input convolution (to ``stem_channels``).
+        stem_channels: output channels of ``stem``.
+        widths: output channels of the residual blocks of each level.
+        num_res_blocks: residual blocks per level.
+        attention_rates: downsample rates (1, 2, 4, ...) whose blocks get attention.
+        res_block: ``(in_channels, out_channels) -> block``.
+        attention: ``channels -> attention block``.
+        downsample: ``channels -> downsampling layer``.
+
+    Returns:
+        ``(input_blocks, skip_channels, channels, rate)``: the blocks, the output channels of each (the decoder's skip
+        widths), and the channels and downsample rate at the bottom.
+    """
+    input_blocks = nn.ModuleList([TimestepEmbedSequential(stem)])
+    skip_channels = [stem_channels]
+    ch, rate = stem_channels, 1
+    for level, width in enumerate(widths):
+        for _ in range(num_res_blocks):
+            layers: list[nn.Module] = [res_block(ch, width)]
+            ch = width
+            if rate in attention_rates:
+                layers.append(attention(ch))
+            input_blocks.append(TimestepEmbedSequential(*layers))
+            skip_channels.append(ch)
+        if level != len(widths) - 1:
+            input_blocks.append(TimestepEmbedSequential(downsample(ch)))
+            skip_channels.append(ch)
+            rate *= 2
+    return input_blocks, skip_channels, ch, rate
+
+
+def build_decoder(
+    channels: int,
+    skip_channels: list[int],
+    widths: Sequence[int],
+    num_res_blocks: int,
+    attention_rates: Sequence[int],
+    rate: int,
+    res_block: Callable[[int, int], nn.Module],
+    attention: Callable[[int], nn.Module],
+    upsample: Callable[[int], nn.Module],
+    additive_skips: bool = False,
+) -> tuple[nn.ModuleList, int]:
+    """guided-diffusion's ``output_blocks``: per level (reversed) ``num_res_blocks + 1`` residual blocks, each taking
+    one skip (+ attention where the rate is in ``attention_rates``), the last of each level but level 0 followed by an
+    upsampling.
+
+    With ``additive_skips=False`` a block takes ``cat([h, skip])`` and outputs the level's width; with
+    ``additive_skips=True`` (WDM) it takes ``(h + skip) / 2`` and outputs the width of the NEXT skip it will be
+    averaged with.
+
+    Args:
+        channels: channels at the bottom (output of the middle block).
+        skip_channels: the encoder's skip widths (see :func:`build_encoder`); consumed.
+        widths: residual-block widths per level (encoder order).
+        num_res_blocks: encoder residual blocks per level (the decoder has one more).
+        attention_rates: downsample rates whose blocks get attention.
+        rate: the downsample rate at the bottom.
+        res_block: ``(in_channels, out_channels) -> block``.
+        attention: ``channels -> attention block``.
+        upsample: ``channels -> upsampling layer``.
+        additive_skips: average skips instead of concatenating them.
+
+    Returns:
+        ``(output_blocks, channels)``: the blocks and the channels they output.
+    """
+    output_blocks = nn.ModuleList()
+    ch = channels
+    for level, width in reversed(list(enumerate(widths))):
+        for i in range(num_res_blocks + 1):
+            skip_ch = skip_channels.pop()
+            if additive_skips:
+                block_in, block_out = ch, skip_channels[-1] if skip_channels else skip_ch
+            else:
+                block_in, block_out = ch + skip_ch, width
+            layers: list[nn.Module] = [res_block(block_in, block_out)]
+            ch = block_out
+            if rate in attention_rates:
+                layers.append(attention(ch))
+            if level and i == num_res_blocks:
+                layers.append(upsample(ch))
+                rate //= 2
+            output_blocks.append(TimestepEmbedSequential(*layers))
+    return output_blocks, ch
 
 
 def official_flat_state_dict(checkpoint: str | os.PathLike | Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -179,7 +292,7 @@ class GuidedUNet(nn.Module):
         self.resample_factor = factor
 
         emb_dim = 4 * model_channels
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = TimestepMLP(model_channels, emb_dim)
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, emb_dim)
 
@@ -191,54 +304,30 @@ class GuidedUNet(nn.Module):
             return AttentionBlock(channels, heads, num_head_channels, not use_new_attention_order, num_groups,
                                   use_checkpoint)
 
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(conv_nd(spatial_dims, in_channels, model_channels, 3, padding=1))]
-        )
-        skip_channels = [model_channels]
-        ch, rate = model_channels, 1
-        for level, m in enumerate(mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [res_block(ch, m * model_channels)]
-                ch = m * model_channels
-                if rate in self.attention_resolutions:
-                    layers.append(attention(ch, num_heads))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level != len(mult) - 1:
-                down = (res_block(ch, ch, "down") if resblock_updown
-                        else Downsample(ch, spatial_dims, conv_resample, ch, factor))
-                self.input_blocks.append(TimestepEmbedSequential(down))
-                skip_channels.append(ch)
-                rate *= 2
+        def down(channels: int) -> nn.Module:
+            if resblock_updown:
+                return res_block(channels, channels, "down")
+            return Downsample(channels, spatial_dims, conv_resample, channels, factor)
 
+        def up(channels: int) -> nn.Module:
+            if resblock_updown:
+                return res_block(channels, channels, "up")
+            return Upsample(channels, spatial_dims, conv_resample, channels, factor)
+
+        widths = [m * model_channels for m in mult]
+        stem = conv_nd(spatial_dims, in_channels, model_channels, 3, padding=1)
+        self.input_blocks, skip_channels, ch, rate = build_encoder(
+            stem, model_channels, widths, num_res_blocks, self.attention_resolutions, res_block,
+            lambda c: attention(c, num_heads), down,
+        )
         self.middle_block = TimestepEmbedSequential(
             res_block(ch, ch), *([attention(ch, num_heads)] if bottleneck_attention else []), res_block(ch, ch)
         )
-
-        self.output_blocks = nn.ModuleList()
-        for level, m in reversed(list(enumerate(mult))):
-            for i in range(num_res_blocks + 1):
-                skip_ch = skip_channels.pop()
-                if additive_skips:
-                    block_in = ch
-                    block_out = skip_channels[-1] if skip_channels else model_channels
-                else:
-                    block_in = ch + skip_ch
-                    block_out = m * model_channels
-                layers = [res_block(block_in, block_out)]
-                if rate in self.attention_resolutions:
-                    layers.append(attention(block_out, heads_up))
-                ch = block_out
-                if level and i == num_res_blocks:
-                    layers.append(res_block(ch, ch, "up") if resblock_updown
-                                  else Upsample(ch, spatial_dims, conv_resample, ch, factor))
-                    rate //= 2
-                self.output_blocks.append(TimestepEmbedSequential(*layers))
-
-        self.out = nn.Sequential(
-            GroupNorm32(num_groups, ch), nn.SiLU(),
-            zero_module(conv_nd(spatial_dims, ch, self.out_channels, 3, padding=1)),
+        self.output_blocks, ch = build_decoder(
+            ch, skip_channels, widths, num_res_blocks, self.attention_resolutions, rate, res_block,
+            lambda c: attention(c, heads_up), up, additive_skips=additive_skips,
         )
+        self.out = output_head(spatial_dims, ch, self.out_channels, num_groups)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> GuidedUNet:
@@ -266,7 +355,7 @@ class GuidedUNet(nn.Module):
         """
         check_input_shape(x, self.in_channels, self.spatial_dims, self.resample_factor, len(self.channel_mult) - 1)
         timesteps = batch_timesteps(timesteps, x)
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
+        emb = self.time_embed(timesteps)
         if self.num_classes is not None:
             if y is None or y.shape != (x.shape[0],):
                 raise ValueError(f"y must be (B,) = ({x.shape[0]},) class labels for a class-conditional model, got "

@@ -503,7 +503,34 @@ class FIRConv2d(nn.Module):
         return x
 
 
-class Upsample(nn.Module):
+class _Resample2x(nn.Module):
+    """Resampling by 2 with an optional 3x3 convolution: ``Conv_0`` (plain) or ``Conv2d_0`` (FIR-fused)."""
+
+    up: bool
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        with_conv: bool = False,
+        fir: bool = False,
+        fir_kernel: Sequence[float] = (1, 3, 3, 1),
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        if with_conv:
+            if fir:
+                self.Conv2d_0 = FIRConv2d(
+                    in_ch, out_ch, kernel=3, up=self.up, down=not self.up, resample_kernel=fir_kernel
+                )
+            elif self.up:
+                self.Conv_0 = conv3x3(in_ch, out_ch)
+            else:
+                self.Conv_0 = conv3x3(in_ch, out_ch, stride=2, padding=0)
+        self.with_conv, self.fir, self.fir_kernel = with_conv, fir, tuple(fir_kernel)
+
+
+class Upsample(_Resample2x):
     """Upsampling by 2: nearest (+ ``Conv_0`` 3x3) or FIR (+ fused ``Conv2d_0`` 3x3).
 
     Used by the DDPM U-Net (``fir=False``) and by NCSN++ (``layerspp.Upsample``).
@@ -516,22 +543,7 @@ class Upsample(nn.Module):
         fir_kernel: the 1D FIR taps.
     """
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int | None = None,
-        with_conv: bool = False,
-        fir: bool = False,
-        fir_kernel: Sequence[float] = (1, 3, 3, 1),
-    ) -> None:
-        super().__init__()
-        out_ch = out_ch if out_ch else in_ch
-        if with_conv:
-            if fir:
-                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, up=True, resample_kernel=fir_kernel)
-            else:
-                self.Conv_0 = conv3x3(in_ch, out_ch)
-        self.with_conv, self.fir, self.fir_kernel = with_conv, fir, tuple(fir_kernel)
+    up = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``."""
@@ -541,7 +553,7 @@ class Upsample(nn.Module):
         return self.Conv_0(h) if self.with_conv else h
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample2x):
     """Downsampling by 2: strided ``Conv_0`` 3x3 (TF "SAME" emulated by right/bottom padding) or average pooling, or
     FIR (+ fused ``Conv2d_0`` 3x3).
 
@@ -553,22 +565,7 @@ class Downsample(nn.Module):
         fir_kernel: the 1D FIR taps.
     """
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int | None = None,
-        with_conv: bool = False,
-        fir: bool = False,
-        fir_kernel: Sequence[float] = (1, 3, 3, 1),
-    ) -> None:
-        super().__init__()
-        out_ch = out_ch if out_ch else in_ch
-        if with_conv:
-            if fir:
-                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, down=True, resample_kernel=fir_kernel)
-            else:
-                self.Conv_0 = conv3x3(in_ch, out_ch, stride=2, padding=0)
-        self.with_conv, self.fir, self.fir_kernel = with_conv, fir, tuple(fir_kernel)
+    up = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_ch, H, W)`` -> ``(B, out_ch, H/2, W/2)``."""

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from monai.utils import convert_to_tensor
 from torch import nn
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from medgen.networks.checkpoint import load_state_dict_checked
 from medgen.networks.guided_layers import (
@@ -36,15 +35,21 @@ from medgen.networks.guided_layers import (
     GroupNorm32,
     ResBlock,
     TimestepEmbedSequential,
+    TimestepMLP,
     Upsample,
     batch_timesteps,
     check_input_shape,
+    checkpointed,
     conv_nd,
+    embedding_layers,
+    output_head,
+    project_embedding,
     resample_factors,
-    timestep_embedding,
+    resample_layer,
+    skip_layer,
     zero_module,
 )
-from medgen.networks.guided_unet import official_flat_state_dict, parse_channel_mult
+from medgen.networks.guided_unet import build_decoder, build_encoder, official_flat_state_dict, parse_channel_mult
 
 __all__ = [
     "SPADEGroupNorm",
@@ -194,17 +199,8 @@ class SDMResBlock(ConditionedTimestepBlock):
         if self.has_reference:
             self.in_norm_ref = spade(in_channels, reference_channels)
         self.in_layers = nn.Sequential(nn.SiLU(), conv_nd(spatial_dims, in_channels, self.out_channels, 3, padding=1))
-        if resample is None:
-            self.resample: nn.Module | None = None
-        elif resample == "up":
-            self.resample = Upsample(in_channels, spatial_dims, factor=resample_factor)
-        elif resample == "down":
-            self.resample = Downsample(in_channels, spatial_dims, factor=resample_factor)
-        else:
-            raise ValueError(f"resample must be None, 'up' or 'down', got {resample!r}.")
-        self.emb_layers = nn.Sequential(
-            nn.SiLU(), nn.Linear(emb_channels, 2 * self.out_channels if use_scale_shift_norm else self.out_channels)
-        )
+        self.resample = resample_layer(resample, in_channels, spatial_dims, resample_factor)
+        self.emb_layers = embedding_layers(emb_channels, self.out_channels, use_scale_shift_norm)
         self.out_norm = spade(self.out_channels, label_channels)
         if self.has_reference:
             self.out_norm_ref = spade(self.out_channels, reference_channels)
@@ -213,10 +209,7 @@ class SDMResBlock(ConditionedTimestepBlock):
             nn.Dropout(p=dropout),
             zero_module(conv_nd(spatial_dims, self.out_channels, self.out_channels, 3, padding=1)),
         )
-        if self.out_channels == in_channels:
-            self.skip_connection: nn.Module = nn.Identity()
-        else:
-            self.skip_connection = conv_nd(spatial_dims, in_channels, self.out_channels, 1)
+        self.skip_connection = skip_layer(spatial_dims, in_channels, self.out_channels)
 
     def forward(
         self, x: torch.Tensor, emb: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor | None]
@@ -231,9 +224,7 @@ class SDMResBlock(ConditionedTimestepBlock):
             (B, out_channels, *S') with S' = S, S * factor (up) or S // factor (down).
         """
         y, r = cond
-        if self.use_checkpoint and torch.is_grad_enabled():
-            return activation_checkpoint(self._forward, x, emb, y, r, use_reentrant=False)
-        return self._forward(x, emb, y, r)
+        return checkpointed(self._forward, self.use_checkpoint, x, emb, y, r)
 
     def _normalize(self, h: torch.Tensor, y: torch.Tensor, r: torch.Tensor | None, which: str) -> torch.Tensor:
         out = getattr(self, f"{which}_norm")(h, y)
@@ -248,8 +239,7 @@ class SDMResBlock(ConditionedTimestepBlock):
             x = self.resample(x)
         else:
             h = self.in_layers(h)
-        emb_out = self.emb_layers(emb).type(h.dtype)
-        emb_out = emb_out.reshape(*emb_out.shape, *([1] * (h.ndim - 2)))
+        emb_out = project_embedding(self.emb_layers, emb, h)
         if self.use_scale_shift_norm:
             scale, shift = torch.chunk(emb_out, 2, dim=1)
             h = self._normalize(h, y, r, "out") * (1 + scale) + shift
@@ -343,7 +333,7 @@ class SDMUNet(nn.Module):
                                  ("num_classes", num_classes, 1), ("reference_channels", reference_channels, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-        mult = _channel_mult(channel_mult)
+        mult = parse_channel_mult(channel_mult, allow_fractions=True)
         widths = [int(m * model_channels) for m in mult]
         factor = resample_factors(resample_factor, spatial_dims)
         heads_up = num_heads if num_heads_upsample == -1 else num_heads_upsample
@@ -362,7 +352,7 @@ class SDMUNet(nn.Module):
         self.resample_factor = factor
 
         emb_dim = 4 * model_channels
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = TimestepMLP(model_channels, emb_dim)
 
         def res_block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
             return ResBlock(cin, emb_dim, cout, spatial_dims, dropout, use_scale_shift_norm, resample, factor,
@@ -376,45 +366,27 @@ class SDMUNet(nn.Module):
             return AttentionBlock(channels, heads, num_head_channels, not use_new_attention_order, num_groups,
                                   use_checkpoint)
 
-        ch = widths[0]
-        stem = conv_nd(spatial_dims, in_channels, ch, 3, padding=1)
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(stem)])
-        skip_channels = [ch]
-        rate = 1
-        for level, width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [res_block(ch, width)]
-                ch = width
-                if rate in self.attention_resolutions:
-                    layers.append(attention(ch, num_heads))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level != len(widths) - 1:
-                down = (res_block(ch, ch, "down") if resblock_updown
-                        else Downsample(ch, spatial_dims, conv_resample, ch, factor))
-                self.input_blocks.append(TimestepEmbedSequential(down))
-                skip_channels.append(ch)
-                rate *= 2
+        def down(channels: int) -> nn.Module:
+            if resblock_updown:
+                return res_block(channels, channels, "down")
+            return Downsample(channels, spatial_dims, conv_resample, channels, factor)
 
-        self.middle_block = TimestepEmbedSequential(sdm_block(ch, ch), attention(ch, num_heads), sdm_block(ch, ch))
+        def up(channels: int) -> nn.Module:
+            if resblock_updown:
+                return sdm_block(channels, channels, "up")
+            return Upsample(channels, spatial_dims, conv_resample, channels, factor)
 
-        self.output_blocks = nn.ModuleList()
-        for level, width in reversed(list(enumerate(widths))):
-            for i in range(num_res_blocks + 1):
-                layers = [sdm_block(ch + skip_channels.pop(), width)]
-                ch = width
-                if rate in self.attention_resolutions:
-                    layers.append(attention(ch, heads_up))
-                if level and i == num_res_blocks:
-                    layers.append(sdm_block(ch, ch, "up") if resblock_updown
-                                  else Upsample(ch, spatial_dims, conv_resample, ch, factor))
-                    rate //= 2
-                self.output_blocks.append(TimestepEmbedSequential(*layers))
-
-        self.out = nn.Sequential(
-            GroupNorm32(num_groups, ch), nn.SiLU(),
-            zero_module(conv_nd(spatial_dims, ch, self.out_channels, 3, padding=1)),
+        stem = conv_nd(spatial_dims, in_channels, widths[0], 3, padding=1)
+        self.input_blocks, skip_channels, ch, rate = build_encoder(
+            stem, widths[0], widths, num_res_blocks, self.attention_resolutions, res_block,
+            lambda c: attention(c, num_heads), down,
         )
+        self.middle_block = TimestepEmbedSequential(sdm_block(ch, ch), attention(ch, num_heads), sdm_block(ch, ch))
+        self.output_blocks, ch = build_decoder(
+            ch, skip_channels, widths, num_res_blocks, self.attention_resolutions, rate, sdm_block,
+            lambda c: attention(c, heads_up), up,
+        )
+        self.out = output_head(spatial_dims, ch, self.out_channels, num_groups)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SDMUNet:
@@ -514,7 +486,7 @@ class SDMUNet(nn.Module):
             raise ValueError("r was given but the model has no reference branch (reference_channels=0).")
         cond = (y.to(x.dtype), r)
 
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
+        emb = self.time_embed(timesteps)
         skips = []
         h = x
         for block in self.input_blocks:
@@ -524,15 +496,6 @@ class SDMUNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, cond)
         return self.out(h)
-
-
-def _channel_mult(channel_mult: Sequence[float] | str) -> tuple[float, ...]:
-    """Like :func:`~medgen.networks.guided_unet.parse_channel_mult`, but allowing the official 0.5 (image size 512)."""
-    if not isinstance(channel_mult, str) and any(isinstance(m, float) for m in channel_mult):
-        if not channel_mult or any(m <= 0 for m in channel_mult):
-            raise ValueError(f"channel_mult must be positive numbers, got {channel_mult!r}.")
-        return tuple(channel_mult)
-    return parse_channel_mult(channel_mult)
 
 
 def sdm_unet_from_official(
