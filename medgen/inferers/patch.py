@@ -78,6 +78,20 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
+def _check_patch_settings(patch_size: int, pad: int, mode: str, overlap: int, max_batch: int | None) -> None:
+    """Validate the :class:`PatchDenoiser` settings (shared with :class:`PatchDiffusionInferer`)."""
+    _positive_int(patch_size, "patch_size")
+    _positive_int(pad, "pad")
+    if mode not in PATCH_MODES:
+        raise ValueError(f"mode must be one of {PATCH_MODES}, got {mode!r}.")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}.")
+    if mode == "overlap" and overlap >= patch_size:
+        raise ValueError(f"overlap must be smaller than patch_size={patch_size} in mode='overlap', got {overlap}.")
+    if max_batch is not None:
+        _positive_int(max_batch, "max_batch")
+
+
 class PatchDenoiser:
     """Whole-image denoiser ``D(x; sigma)`` on a zero-padded canvas, assembled from one batched call of a patch network.
 
@@ -126,19 +140,16 @@ class PatchDenoiser:
         max_batch: int | None = None,
     ) -> None:
         if not callable(network):
-            raise TypeError(f"network must be callable as network(patches, sigma, positions), got {type(network).__name__}.")
+            raise TypeError(
+                f"network must be callable as network(patches, sigma, positions), got {type(network).__name__}."
+            )
+        _check_patch_settings(patch_size, pad, mode, overlap, max_batch)
         self.network = network
-        self.patch_size = _positive_int(patch_size, "patch_size")
-        self.pad = _positive_int(pad, "pad")
-        if mode not in PATCH_MODES:
-            raise ValueError(f"mode must be one of {PATCH_MODES}, got {mode!r}.")
+        self.patch_size = patch_size
+        self.pad = pad
         self.mode = mode
-        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-            raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}.")
-        if mode == "overlap" and overlap >= patch_size:
-            raise ValueError(f"overlap must be smaller than patch_size={patch_size} in mode='overlap', got {overlap}.")
         self.overlap = overlap
-        self.max_batch = None if max_batch is None else _positive_int(max_batch, "max_batch")
+        self.max_batch = max_batch
 
     def __repr__(self) -> str:
         return (
@@ -168,8 +179,8 @@ class PatchDenoiser:
             covered = count * ps
             if not image_size + pad <= covered <= image_size + pad + 1:
                 raise ValueError(
-                    f"patch_size={ps} and pad={pad} do not fit a {image_size}-pixel image: the {count} patches per side "
-                    f"cover {covered} pixels, which must lie in [image_size + pad, image_size + pad + 1] = "
+                    f"patch_size={ps} and pad={pad} do not fit a {image_size}-pixel image: the {count} patches per "
+                    f"side cover {covered} pixels, which must lie in [image_size + pad, image_size + pad + 1] = "
                     f"[{image_size + pad}, {image_size + pad + 1}] so that every random offset covers the image and "
                     f"stays on the canvas; use pad={covered - image_size}."
                 )
@@ -193,7 +204,7 @@ class PatchDenoiser:
         return torch.randint(0, self.pad, (batch, 2), generator=generator, device=device)
 
     def patch_indices(self, offset: Sequence[int] | torch.Tensor, image_size: int) -> list[list[int]]:
-        """The official ``getIndices`` list ``[[row0, row1, col0, col1], ...]`` (row-major) for one offset ``(a, b)``."""
+        """The official ``getIndices`` list ``[[row0, row1, col0, col1], ...]`` (row-major) for offset ``(a, b)``."""
         a, b = (int(v) for v in offset)
         ps = self.patch_size
         starts = self.patch_starts(image_size)
@@ -257,7 +268,10 @@ class PatchDenoiser:
                 offsets = self.draw_offsets(batch, generator, x.device)
             offsets = torch.as_tensor(offsets, device=x.device)
             if offsets.dtype.is_floating_point or offsets.shape not in ((2,), (batch, 2)):
-                raise ValueError(f"offsets must be integers of shape (2,) or ({batch}, 2), got {offsets.dtype} {tuple(offsets.shape)}.")
+                raise ValueError(
+                    f"offsets must be integers of shape (2,) or ({batch}, 2), "
+                    f"got {offsets.dtype} {tuple(offsets.shape)}."
+                )
             if offsets.min() < 0 or offsets.max() >= self.pad:
                 raise ValueError(f"offsets must lie in [0, pad - 1 = {self.pad - 1}], got {offsets.tolist()}.")
             denoised = self._denoise_random(x, sigma, offsets.long().expand(batch, 2), len(starts))
@@ -441,8 +455,7 @@ class PatchDiffusionInferer(SamplingInferer):
             clamp = (float(clamp[0]), float(clamp[1]))
         if ddnm and solver != "langevin":
             raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {solver!r}.")
-        # validates patch_size, pad, patch_mode, overlap and max_batch
-        PatchDenoiser(lambda *a: None, patch_size, pad, mode=patch_mode, overlap=overlap, max_batch=max_batch)
+        _check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
         self.operator = operator
         self.patch_size = patch_size
         self.pad = pad
@@ -509,7 +522,8 @@ class PatchDiffusionInferer(SamplingInferer):
         """Norms of a measurement-shaped tensor, keepdim, grouped by ``residual_norm``."""
         if self.residual_norm == "batch":
             return torch.linalg.vector_norm(r)
-        dims = [d for d in range(1, r.ndim) if not (self.residual_norm == "per_image" and r.ndim == 5 and d == self.slice_axis % 5)]
+        keep = self.slice_axis % 5 if self.residual_norm == "per_image" and r.ndim == 5 else None
+        dims = [d for d in range(1, r.ndim) if d != keep]
         return torch.linalg.vector_norm(r, dim=dims, keepdim=True)
 
     def _canvas_norms(self, t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -525,11 +539,16 @@ class PatchDiffusionInferer(SamplingInferer):
     def _check_inputs(self, y: torch.Tensor, network: Any, operator: LinearOperator) -> tuple[torch.Size, int]:
         """Validate the call; returns the image shape and its in-plane size ``w``."""
         if not callable(network):
-            raise TypeError(f"network must be callable as network(patches, sigma, positions), got {type(network).__name__}.")
+            raise TypeError(
+                f"network must be callable as network(patches, sigma, positions), got {type(network).__name__}."
+            )
         if not y.is_floating_point():
             raise TypeError(f"inputs must be a real floating-point measurement, got dtype {y.dtype}.")
         if y.ndim not in (4, 5):
-            raise ValueError(f"inputs must be a batched measurement (B, C, ...) with 2 or 3 spatial dims, got shape {tuple(y.shape)}.")
+            raise ValueError(
+                "inputs must be a batched measurement (B, C, ...) with 2 or 3 spatial dims, "
+                f"got shape {tuple(y.shape)}."
+            )
         try:
             with torch.no_grad():
                 image_shape = operator.adjoint(y).shape
@@ -537,29 +556,40 @@ class PatchDiffusionInferer(SamplingInferer):
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"inputs of shape {tuple(y.shape)} is not a measurement of {operator!r}: {err}") from err
         if measured_shape != y.shape:
-            raise ValueError(f"operator maps images {tuple(image_shape)} to {tuple(measured_shape)}, but inputs is {tuple(y.shape)}.")
+            raise ValueError(
+                f"operator maps images {tuple(image_shape)} to {tuple(measured_shape)}, but inputs is {tuple(y.shape)}."
+            )
         if len(image_shape) != y.ndim:
-            raise ValueError(f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions.")
+            raise ValueError(
+                f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions."
+            )
         if len(image_shape) == 5:
             plane = [s for d, s in enumerate(image_shape) if d >= 2 and d != self.slice_axis % 5]
             if self.residual_norm == "per_image" and y.shape[self.slice_axis] != image_shape[self.slice_axis]:
                 raise ValueError(
                     f"residual_norm='per_image' needs an operator acting slice by slice along slice_axis="
-                    f"{self.slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} differ "
-                    "along it; use residual_norm='per_item' or the operator's slice axis."
+                    f"{self.slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
+                    "differ along it; use residual_norm='per_item' or the operator's slice axis."
                 )
         else:
             plane = list(image_shape[-2:])
         if plane[0] != plane[1]:
-            raise ValueError(f"PaDIS works on square images; the operator's images {tuple(image_shape)} have {plane[0]}x{plane[1]} slices.")
+            raise ValueError(
+                f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
+                f"{plane[0]}x{plane[1]} slices."
+            )
         channels = getattr(network, "img_channels", None)
         if isinstance(channels, int) and channels != image_shape[1]:
-            raise ValueError(f"network denoises {channels}-channel images, the operator's images have {image_shape[1]} channels.")
+            raise ValueError(
+                f"network denoises {channels}-channel images, the operator's images have {image_shape[1]} channels."
+            )
         PatchDenoiser(network, self.patch_size, self.pad, self.patch_mode, self.overlap).patch_starts(plane[0])
         return image_shape, plane[0]
 
     # ----------------------------------------------------------------- call
-    def __call__(self, inputs: torch.Tensor, network: PatchNetwork, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
+    def __call__(  # type: ignore[override]
+        self, inputs: torch.Tensor, network: PatchNetwork, *args: Any, **kwargs: Any
+    ) -> MetaTensor:
         """Reconstruct images from the measurement ``inputs``.
 
         Args:
@@ -575,8 +605,9 @@ class PatchDiffusionInferer(SamplingInferer):
             the reconstruction ``(B, C, H, W)`` (or the volume ``(B, C, D1, D2, D3)``) as a MetaTensor, clamped to
             ``clamp``. Meta: the input's meta is copied (a sinogram MetaTensor from
             :class:`~medgen.transforms.sinogram.ParallelBeamProject` carries the source image's affine, which is thus
-            the reconstruction's; its ``"ct_geometry"`` entry is dropped). For a :class:`~medgen.physics.blur.Downsample`
-            operator the affine is refined to the ``factor`` times finer grid (voxel centres of block means).
+            the reconstruction's; its ``"ct_geometry"`` entry is dropped). For a
+            :class:`~medgen.physics.blur.Downsample` operator the affine is refined to the ``factor`` times finer
+            grid (block means sit at the centres of their blocks).
 
         Raises:
             ValueError: the measurement does not fit the operator, or the sizes do not fit ``patch_size``/``pad``.
