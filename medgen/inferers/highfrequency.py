@@ -225,7 +225,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         from medgen.networks.ddpm import DDPMUNet
         from medgen.physics.mri import fft2c
 
-        network = DDPMUNet(image_size=32, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()).eval()
+        network = DDPMUNet(image_size=32, nf=32, ch_mult=(1, 2), num_res_blocks=0, attn_resolutions=()).eval()
         image = torch.randn(1, 1, 32, 32, dtype=torch.complex64)
         maps = torch.ones(1, 4, 32, 32, dtype=torch.complex64) / 2              # sum_c |S_c|^2 = 1
         mask = torch.zeros(32, 32)
@@ -234,7 +234,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         kspace = fft2c(maps * image) * mask                                      # (1, 4, 32, 32) complex
         low_frequency = torch.zeros(32, 32)
         low_frequency[:, 14:18] = 1                                              # HFS training mask M
-        inferer = HighFrequencySpaceInferer(low_frequency, num_steps=4, seed=0, progress=False)
+        inferer = HighFrequencySpaceInferer(low_frequency, num_steps=2, seed=0, progress=False)
         recon = inferer(kspace, network, mask=mask, sensitivity_maps=maps)      # (1, 1, 32, 32) complex MetaTensor
     """
 
