@@ -187,15 +187,24 @@ class VESDE(SDE):
         sigma_min: smallest noise standard deviation (data units).
         sigma_max: largest noise standard deviation (data units).
         N: number of discretisation steps.
+        table_size: length of the ``discrete_sigmas`` table (default ``N``). HFS-SDE's accelerated VE baseline builds
+            the table with 1000 entries and then samples with ``N=300`` steps (official ``sde.N = sampling.N``), so
+            :meth:`discretize` reads only the smallest 300 sigmas: reproduce it with ``N=300, table_size=1000``.
     """
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000) -> None:
+    def __init__(
+        self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000, table_size: int | None = None
+    ) -> None:
         super().__init__(N)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}.")
+        table_size = N if table_size is None else table_size
+        if isinstance(table_size, bool) or not isinstance(table_size, int) or table_size < N:
+            raise ValueError(f"table_size must be an integer >= N = {N}, got {table_size!r}.")
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
-        self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N))
+        self.table_size = table_size
+        self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), table_size))
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Noise standard deviation ``sigma(t)`` (data units) at continuous times ``t``."""

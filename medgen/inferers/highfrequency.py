@@ -354,11 +354,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
             ).to(device)
         if self.sde_name == "vp":
             return VPSDE(self.beta_min, self.beta_max, N=n, table_size=table)
-        # VESDE sizes its sigma table by N: build it at the table length, then sample with N steps (the official
-        # ``sde.N = sampling.N`` mutation).
-        sde = VESDE(self.sigma_min, self.sigma_max, N=n if table is None else table)
-        sde.N = n
-        return sde
+        return VESDE(self.sigma_min, self.sigma_max, N=n, table_size=table)
 
     @staticmethod
     def score_function(network: Callable[..., torch.Tensor], sde: SDE) -> ScoreFn:

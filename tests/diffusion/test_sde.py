@@ -148,3 +148,17 @@ def test_argument_validation():
         HFSSDE([[1, 0]])
     with pytest.raises(ValueError, match="shape"):
         VESDE().marginal_prob(torch.zeros(2, 1, 2, 2), torch.zeros(3))
+
+
+def test_vesde_table_size_reads_the_smallest_sigmas():
+    """HFS-SDE's accelerated VE baseline: a 1000-long sigma table sampled with N=300 steps."""
+    full = VESDE(0.01, 348.0, N=1000)
+    accelerated = VESDE(0.01, 348.0, N=300, table_size=1000)
+    assert torch.equal(accelerated.discrete_sigmas, full.discrete_sigmas)
+    x = torch.zeros(1, 1, 2, 2)
+    t = torch.tensor([1.0])
+    _, g = accelerated.discretize(x, t)
+    expected = torch.sqrt(full.discrete_sigmas[299] ** 2 - full.discrete_sigmas[298] ** 2)
+    assert torch.allclose(g, expected.expand(1))
+    with pytest.raises(ValueError, match="table_size"):
+        VESDE(0.01, 348.0, N=300, table_size=100)
