@@ -7,13 +7,9 @@ import pytest
 import torch
 from scipy import ndimage, signal
 
-from medgen.physics.base import LinearOperator, inner_product
+from medgen.physics.base import LinearOperator
 from medgen.physics.blur import Blur, Downsample, gaussian_kernel, uniform_kernel
-
-
-def relative_adjoint_error(op, x, y) -> float:
-    ax, aty = op(x), op.adjoint(y)
-    return float((inner_product(ax, y) - inner_product(x, aty)).abs() / (ax.norm() * y.norm()))
+from tests.physics.helpers import relative_adjoint_error
 
 
 def test_kernels():

@@ -11,8 +11,8 @@ import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, resize
 
-from medgen.physics.base import inner_product
 from medgen.physics.ct import FBP_FILTERS, ParallelBeamCT, fbp_filter_response
+from tests.physics.helpers import relative_adjoint_error
 
 OFFICIAL = Path(__file__).parents[1] / "data" / "tpdm_physics_official.pt"
 
@@ -24,11 +24,6 @@ def phantom64():
 
 def psnr(a: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10(ref.max() ** 2 / np.mean((a - ref) ** 2)))
-
-
-def relative_adjoint_error(op, x, y) -> float:
-    ax, aty = op(x), op.adjoint(y)
-    return float((inner_product(ax, y) - inner_product(x, aty)).abs() / (ax.norm() * y.norm()))
 
 
 @pytest.mark.parametrize("width", [32, 64])

@@ -17,6 +17,7 @@ from medgen.physics.mri import (
     ifft2c,
 )
 from tests.conftest import load_parity
+from tests.physics.helpers import relative_adjoint_error
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -85,6 +86,7 @@ def test_dot_product_adjoint(convention, coils, channels):
         x, y = complex_to_channels(x), complex_to_channels(y)
     lhs, rhs = inner_product(op(x), y), inner_product(x, op.adjoint(y))
     assert abs(lhs - rhs).item() < 1e-5 * abs(lhs).item()
+    assert relative_adjoint_error(op, x, y) < 1e-12  # the normalisation, float64
     assert op(x).shape == y.shape and op.adjoint(y).shape == x.shape
 
 
@@ -97,6 +99,7 @@ def test_dot_product_real_image_and_volume_axis():
     adj = op.adjoint(y)
     assert not adj.is_complex() and adj.shape == x.shape
     assert abs(inner_product(op(x), y) - inner_product(x, adj)).item() < 1e-10
+    assert relative_adjoint_error(op, x, y) < 1e-12
 
 
 def test_hfs_adjoint_of_full_kspace_is_label():

@@ -183,6 +183,14 @@ def test_generic_wavelet_matches_pywt_and_reconstructs(wavelet, shape):
     assert torch.allclose(idwt3d(subband_major, wavelet, 3.0, shape, "subband"), x, atol=1e-9)
 
 
+@pytest.mark.parametrize("wavelet", ["haar", "db3", "bior3.5"])
+def test_inverse_matches_pywt_idwtn(wavelet):
+    # arbitrary coefficients (not the transform of a volume): the synthesis operator itself against PyWavelets
+    coeffs = torch.randn(1, 8, 3, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = pywt.idwtn(dict(zip(PYWT_KEYS, coeffs[0].numpy())), wavelet, mode="periodization")
+    np.testing.assert_allclose(idwt3d(coeffs, wavelet)[0, 0].numpy(), expected, atol=1e-10)
+
+
 def test_generic_haar_equals_fast_haar():
     x = torch.randn(1, 2, 6, 8, 4)
     assert torch.equal(dwt3d(x, "haar", lll_scale=3.0), haar_dwt3d(x, lll_scale=3.0))
