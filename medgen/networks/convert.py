@@ -39,17 +39,29 @@ def from_official(
             ``"guided_unet"`` (WDM, cWDM), ``"wdm_wavunet"`` (WDM), ``"sdm_unet"`` (CTCA SDM), ``"padis_edm"`` (PaDIS).
         checkpoint: a path to the official file (``.pth``/``.pt``/``.pkl``) or an already-loaded dict/state dict in
             the official layout.
-        config: the official configuration, with the official field names (as stored in the parity files).
-        options: loader options, e.g. ``use_ema`` for score_sde checkpoints.
+        config: the official configuration, with the official field names (as stored in the parity files); an
+            ``ml_collections.ConfigDict`` (score_sde) is accepted too. Every loader checks it before reading
+            ``checkpoint``.
+        options: loader options: ``use_ema`` for score_sde checkpoints (default True for ``"score_sde_ncsnpp"``,
+            False for ``"score_sde_ddpm"``, the weights each method samples with), ``key`` for ``"padis_edm"``
+            snapshots (default ``"ema"``); the guided-diffusion kinds take none.
 
     Returns:
         the network, loaded, in eval mode, on the CPU.
+
+    Raises:
+        ValueError: unknown ``kind``, or a config value the network does not support.
+        TypeError: ``config`` is not a mapping, or an option the loader does not take.
+        CheckpointMismatchError: the checkpoint does not fit the configuration (lists missing, unexpected and
+            mis-shaped keys).
 
     Example::
 
         net = from_official("score_sde_ncsnpp", "BMR_ZSR_256_YZ/checkpoint.pth", config)
     """
     loader = _loader(kind)
+    if hasattr(config, "to_dict") and not isinstance(config, Mapping):  # ml_collections.ConfigDict (score_sde)
+        config = config.to_dict()
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of official config fields, got {type(config).__name__}.")
     return loader(checkpoint, config, **options).eval()

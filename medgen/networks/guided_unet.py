@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint, strip_prefix
+from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked, read_checkpoint, strip_prefix
 from medgen.networks.guided_layers import (
     AttentionBlock,
     Downsample,
@@ -385,8 +385,11 @@ def official_unet_kwargs(config: Mapping[str, Any], allowed_extra: Sequence[str]
         allowed_extra: further official keys the caller handles itself (left out of the result).
 
     Raises:
+        TypeError: ``config`` is not a mapping.
         ValueError: unknown or missing keys.
     """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping of official UNetModel arguments, got {type(config).__name__}.")
     known = {
         "in_channels", "model_channels", "out_channels", "num_res_blocks", "attention_resolutions", "dropout",
         "channel_mult", "conv_resample", "dims", "num_classes", "use_checkpoint", "num_heads", "num_head_channels",
@@ -428,5 +431,5 @@ def guided_unet_from_official(
     """
     if options:
         raise TypeError(f"guided_unet_from_official takes no options, got {sorted(options)}.")
-    state = official_flat_state_dict(checkpoint)
-    return load_state_dict_checked(GuidedUNet.from_config(config), state)
+    network = build_uninitialized(lambda: GuidedUNet.from_config(config))  # checks the config before reading the file
+    return load_state_dict_checked(network, official_flat_state_dict(checkpoint))

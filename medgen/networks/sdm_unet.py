@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from medgen.networks.checkpoint import load_state_dict_checked
+from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked
 from medgen.networks.guided_layers import (
     AttentionBlock,
     ConditionedTimestepBlock,
@@ -521,8 +521,8 @@ def sdm_unet_from_official(
     """
     if options:
         raise TypeError(f"sdm_unet_from_official takes no options, got {sorted(options)}.")
-    state = official_flat_state_dict(checkpoint)
-    return load_state_dict_checked(SDMUNet.from_config(config), state)
+    network = build_uninitialized(lambda: SDMUNet.from_config(config))  # checks the config before reading the file
+    return load_state_dict_checked(network, official_flat_state_dict(checkpoint))
 
 
 def one_hot_labels(

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint
+from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked, read_checkpoint
 from medgen.networks.edm_pickle import load_edm_snapshot, module_state_dict, read_edm_pickle
 
 __all__ = [
@@ -813,9 +813,7 @@ def padis_from_official(
     Raises:
         CheckpointMismatchError: the state dict does not fit the configuration (lists the differing keys).
     """
-    with torch.device("meta"):  # skip the random initialisation: every tensor is overwritten by the strict load
-        net = PatchEDMPrecond.from_config(config)
-    net = net.to_empty(device="cpu")
+    net = build_uninitialized(lambda: PatchEDMPrecond.from_config(config))  # checks the config before reading the file
     if isinstance(checkpoint, (str, os.PathLike)) and os.fspath(checkpoint).endswith(".pkl"):
         content: Mapping[str, Any] = load_edm_snapshot(checkpoint, key=key)
     elif isinstance(checkpoint, (str, os.PathLike)):

@@ -9,17 +9,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from medgen.networks.checkpoint import load_state_dict_checked
+from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked
 from medgen.networks.guided_layers import (
-    GroupNorm32,
     ResBlock,
     TimestepEmbedSequential,
+    TimestepMLP,
     batch_timesteps,
     check_input_shape,
+    checkpointed,
     conv_nd,
-    timestep_embedding,
+    output_head,
 )
 from medgen.networks.guided_unet import official_flat_state_dict, official_unet_kwargs, parse_channel_mult
 from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
@@ -36,12 +36,8 @@ __all__ = [
 _LLL_SCALE = 3.0
 
 
-class WaveletDownResBlock(ResBlock):
-    """ResBlock that halves every axis with the 3D Haar DWT and returns the high subbands of its main branch.
-
-    ``h = in_layers(x)`` (full resolution), then ``h -> LLL(h) / 3`` and ``x -> LLL(x) / 3``; the output is
-    ``skip_connection(x) + out_layers(h + emb)``. The seven high subbands of ``h`` (unscaled) are returned as the
-    skip features of the decoder's :class:`WaveletUpResBlock`.
+class _WaveletResBlock(ResBlock):
+    """A 3D :class:`ResBlock` with equal input and output channels whose resampling is a Haar (I)DWT in ``forward``.
 
     Args:
         channels: input = output channels C.
@@ -61,6 +57,20 @@ class WaveletDownResBlock(ResBlock):
         super().__init__(channels, emb_channels, channels, 3, dropout, use_scale_shift_norm, None, 2, num_groups,
                          use_checkpoint)
 
+
+class WaveletDownResBlock(_WaveletResBlock):
+    """ResBlock that halves every axis with the 3D Haar DWT and returns the high subbands of its main branch.
+
+    ``h = in_layers(x)`` (full resolution), then ``h -> LLL(h) / 3`` and ``x -> LLL(x) / 3``; the output is
+    ``skip_connection(x) + out_layers(h + emb)``. The seven high subbands of ``h`` (unscaled) are returned as the
+    skip features of the decoder's :class:`WaveletUpResBlock`.
+
+    Args:
+        channels: input = output channels C.
+        emb_channels: width of the timestep embedding.
+        dropout, use_scale_shift_norm, num_groups, use_checkpoint: as in :class:`ResBlock`.
+    """
+
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, emb: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +82,7 @@ class WaveletDownResBlock(ResBlock):
             ``(out, highs)``: out (B, C, D/2, H/2, W/2); highs (B, 7C, D/2, H/2, W/2), subband-major
             ``[LLH (C), LHL (C), ..., HHH (C)]``.
         """
-        if self.use_checkpoint and torch.is_grad_enabled():
-            return activation_checkpoint(self._forward, x, emb, use_reentrant=False)
-        return self._forward(x, emb)
+        return checkpointed(self._forward, self.use_checkpoint, x, emb)
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = x.shape[1]
@@ -83,7 +91,7 @@ class WaveletDownResBlock(ResBlock):
         return self.skip_connection(x_low) + self.apply_embedding(h[:, :c], emb), h[:, c:]
 
 
-class WaveletUpResBlock(ResBlock):
+class WaveletUpResBlock(_WaveletResBlock):
     """ResBlock that doubles every axis with the inverse 3D Haar DWT, taking the high subbands from the encoder.
 
     ``h = in_layers(x)``, then ``h -> IDWT(3 h, highs)`` and ``x -> IDWT(3 x, highs)`` (the SAME encoder highs for
@@ -93,18 +101,6 @@ class WaveletUpResBlock(ResBlock):
         channels: input = output channels C (equal to the channels of the encoder level).
         emb_channels, dropout, use_scale_shift_norm, num_groups, use_checkpoint: as in :class:`ResBlock`.
     """
-
-    def __init__(
-        self,
-        channels: int,
-        emb_channels: int,
-        dropout: float = 0.0,
-        use_scale_shift_norm: bool = False,
-        num_groups: int = 32,
-        use_checkpoint: bool = False,
-    ) -> None:
-        super().__init__(channels, emb_channels, channels, 3, dropout, use_scale_shift_norm, None, 2, num_groups,
-                         use_checkpoint)
 
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, emb: torch.Tensor, highs: torch.Tensor
@@ -117,9 +113,7 @@ class WaveletUpResBlock(ResBlock):
         Returns:
             (B, C, 2d, 2h, 2w).
         """
-        if self.use_checkpoint and torch.is_grad_enabled():
-            return activation_checkpoint(self._forward, x, emb, highs, use_reentrant=False)
-        return self._forward(x, emb, highs)
+        return checkpointed(self._forward, self.use_checkpoint, x, emb, highs)
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
         h = haar_idwt3d(torch.cat([self.in_layers(x), highs], dim=1), lll_scale=_LLL_SCALE, layout="subband")
@@ -221,7 +215,7 @@ class WavUNet(nn.Module):
         def res_block(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, emb_dim, cout, spatial_dims=3, **block_options)
 
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = TimestepMLP(model_channels, emb_dim)
 
         self.input_blocks = nn.ModuleList(
             [TimestepEmbedSequential(conv_nd(3, in_channels, model_channels, 3, padding=1))]
@@ -248,9 +242,7 @@ class WavUNet(nn.Module):
                                       else TimestepEmbedSequential(up))
 
         self.out_res = nn.ModuleList(TimestepEmbedSequential(res_block(ch, ch)) for _ in range(num_res_blocks))
-        self.out = nn.Sequential(
-            GroupNorm32(num_groups, ch), nn.SiLU(), conv_nd(3, ch, self.out_channels, 3, padding=1)
-        )
+        self.out = output_head(3, ch, self.out_channels, num_groups, zero_init=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WavUNet:
@@ -295,7 +287,7 @@ class WavUNet(nn.Module):
         """
         check_input_shape(x, self.in_channels, 3, (2, 2, 2), len(self.channel_mult))
         timesteps = batch_timesteps(timesteps, x)
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
+        emb = self.time_embed(timesteps)
 
         highs_per_level = []
         h = pyramid = x
@@ -339,10 +331,10 @@ def wavunet_from_official(
     """
     if options:
         raise TypeError(f"wavunet_from_official takes no options, got {sorted(options)}.")
+    network = build_uninitialized(lambda: WavUNet.from_config(config))  # checks the config before reading the file
     state = official_flat_state_dict(checkpoint)
-    net = WavUNet.from_config(config)
-    _check_tied_entries(net, state)
-    return load_state_dict_checked(net, state)
+    _check_tied_entries(network, state)
+    return load_state_dict_checked(network, state)
 
 
 def _check_tied_entries(net: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
