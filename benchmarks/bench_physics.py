@@ -51,7 +51,11 @@ def _time(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) ->
 
     run()  # warm-up: grid caches, FFT plans, allocator
     times = [run() for _ in range(repeats)]
-    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2), "max_ms": round(max(times), 2)}
+    return {
+        "median_ms": round(statistics.median(times), 2),
+        "min_ms": round(min(times), 2),
+        "max_ms": round(max(times), 2),
+    }
 
 
 def _build(case: str, device: torch.device) -> tuple[dict[str, Callable[[], torch.Tensor]], dict]:

@@ -204,12 +204,18 @@ class FilteredBackProject(Transform):
         if operator is not None or preset is not None or angles is not None:
             self.source = _OperatorSource(operator, preset, angles, geometry)
         self.clip = clip
+        # the operator last rebuilt from sinogram meta, with its geometry: its sampling grids are reused
+        self._from_meta: tuple[str, ParallelBeamCT] | None = None
 
     def _operator(self, sinogram: Any) -> ParallelBeamCT:
         if self.source is not None and self.source.operator is not None:
             return self.source.operator
         if isinstance(sinogram, MetaTensor) and GEOMETRY_KEY in sinogram.meta:
-            return ParallelBeamCT(**sinogram.meta[GEOMETRY_KEY])
+            geometry = sinogram.meta[GEOMETRY_KEY]
+            key = repr(sorted((k, v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in geometry.items()))
+            if self._from_meta is None or self._from_meta[0] != key:
+                self._from_meta = (key, ParallelBeamCT(**geometry))
+            return self._from_meta[1]
         if self.source is None or self.image_size is None:
             raise ValueError(
                 "FilteredBackProject needs the geometry: pass operator=, or a sinogram MetaTensor with "

@@ -49,6 +49,17 @@ def test_tpdm_preset_geometry():
     assert op.rotation_center == (128.0, 128.0) and op.detector_center == 181.0 and op.num_ray_samples == 363
 
 
+@pytest.mark.parametrize("size", [32, 64, 100, 128, 255, 256, 320, 512])
+def test_presets_views_and_detectors(size):
+    # TPDM: 36 views over [0, 180) degrees and ceil(sqrt(2) * size) detectors (1 pixel); PaDIS: 20 views
+    tpdm = ParallelBeamCT.tpdm(size)
+    assert tpdm.sinogram_size == (math.ceil(math.sqrt(2) * size), 36)
+    assert tpdm.detector_spacing == 1.0 and tpdm.angles.min() == 0 and tpdm.angles.max() < math.pi
+    padis = ParallelBeamCT.padis(size)
+    assert padis.num_angles == 20 and padis.fbp_filter == "hann" and padis.fbp_frequency_scaling == 0.9
+    torch.testing.assert_close(padis.angles.diff(), torch.full((19,), math.pi / 20, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("size", [64, 65])
 def test_sinogram_matches_skimage_radon(size):
     img = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True)

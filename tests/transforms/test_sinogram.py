@@ -44,6 +44,13 @@ def test_project_matches_operator_and_records_geometry(image):
     assert rec.shape == image.shape and "ct_geometry" not in rec.meta
     torch.testing.assert_close(rec.as_tensor(), op.fbp(sino.as_tensor()[None])[0])
     torch.testing.assert_close(rec.affine, image.affine)
+    # the operator rebuilt from the meta is reused while the geometry stays the same
+    fbp = FilteredBackProject()
+    fbp(sino)
+    first = fbp._operator(sino)
+    assert fbp._operator(sino) is first
+    other = ParallelBeamProject(preset="tpdm", sparsity=20)(image)
+    assert fbp._operator(other) is not first and fbp._operator(other).num_angles == 9
 
 
 def test_angles_operator_and_numpy(image):
