@@ -4,6 +4,7 @@ For each configuration, in a fresh subprocess (so the peak resident memory is th
 
 - ``network_call_s``: seconds of ONE network call on one slab (batch 1, no guidance), median of ``--repeats`` after
   one warm-up call;
+- ``network_call_cpu_s``: the same in process CPU seconds (all threads), less sensitive to a loaded machine;
 - ``step_s``: seconds per sampler step of ``SlabPatchInferer`` on a volume of ``--slabs`` slabs (all slabs in one
   network call, tiled official layout), i.e. ``total / steps`` of a 2-step run (conditioning built once);
 - ``peak_rss_mb``: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the runs, ``model_rss_mb`` after building the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -92,15 +94,16 @@ def run_one(name: str, width: int, slabs: int, repeats: int, device: str) -> dic
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    times = []
+    times, cpu_times = [], []
     with torch.no_grad():
         net(x, t, y, r)  # warm-up (allocator, kernels)
         for _ in range(repeats):
             sync()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             net(x, t, y, r)
             sync()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     inferer = SlabPatchInferer(slab_depth=depth, timestep_respacing=2, seed=0, progress=False)
     sync()
     start = time.perf_counter()
@@ -115,6 +118,7 @@ def run_one(name: str, width: int, slabs: int, repeats: int, device: str) -> dic
         "slabs_per_step": slabs,
         "network_call_s": statistics.median(times),
         "network_call_all_s": times,
+        "network_call_cpu_s": statistics.median(cpu_times),
         "step_s": step,
         "model_rss_mb": model_rss,
         "peak_rss_mb": rss_mb(),
@@ -148,7 +152,8 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(json.dumps({"device": args.device, "torch": torch.__version__, "threads": args.threads or
-                      torch.get_num_threads(), "results": results}, indent=2))
+                      torch.get_num_threads(), "load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+                      "results": results}, indent=2))
 
 
 if __name__ == "__main__":
