@@ -500,7 +500,9 @@ class PerpendicularSliceInferer(SamplingInferer):
             "norm_reduction": self.norm_reduction,
             "zsr_official_init": self.zsr_official_init,
             "zsr_noisy_target": self.zsr_noisy_target,
-            "operator": None if self.operator is None else f"{type(self.operator).__name__}({self.operator.extra_repr()})",
+            "operator": None
+            if self.operator is None
+            else f"{type(self.operator).__name__}({self.operator.extra_repr()})",
         }
 
     # ----------------------------------------------------------------------------------------- networks
@@ -559,7 +561,9 @@ class PerpendicularSliceInferer(SamplingInferer):
                 device, dtype = inputs.device, inputs.dtype
             else:
                 if not (isinstance(inputs, Sequence) and all(isinstance(s, int) and s >= 1 for s in inputs)):
-                    raise TypeError(f"inputs must be a shape (D0, D1, D2) / (B, 1, D0, D1, D2) or a volume, got {inputs!r}.")
+                    raise TypeError(
+                        f"inputs must be a shape (D0, D1, D2) / (B, 1, D0, D1, D2) or a volume, got {inputs!r}."
+                    )
                 shape = tuple(inputs)
                 if len(shape) == 3:
                     shape = (1, 1, *shape)

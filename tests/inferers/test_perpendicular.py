@@ -105,7 +105,9 @@ def test_dps_csmri_step_parity(tiny_net):
     x_free, _ = tpdm_pc_step(PC["x_in"], PC["t"], sde, score_fn, noise=tuple(d["noises"]))
     assert (x_free - d["predictor_x"]).abs().max() > 1e-3
     g = torch.Generator().manual_seed(d["seed_before"])
-    x_g, _ = tpdm_pc_step(PC["x_in"], PC["t"], sde, score_fn, residual=residual, dps_weight=d["dps_weight"], generator=g)
+    x_g, _ = tpdm_pc_step(
+        PC["x_in"], PC["t"], sde, score_fn, residual=residual, dps_weight=d["dps_weight"], generator=g
+    )
     assert (x_g - d["predictor_x"]).abs().max() <= 1e-5 * scale
 
 
@@ -261,7 +263,8 @@ def test_csmri_end_to_end_dps(tiny_net):
     )
     assert ratio < 0.5, ratio  # measured: 0.34
     # parity uses the official (copy-pasted) SV-CT permutation as auxiliary plane, the default the MRI one
-    assert PerpendicularSliceInferer("csmri", dps_weight=0.01, parity=True).auxiliary_plane == PLANE_PRESETS["tpdm_ct"][1]
+    official = PerpendicularSliceInferer("csmri", dps_weight=0.01, parity=True)
+    assert official.auxiliary_plane == PLANE_PRESETS["tpdm_ct"][1]
     assert PerpendicularSliceInferer("csmri", dps_weight=0.01).auxiliary_plane == PLANE_PRESETS["tpdm_mri"][1]
 
 
@@ -270,9 +273,10 @@ def test_svct_end_to_end_dps(tiny_net):
     ct = ParallelBeamCT.tpdm(image_size=16, sparsity=20)
     sinogram = MetaTensor(ct(vol[0].permute(1, 0, 2, 3)).permute(1, 0, 2, 3)[None])  # slice axis 0 kept
     assert sinogram.shape == (1, 1, 16, 23, 9)
-    out = PerpendicularSliceInferer("svct", operator=ct, dps_weight=0.05, steps=2, batch_size=8, seed=0, progress=False)(
-        sinogram, tiny_net
+    inferer = PerpendicularSliceInferer(
+        "svct", operator=ct, dps_weight=0.05, steps=2, batch_size=8, seed=0, progress=False
     )
+    out = inferer(sinogram, tiny_net)
     assert out.shape == (1, 1, 16, 16, 16) and torch.isfinite(out).all()
 
     def measure(volume):
@@ -287,6 +291,17 @@ def test_svct_end_to_end_dps(tiny_net):
         sinogram,
     )
     assert ratio < 0.5, ratio  # measured: 0.31
+    # slices fed to the networks transposed (rows = axis 2): the operator still sees them in its own orientation
+    ratio = _residual_ratio(
+        "svct",
+        lambda w: PerpendicularSliceInferer(
+            "svct", operator=ct, dps_weight=0.2 * w, primary_plane=(0, 2, 1), auxiliary_plane=1, steps=20,
+            batch_size=8, seed=1, progress=False,
+        ),
+        measure,
+        sinogram,
+    )
+    assert ratio < 0.5, ratio
 
 
 def test_per_sample_norms_do_not_depend_on_the_minibatch():
