@@ -154,7 +154,10 @@ def zsr_decoupled_projection(
     """TPDM's MR-ZSR projection: keep ``x``'s decoupled coefficients that ``A`` does not see, take the measured ones
     from ``A^+ y``: ``couple(decouple(A^+ y) * m + decouple(x) * (1 - m))``.
 
-    TPDM initialises with it (``x = prior noise``), and ``A(result) == A(A^+ y)``.
+    ``A(result) == A(A^+ y)``. medgen's corrected TPDM initialisation is this projection of the prior noise. The
+    official TPDM code instead masks the noise in IMAGE space before decoupling,
+    ``couple(decouple(A^+ y) * m + decouple(noise * (1 - m)))``, which is not consistent with the measurement; the
+    perpendicular-slice inferer reproduces that with ``zsr_official_init=True``.
 
     Args:
         x: full-resolution tensor (e.g. ``(N, 1, Y, Z)`` coronal slices, z along ``operator.axis``).
