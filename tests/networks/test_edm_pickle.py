@@ -292,3 +292,39 @@ def test_malicious_torch_archive_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         from_official("padis_edm", path, load_parity("padis_songunet_tiny")["config"])
     assert not marker.exists()
+
+
+def _constant_copy(layout: torch.nn.Module) -> list[float]:
+    """Give every state-dict entry of ``layout`` (built on the meta device) the constant ``i + 1`` (i = its index),
+    as cheap expanded tensors, so each loaded entry shows where it came from. Returns the constants in order."""
+    constants = []
+    for i, (name, tensor) in enumerate(layout.state_dict(keep_vars=True).items()):
+        owner_name, _, attribute = name.rpartition(".")
+        owner = layout.get_submodule(owner_name)
+        value = torch.full((1,), i + 1.0).expand(tensor.shape)
+        if attribute in owner._parameters:
+            owner._parameters[attribute] = torch.nn.Parameter(value, requires_grad=tensor.requires_grad)
+        else:
+            owner._buffers[attribute] = value
+        constants.append(i + 1.0)
+    return constants
+
+
+def test_full_padis_snapshot_in_released_layout(tmp_path, edm_persistence):
+    # the full PaDIS ddpmpp network (54.4M parameters) as network-snapshot-*.pkl: dict(ema=<persisted module>, ...)
+    from tests.networks.test_songunet import PADIS_DDPMPP_304, PADIS_DDPMPP_304_PARAMS, PADIS_DDPMPP_304_TENSORS
+
+    with torch.device("meta"):
+        layout = PatchEDMPrecond.from_config(PADIS_DDPMPP_304)
+    constants = _constant_copy(layout)
+    path = tmp_path / "network-snapshot-004000.pkl"
+    _write_snapshot(path, layout, PADIS_DDPMPP_304, edm_persistence, "class Patch_EDMPrecond: pass\n")
+    assert path.stat().st_size < 2**20  # the expanded constants keep the synthetic file small
+
+    net = from_official("padis_edm", path, PADIS_DDPMPP_304)
+    state = net.state_dict()
+    assert len(state) == PADIS_DDPMPP_304_TENSORS
+    assert sum(p.numel() for p in net.parameters()) == PADIS_DDPMPP_304_PARAMS
+    assert list(state) == list(layout.state_dict())
+    for (name, value), constant in zip(state.items(), constants):
+        assert value.is_contiguous() and torch.all(value == constant), name
