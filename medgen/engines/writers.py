@@ -20,7 +20,43 @@ from monai.data import MetaTensor
 
 from medgen.data.io import save_nifti, save_orthogonal_slices_png
 
-__all__ = ["GeneratedVolumeWriter", "volume_statistics"]
+__all__ = ["GeneratedVolumeWriter", "save_state_dict", "volume_statistics"]
+
+
+def save_state_dict(network: torch.nn.Module, path: str | os.PathLike, main_process_only: bool = True) -> Path | None:
+    """Save ``network``'s plain ``state_dict`` (wrappers removed) to ``path`` atomically (temporary file + rename).
+
+    Used by bundles to write ``models/model.pt`` only after training completed (an interrupted run never replaces
+    the previous weights).
+
+    Args:
+        network: the module (``DataParallel``/``DistributedDataParallel`` are unwrapped).
+        path: the ``.pt`` file to write (its folder is created).
+        main_process_only: under ``torch.distributed``, only rank 0 writes.
+
+    Returns:
+        the written path, or ``None`` on a rank that does not write.
+
+    Raises:
+        TypeError: ``network`` is not an ``nn.Module``.
+    """
+    from medgen.engines.ema import unwrap_network
+    from medgen.engines.trainer import distributed_rank
+
+    if not isinstance(network, torch.nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+    if main_process_only and distributed_rank() != 0:
+        return None
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({k: v.detach().cpu() for k, v in unwrap_network(network).state_dict().items()}, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
 
 
 def volume_statistics(volume: np.ndarray, threshold: float | None = None) -> dict[str, float]:
