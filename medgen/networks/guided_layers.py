@@ -24,7 +24,7 @@ Parameter names follow guided-diffusion exactly (``in_layers.0``, ``emb_layers.1
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "zero_module",
     "conv_nd",
     "GroupNorm32",
+    "check_int_arguments",
     "resample_factors",
     "check_input_shape",
     "batch_timesteps",
@@ -114,6 +115,20 @@ class GroupNorm32(nn.GroupNorm):
         if x.dtype in (torch.float16, torch.bfloat16):
             return super().forward(x.float()).type(x.dtype)
         return super().forward(x)
+
+
+def check_int_arguments(minimums: Mapping[str, tuple[Any, int]]) -> None:
+    """Check constructor arguments that must be integers (not bools) of at least a minimum.
+
+    Args:
+        minimums: ``{name: (value, minimum)}``.
+
+    Raises:
+        ValueError: naming the first argument that is not an integer ``>= minimum``, and what it got.
+    """
+    for name, (value, low) in minimums.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def resample_factors(factor: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:

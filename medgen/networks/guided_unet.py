@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,12 +20,14 @@ from medgen.networks.guided_layers import (
     Upsample,
     batch_timesteps,
     check_input_shape,
+    check_int_arguments,
     conv_nd,
     output_head,
     resample_factors,
 )
 
 __all__ = [
+    "BlockMaker",
     "GuidedUNet",
     "build_decoder",
     "build_encoder",
@@ -68,6 +71,48 @@ def parse_channel_mult(channel_mult: str | Sequence[float], allow_fractions: boo
         kind = "numbers" if allow_fractions else "integers"
         raise ValueError(f"channel_mult must be a non-empty sequence of positive {kind}, got {channel_mult!r}.")
     return mult
+
+
+@dataclass(frozen=True)
+class BlockMaker:
+    """How a guided-diffusion U-Net makes its blocks from its options (shared by :class:`GuidedUNet` and
+    :class:`~medgen.networks.sdm_unet.SDMUNet`); see :class:`ResBlock` and :class:`AttentionBlock` for the fields."""
+
+    emb_channels: int
+    spatial_dims: int
+    dropout: float
+    use_scale_shift_norm: bool
+    resample_factor: tuple[int, ...]
+    num_groups: int
+    use_checkpoint: bool
+    num_head_channels: int
+    use_new_attention_order: bool
+    resblock_updown: bool
+    conv_resample: bool
+
+    def res_block(self, in_channels: int, out_channels: int, resample: str | None = None) -> ResBlock:
+        """A :class:`ResBlock` ``in_channels -> out_channels``, resampling with ``"up"``/``"down"``."""
+        return ResBlock(in_channels, self.emb_channels, out_channels, self.spatial_dims, self.dropout,
+                        self.use_scale_shift_norm, resample, self.resample_factor, self.num_groups,
+                        self.use_checkpoint)
+
+    def attention(self, channels: int, num_heads: int) -> AttentionBlock:
+        """An :class:`AttentionBlock` (``num_heads`` is used when ``num_head_channels == -1``)."""
+        return AttentionBlock(channels, num_heads, self.num_head_channels, not self.use_new_attention_order,
+                              self.num_groups, self.use_checkpoint)
+
+    def down(self, channels: int) -> nn.Module:
+        """The downsampling step: a pooling ResBlock with ``resblock_updown``, else a strided conv or pooling."""
+        if self.resblock_updown:
+            return self.res_block(channels, channels, "down")
+        return Downsample(channels, self.spatial_dims, self.conv_resample, channels, self.resample_factor)
+
+    def up(self, channels: int, res_block: Callable[..., nn.Module] | None = None) -> nn.Module:
+        """The upsampling step: ``res_block(channels, channels, "up")`` (default :meth:`res_block`) with
+        ``resblock_updown``, else nearest upsampling (+ conv with ``conv_resample``)."""
+        if self.resblock_updown:
+            return (res_block or self.res_block)(channels, channels, "up")
+        return Upsample(channels, self.spatial_dims, self.conv_resample, channels, self.resample_factor)
 
 
 def build_encoder(
@@ -269,11 +314,8 @@ class GuidedUNet(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("model_channels", model_channels), ("num_res_blocks", num_res_blocks)):
-            if not isinstance(value, int) or value < (0 if name == "num_res_blocks" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'num_res_blocks' else 'positive'} "
-                                 f"integer, got {value!r}.")
+        check_int_arguments({"in_channels": (in_channels, 1), "out_channels": (out_channels, 1),
+                             "model_channels": (model_channels, 1), "num_res_blocks": (num_res_blocks, 0)})
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be None or a positive integer, got {num_classes!r}.")
         mult = parse_channel_mult(channel_mult)
@@ -296,36 +338,21 @@ class GuidedUNet(nn.Module):
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, emb_dim)
 
-        def res_block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
-            return ResBlock(cin, emb_dim, cout, spatial_dims, dropout, use_scale_shift_norm, resample, factor,
-                            num_groups, use_checkpoint)
-
-        def attention(channels: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(channels, heads, num_head_channels, not use_new_attention_order, num_groups,
-                                  use_checkpoint)
-
-        def down(channels: int) -> nn.Module:
-            if resblock_updown:
-                return res_block(channels, channels, "down")
-            return Downsample(channels, spatial_dims, conv_resample, channels, factor)
-
-        def up(channels: int) -> nn.Module:
-            if resblock_updown:
-                return res_block(channels, channels, "up")
-            return Upsample(channels, spatial_dims, conv_resample, channels, factor)
-
+        blocks = BlockMaker(emb_dim, spatial_dims, dropout, use_scale_shift_norm, factor, num_groups, use_checkpoint,
+                            num_head_channels, use_new_attention_order, resblock_updown, conv_resample)
         widths = [m * model_channels for m in mult]
         stem = conv_nd(spatial_dims, in_channels, model_channels, 3, padding=1)
         self.input_blocks, skip_channels, ch, rate = build_encoder(
-            stem, model_channels, widths, num_res_blocks, self.attention_resolutions, res_block,
-            lambda c: attention(c, num_heads), down,
+            stem, model_channels, widths, num_res_blocks, self.attention_resolutions, blocks.res_block,
+            lambda c: blocks.attention(c, num_heads), blocks.down,
         )
-        self.middle_block = TimestepEmbedSequential(
-            res_block(ch, ch), *([attention(ch, num_heads)] if bottleneck_attention else []), res_block(ch, ch)
-        )
+        middle: list[nn.Module] = [blocks.res_block(ch, ch)]  # built in the official order (seeded init)
+        if bottleneck_attention:
+            middle.append(blocks.attention(ch, num_heads))
+        self.middle_block = TimestepEmbedSequential(*middle, blocks.res_block(ch, ch))
         self.output_blocks, ch = build_decoder(
-            ch, skip_channels, widths, num_res_blocks, self.attention_resolutions, rate, res_block,
-            lambda c: attention(c, heads_up), up, additive_skips=additive_skips,
+            ch, skip_channels, widths, num_res_blocks, self.attention_resolutions, rate, blocks.res_block,
+            lambda c: blocks.attention(c, heads_up), blocks.up, additive_skips=additive_skips,
         )
         self.out = output_head(spatial_dims, ch, self.out_channels, num_groups)
 

@@ -29,16 +29,13 @@ from torch import nn
 
 from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked
 from medgen.networks.guided_layers import (
-    AttentionBlock,
     ConditionedTimestepBlock,
-    Downsample,
     GroupNorm32,
-    ResBlock,
     TimestepEmbedSequential,
     TimestepMLP,
-    Upsample,
     batch_timesteps,
     check_input_shape,
+    check_int_arguments,
     checkpointed,
     conv_nd,
     embedding_layers,
@@ -49,7 +46,13 @@ from medgen.networks.guided_layers import (
     skip_layer,
     zero_module,
 )
-from medgen.networks.guided_unet import build_decoder, build_encoder, official_flat_state_dict, parse_channel_mult
+from medgen.networks.guided_unet import (
+    BlockMaker,
+    build_decoder,
+    build_encoder,
+    official_flat_state_dict,
+    parse_channel_mult,
+)
 
 __all__ = [
     "SPADEGroupNorm",
@@ -328,11 +331,9 @@ class SDMUNet(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-        for name, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
-                                 ("model_channels", model_channels, 1), ("num_res_blocks", num_res_blocks, 0),
-                                 ("num_classes", num_classes, 1), ("reference_channels", reference_channels, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        check_int_arguments({"in_channels": (in_channels, 1), "out_channels": (out_channels, 1),
+                             "model_channels": (model_channels, 1), "num_res_blocks": (num_res_blocks, 0),
+                             "num_classes": (num_classes, 1), "reference_channels": (reference_channels, 0)})
         mult = parse_channel_mult(channel_mult, allow_fractions=True)
         widths = [int(m * model_channels) for m in mult]
         factor = resample_factors(resample_factor, spatial_dims)
@@ -354,37 +355,24 @@ class SDMUNet(nn.Module):
         emb_dim = 4 * model_channels
         self.time_embed = TimestepMLP(model_channels, emb_dim)
 
-        def res_block(cin: int, cout: int, resample: str | None = None) -> ResBlock:
-            return ResBlock(cin, emb_dim, cout, spatial_dims, dropout, use_scale_shift_norm, resample, factor,
-                            num_groups, use_checkpoint)
+        blocks = BlockMaker(emb_dim, spatial_dims, dropout, use_scale_shift_norm, factor, num_groups, use_checkpoint,
+                            num_head_channels, use_new_attention_order, resblock_updown, conv_resample)
 
         def sdm_block(cin: int, cout: int, resample: str | None = None) -> SDMResBlock:
             return SDMResBlock(cin, emb_dim, self.label_channels, cout, spatial_dims, dropout, use_scale_shift_norm,
                                resample, factor, reference_channels, spade_hidden_channels, num_groups, use_checkpoint)
 
-        def attention(channels: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(channels, heads, num_head_channels, not use_new_attention_order, num_groups,
-                                  use_checkpoint)
-
-        def down(channels: int) -> nn.Module:
-            if resblock_updown:
-                return res_block(channels, channels, "down")
-            return Downsample(channels, spatial_dims, conv_resample, channels, factor)
-
-        def up(channels: int) -> nn.Module:
-            if resblock_updown:
-                return sdm_block(channels, channels, "up")
-            return Upsample(channels, spatial_dims, conv_resample, channels, factor)
-
         stem = conv_nd(spatial_dims, in_channels, widths[0], 3, padding=1)
         self.input_blocks, skip_channels, ch, rate = build_encoder(
-            stem, widths[0], widths, num_res_blocks, self.attention_resolutions, res_block,
-            lambda c: attention(c, num_heads), down,
+            stem, widths[0], widths, num_res_blocks, self.attention_resolutions, blocks.res_block,
+            lambda c: blocks.attention(c, num_heads), blocks.down,
         )
-        self.middle_block = TimestepEmbedSequential(sdm_block(ch, ch), attention(ch, num_heads), sdm_block(ch, ch))
+        self.middle_block = TimestepEmbedSequential(
+            sdm_block(ch, ch), blocks.attention(ch, num_heads), sdm_block(ch, ch)
+        )
         self.output_blocks, ch = build_decoder(
             ch, skip_channels, widths, num_res_blocks, self.attention_resolutions, rate, sdm_block,
-            lambda c: attention(c, heads_up), up,
+            lambda c: blocks.attention(c, heads_up), lambda c: blocks.up(c, sdm_block),
         )
         self.out = output_head(spatial_dims, ch, self.out_channels, num_groups)
 

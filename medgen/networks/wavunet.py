@@ -17,6 +17,7 @@ from medgen.networks.guided_layers import (
     TimestepMLP,
     batch_timesteps,
     check_input_shape,
+    check_int_arguments,
     checkpointed,
     conv_nd,
     output_head,
@@ -190,10 +191,8 @@ class WavUNet(nn.Module):
         official_tied_decoder: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("model_channels", model_channels), ("num_res_blocks", num_res_blocks)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_int_arguments({"in_channels": (in_channels, 1), "out_channels": (out_channels, 1),
+                             "model_channels": (model_channels, 1), "num_res_blocks": (num_res_blocks, 1)})
         mult = parse_channel_mult(channel_mult)
         if official_tied_decoder and num_res_blocks == 1 and len(set(mult)) > 1:
             raise ValueError(

@@ -232,3 +232,12 @@ def test_resblock_is_identity_at_init():
     assert torch.equal(block(x, torch.randn(1, 6)), x)  # the last conv of out_layers is zero-initialised
     torch.nn.init.normal_(block.out_layers[3].weight)
     assert not torch.allclose(block(x, torch.randn(1, 6)), x)
+
+
+def test_integer_arguments_are_checked_by_name():
+    with pytest.raises(ValueError, match=r"in_channels must be an integer >= 1, got True"):
+        _tiny_cwdm(in_channels=True)
+    with pytest.raises(ValueError, match=r"num_res_blocks must be an integer >= 0, got -1"):
+        _tiny_cwdm(num_res_blocks=-1)
+    with pytest.raises(ValueError, match=r"channel_mult must be a non-empty sequence of positive integers"):
+        _tiny_cwdm(channel_mult=(1, 0.5))  # fractions only where the official code has them (SDM)
