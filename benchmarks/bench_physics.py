@@ -1,7 +1,8 @@
 """Speed and peak memory of medgen's physics operators and wavelet transforms; prints one JSON object.
 
-Each case runs in its own spawned process, so its peak resident memory (``resource.getrusage(...).ru_maxrss``, in MiB,
-including the Python/torch baseline of that process, reported as ``baseline_rss_mib``) belongs to that case alone.
+Each case runs in its own spawned process, so its peak resident memory (``resource.getrusage(...).ru_maxrss``, in MiB)
+belongs to that case alone; ``baseline_rss_mib`` is that process's peak after importing torch, MONAI and medgen and
+before building the case's inputs, so ``peak_rss_mib - baseline_rss_mib`` is what the case itself needed.
 Times are the median (and min/max) of ``--repeats`` runs after one warm-up run, in milliseconds, float32 on the CPU
 (``--device cuda`` synchronises around every run).
 
@@ -31,6 +32,13 @@ import time
 from collections.abc import Callable
 
 import torch
+
+# imported before any measurement, so that a case's baseline memory already holds torch, MONAI and medgen
+from medgen.physics.ct import ParallelBeamCT
+from medgen.physics.mri import CartesianMRI
+from medgen.physics.zaxis import ZAxisAverage
+from medgen.transforms.kspace import birdcage_sensitivity_maps, equispaced_mask
+from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
 
 CASES = ("ct", "mri", "haar128", "haar256", "zaxis")
 
@@ -62,17 +70,12 @@ def _build(case: str, device: torch.device) -> tuple[dict[str, Callable[[], torc
     """The timed callables of one case and a description of its sizes."""
     g = torch.Generator(device=device).manual_seed(0)
     if case == "ct":
-        from medgen.physics.ct import ParallelBeamCT
-
         op = ParallelBeamCT.tpdm(256).to(device)
         x = torch.rand(6, 1, 256, 256, generator=g, device=device)
         y = op(x)
         info = {"input": list(x.shape), "sinogram": list(y.shape), "views": op.num_angles}
         return {"forward": lambda: op(x), "adjoint": lambda: op.adjoint(y), "fbp": lambda: op.fbp(y)}, info
     if case == "mri":
-        from medgen.physics.mri import CartesianMRI
-        from medgen.transforms.kspace import birdcage_sensitivity_maps, equispaced_mask
-
         maps = birdcage_sensitivity_maps((320, 320), num_coils=16, device=device)[None]
         op = CartesianMRI(equispaced_mask(320, 4, acs_lines=24), maps).to(device)
         x = torch.randn(1, 1, 320, 320, dtype=torch.complex64, generator=g, device=device)
@@ -80,16 +83,12 @@ def _build(case: str, device: torch.device) -> tuple[dict[str, Callable[[], torc
         info = {"image": list(x.shape), "kspace": list(y.shape), "dtype": "complex64"}
         return {"forward": lambda: op(x), "adjoint": lambda: op.adjoint(y)}, info
     if case in ("haar128", "haar256"):
-        from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
-
         n = int(case[4:])
         x = torch.randn(1, 1, n, n, n, generator=g, device=device)
         c = haar_dwt3d(x)
         info = {"input": list(x.shape), "coefficients": list(c.shape)}
         return {"dwt": lambda: haar_dwt3d(x), "idwt": lambda: haar_idwt3d(c)}, info
     if case == "zaxis":
-        from medgen.physics.zaxis import ZAxisAverage
-
         op = ZAxisAverage(4, axis=-1).to(device)
         x = torch.randn(1, 1, 256, 256, 256, generator=g, device=device)
         y = op(x)
