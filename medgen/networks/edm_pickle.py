@@ -281,6 +281,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storages: dict[str, torch.TypedStorage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        """Resolve ``module.name`` from the allow-list (or an inert stand-in); refuse anything else."""
         module = _PYTHON2_MODULES.get(module, module)  # protocols 0-2 write Python 2 module names
         key = (module, name)
         if key in _ALLOWED_GLOBALS:
@@ -298,6 +299,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid: Any) -> Any:
+        """Resolve a ``torch.save`` storage id from the archive (plain pickles have none)."""
         if self._storage_reader is None:
             raise pickle.UnpicklingError(
                 "the pickle uses persistent ids (a legacy torch.save file, not an EDM pickle); "

@@ -112,6 +112,7 @@ class GroupNorm32(nn.GroupNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, C, *S), in the dtype of ``x``."""
         if x.dtype in (torch.float16, torch.bfloat16):
             return super().forward(x.float()).type(x.dtype)
         return super().forward(x)
@@ -343,6 +344,7 @@ class TimestepEmbedSequential(nn.Sequential):
     :class:`ConditionedTimestepBlock` layers; other layers get only the features."""
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, cond: Any = None) -> torch.Tensor:  # type: ignore[override]
+        """Run the layers on ``x`` (B, C, *S) with the embedding ``emb`` (B, E) and the optional condition ``cond``."""
         for layer in self:
             if isinstance(layer, ConditionedTimestepBlock):
                 x = layer(x, emb, cond)

@@ -303,6 +303,7 @@ class Combine(nn.Module):
         self.method = method
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, dim1, H, W) pyramid, ``y`` (B, dim2, H, W) -> (B, 2 * dim2 or dim2, H, W)."""
         h = self.Conv_0(x)
         return torch.cat([h, y], dim=1) if self.method == "cat" else h + y
 
@@ -492,6 +493,7 @@ class FIRConv2d(nn.Module):
         self.resample_kernel = tuple(resample_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_ch, H, W)`` -> ``(B, out_ch, H', W')`` with H' = 2H (up), H/2 (down) or H."""
         if self.up:
             x = upsample_conv_2d(x, self.weight, self.resample_kernel)
         elif self.down:

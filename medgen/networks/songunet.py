@@ -69,6 +69,7 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(_edm_init([out_features], **fans) * init_bias) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features)`` -> ``(..., out_features)``, in the dtype of ``x``."""
         return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 
@@ -111,6 +112,7 @@ class Conv2d(nn.Module):
         self.register_buffer("resample_filter", f if up or down else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, H, W)`` -> ``(B, out_channels, H', W')`` with H' = 2H (up), H/2 (down) or H."""
         w = self.weight.to(x.dtype) if self.weight is not None else None
         b = self.bias.to(x.dtype) if self.bias is not None else None
         f = self.resample_filter.to(x.dtype) if self.resample_filter is not None else None
@@ -255,6 +257,7 @@ class PositionalEmbedding(nn.Module):
         self.endpoint = endpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` scalars -> ``(B, num_channels)`` ``[cos, sin]`` features."""
         half = self.num_channels // 2
         freqs = torch.arange(half, dtype=torch.float32, device=x.device) / (half - (1 if self.endpoint else 0))
         freqs = (1 / self.max_positions) ** freqs
@@ -270,6 +273,7 @@ class FourierEmbedding(nn.Module):
         self.register_buffer("freqs", torch.randn(num_channels // 2) * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` scalars -> ``(B, num_channels)`` ``[cos, sin]`` features."""
         x = torch.outer(x, (2 * math.pi * self.freqs).to(x.dtype))
         return torch.cat([x.cos(), x.sin()], dim=1)
 
