@@ -240,29 +240,44 @@ def test_dps_deblur_and_super_resolution_reduce_residual(op, expected_ratio):
     assert torch.linalg.vector_norm(out - truth) < torch.linalg.vector_norm(start - truth)
 
 
-def test_pseudo_inverse_init_is_the_clamped_padded_fbp(tiny_net):
+def test_pseudo_inverse_init_is_the_clamped_padded_fbp(tiny_net, monkeypatch):
     op = _ct()
     y = op(_phantom())
     seen = {}
 
-    def recording(patches, sigma, pos):
-        seen.setdefault("sigma", sigma)
-        return tiny_net(patches, sigma, pos)
-
     class Capture(PatchDenoiser):
         def __call__(self, x, sigma, offsets=None, generator=None):
             seen.setdefault("x", x.detach().clone())
+            seen.setdefault("sigma", sigma)
             return super().__call__(x, sigma, offsets, generator)
 
-    original = patch_module.PatchDenoiser
-    patch_module.PatchDenoiser = Capture
-    try:
-        _inferer(op, num_steps=2, inner_iterations=1)(y, recording)
-    finally:
-        patch_module.PatchDenoiser = original
+    monkeypatch.setattr(patch_module, "PatchDenoiser", Capture)
+    _inferer(op, num_steps=2, inner_iterations=1)(y, tiny_net)
     fbp = op.fbp(y).clamp(0, 1)
     assert torch.equal(seen["x"], torch.nn.functional.pad(fbp, (8,) * 4))
     assert seen["sigma"] == pytest.approx(1.0)
+
+
+def test_dps_update_formula_with_analytic_denoiser():
+    # two levels, one inner iteration each: x <- x - zeta grad ||y - A D_c|| + alpha/2 score (+ sqrt(alpha) z)
+    op, zeta = Downsample(2), 0.7
+    y = op(_phantom())
+    inferer = _inferer(op, num_steps=2, inner_iterations=1, zeta=zeta, clamp=None)
+    out = inferer(y, _standin).as_tensor()
+
+    generator = torch.Generator().manual_seed(0)
+    pos = canvas_position_channels(32)
+    x = torch.nn.functional.pad(op.pseudo_inverse(y), (8,) * 4)
+    for i, sigma in enumerate(inferer.sigmas().tolist()[:2]):
+        torch.randint(0, 8, (1, 2), generator=generator)  # the patch offset (irrelevant for a pointwise denoiser)
+        denoised = torch.nn.functional.pad((0.5 * x + 0.1 * pos[:, :1] - 0.2 * pos[:, 1:])[..., 8:24, 8:24], (8,) * 4)
+        r = y - op(denoised[..., 8:24, 8:24])
+        grad = torch.nn.functional.pad(-0.5 * op.adjoint(r) / torch.linalg.vector_norm(r), (8,) * 4)  # un-squared
+        alpha = sigma**2 / 2
+        x = x - zeta * grad + alpha / 2 * (denoised - x) / sigma**2
+        if i == 0:
+            x = x + alpha**0.5 * torch.randn(x.shape, generator=generator)
+    assert torch.allclose(out, x[..., 8:24, 8:24], atol=1e-5)
 
 
 @pytest.mark.parametrize("solver, extra", [("langevin", {}), ("langevin", {"ddnm": True}), ("pc", {})])
