@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +31,7 @@ from medgen.networks.score_sde_layers import (
     flatten_config,
     group_norm,
     load_score_sde_checkpoint,
+    rescaled_sum,
     score_sde_kwargs,
     sinusoidal_embedding,
     upsample_2d,
@@ -375,7 +375,7 @@ class NCSNpp(ScoreSdeUNet):
         return conv(self.act(norm(h)))
 
     def _merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
+        return rescaled_sum(a, b, self.skip_rescale)
 
     def _pyramid_downsample(self, x: torch.Tensor) -> torch.Tensor:
         if self.fir:

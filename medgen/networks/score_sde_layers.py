@@ -53,6 +53,7 @@ __all__ = [
     "FIRConv2d",
     "Upsample",
     "Downsample",
+    "rescaled_sum",
     "ResnetBlockDDPM",
     "ResnetBlockBigGAN",
     "ScoreSdeUNet",
@@ -283,7 +284,7 @@ class AttnBlock(nn.Module):
         weights = F.softmax(weights, dim=-1)
         h = torch.bmm(v, weights.transpose(1, 2)).reshape(batch, channels, height, width)
         h = self.NIN_3(h)
-        return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+        return rescaled_sum(x, h, self.skip_rescale)
 
 
 class Combine(nn.Module):
@@ -583,7 +584,46 @@ class Downsample(_Resample2x):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class ResnetBlockDDPM(nn.Module):
+def rescaled_sum(x: torch.Tensor, h: torch.Tensor, skip_rescale: bool) -> torch.Tensor:
+    """``x + h``, divided by ``sqrt(2)`` when ``skip_rescale`` (score_sde's residual merge)."""
+    return (x + h) / np.sqrt(2.0) if skip_rescale else x + h
+
+
+class _ResnetBlock(nn.Module):
+    """The residual branch both score_sde blocks share: ``GroupNorm_0``, ``Conv_0``, ``Dense_0`` (with a time
+    embedding), ``GroupNorm_1``, ``Dropout_0``, ``Conv_1``, registered in score_sde's order (the EMA list order)."""
+
+    def __init__(
+        self,
+        act: nn.Module,
+        in_ch: int,
+        out_ch: int | None,
+        temb_dim: int | None,
+        dropout: float,
+        skip_rescale: bool,
+        init_scale: float,
+        num_groups: int | None,
+    ) -> None:
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        self.GroupNorm_0 = group_norm(in_ch, num_groups)
+        self.Conv_0 = conv3x3(in_ch, out_ch)
+        if temb_dim is not None:
+            self.Dense_0 = default_linear(temb_dim, out_ch)
+        self.GroupNorm_1 = group_norm(out_ch, num_groups)
+        self.Dropout_0 = nn.Dropout(dropout)
+        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
+        self.act, self.in_ch, self.out_ch, self.skip_rescale = act, in_ch, out_ch, skip_rescale
+
+    def _second_half(self, h: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        """Add ``Dense_0(act(temb))`` to the output of ``Conv_0``, then GN-act-dropout-``Conv_1``."""
+        if temb is not None:
+            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+        return self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+
+
+
+class ResnetBlockDDPM(_ResnetBlock):
     """DDPM residual block: GN-act-conv, + Dense(act(temb)), GN-act-dropout-conv, + shortcut.
 
     The DDPM U-Net uses ``num_groups=32, init_scale=0, skip_rescale=False`` (score_sde ``layers.ResnetBlockDDPM``);
@@ -614,35 +654,23 @@ class ResnetBlockDDPM(nn.Module):
         init_scale: float = 0.0,
         num_groups: int | None = None,
     ) -> None:
-        super().__init__()
-        out_ch = out_ch if out_ch else in_ch
-        self.GroupNorm_0 = group_norm(in_ch, num_groups)
-        self.Conv_0 = conv3x3(in_ch, out_ch)
-        if temb_dim is not None:
-            self.Dense_0 = default_linear(temb_dim, out_ch)
-        self.GroupNorm_1 = group_norm(out_ch, num_groups)
-        self.Dropout_0 = nn.Dropout(dropout)
-        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
-        if in_ch != out_ch:
+        super().__init__(act, in_ch, out_ch, temb_dim, dropout, skip_rescale, init_scale, num_groups)
+        if self.in_ch != self.out_ch:
             if conv_shortcut:
-                self.Conv_2 = conv3x3(in_ch, out_ch)
+                self.Conv_2 = conv3x3(in_ch, self.out_ch)
             else:
-                self.NIN_0 = NIN(in_ch, out_ch)
-        self.act, self.in_ch, self.out_ch = act, in_ch, out_ch
-        self.conv_shortcut, self.skip_rescale = conv_shortcut, skip_rescale
+                self.NIN_0 = NIN(in_ch, self.out_ch)
+        self.conv_shortcut = conv_shortcut
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, in_ch, H, W)``, ``temb`` ``(B, temb_dim)`` or None -> ``(B, out_ch, H, W)``."""
-        h = self.Conv_0(self.act(self.GroupNorm_0(x)))
-        if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        h = self._second_half(self.Conv_0(self.act(self.GroupNorm_0(x))), temb)
         if self.in_ch != self.out_ch:
             x = self.Conv_2(x) if self.conv_shortcut else self.NIN_0(x)
-        return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+        return rescaled_sum(x, h, self.skip_rescale)
 
 
-class ResnetBlockBigGAN(nn.Module):
+class ResnetBlockBigGAN(_ResnetBlock):
     """BigGAN residual block of NCSN++ (``ResnetBlockBigGANpp``), optionally resampling by 2.
 
     ``h = GN-act -> [up/down] -> Conv_0 -> + Dense_0(act(temb)) -> GN-act-dropout -> Conv_1``; the shortcut is
@@ -676,19 +704,10 @@ class ResnetBlockBigGAN(nn.Module):
         skip_rescale: bool = True,
         init_scale: float = 0.0,
     ) -> None:
-        super().__init__()
-        out_ch = out_ch if out_ch else in_ch
-        self.GroupNorm_0 = group_norm(in_ch)
+        super().__init__(act, in_ch, out_ch, temb_dim, dropout, skip_rescale, init_scale, None)
         self.up, self.down, self.fir, self.fir_kernel = up, down, fir, tuple(fir_kernel)
-        self.Conv_0 = conv3x3(in_ch, out_ch)
-        if temb_dim is not None:
-            self.Dense_0 = default_linear(temb_dim, out_ch)
-        self.GroupNorm_1 = group_norm(out_ch)
-        self.Dropout_0 = nn.Dropout(dropout)
-        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
-        if in_ch != out_ch or up or down:
-            self.Conv_2 = conv1x1(in_ch, out_ch)
-        self.skip_rescale, self.act, self.in_ch, self.out_ch = skip_rescale, act, in_ch, out_ch
+        if self.in_ch != self.out_ch or up or down:
+            self.Conv_2 = conv1x1(in_ch, self.out_ch)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.up:
@@ -701,13 +720,10 @@ class ResnetBlockBigGAN(nn.Module):
         """``(B, in_ch, H, W)``, ``temb`` ``(B, temb_dim)`` or None -> ``(B, out_ch, H', W')`` (H' = 2H, H/2 or H)."""
         h = self._resample(self.act(self.GroupNorm_0(x)))
         x = self._resample(x)
-        h = self.Conv_0(h)
-        if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        h = self._second_half(self.Conv_0(h), temb)
         if self.in_ch != self.out_ch or self.up or self.down:
             x = self.Conv_2(x)
-        return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
+        return rescaled_sum(x, h, self.skip_rescale)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
