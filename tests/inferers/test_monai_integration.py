@@ -19,14 +19,6 @@ from medgen.physics.mri import fft2c
 from medgen.physics.zaxis import ZAxisAverage
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _evaluate(network: nn.Module, inferer, items: list[dict], prepare_batch=None) -> list[torch.Tensor]:
     """Run ``inferer`` through a SupervisedEvaluator over ``items``; return the predictions of each iteration."""
     predictions = []

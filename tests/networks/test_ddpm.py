@@ -14,15 +14,6 @@ from tests.conftest import load_parity
 HFS = load_parity("hfs_sde")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The 2 shared cores are usually busy; one thread avoids intra-op contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_kwargs(**overrides) -> dict:
     kwargs = dict(in_channels=2, image_size=16, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,))
     kwargs.update(overrides)

@@ -48,15 +48,6 @@ def tiny_kwargs(**overrides) -> dict:
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The 2 shared cores are usually busy; one thread avoids intra-op contention (5-20x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------ parity
 
 
