@@ -1,0 +1,138 @@
+"""bundles/wdm_brain_mri: metadata, inference through ``python -m monai.bundle run`` (outputs, affine, statistics,
+no overwrite), training two iterations into a temporary bundle copy (and resuming), verify_net_in_out, the official
+128^3 configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, run, verify_net_in_out
+
+from medgen.networks.guided_unet import GuidedUNet
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "wdm_brain_mri"
+CONFIGS = BUNDLE / "configs"
+MODEL = BUNDLE / "models" / "model.pt"
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_metadata_has_the_monai_fields():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
+                "intended_use", "references"):
+        assert meta.get(key), key
+    assert meta["version"] in meta["changelog"]
+    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    assert any("2402.19043" in r for r in meta["references"])
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["num_channels"] == 8 and image["format"] == "latent"
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 8
+    licence = (BUNDLE / "LICENSE").read_text()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
+    for name in ("inference.json", "train.json", "multi_gpu_train.json", "logging.conf", "official_unet_128.json",
+                 "inference_official_128.json"):
+        assert (CONFIGS / name).is_file(), name
+    assert (BUNDLE / "docs" / "README.md").is_file()
+
+
+def test_inference_from_another_directory_writes_outputs_and_refuses_to_overwrite(tmp_path: Path):
+    assert MODEL.is_file() and MODEL.stat().st_size < 5_000_000
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"),
+               "--bundle_root", str(BUNDLE), "--steps", "4", "--seed", "3", "--output_dir", str(out),
+               "--progress", "False"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = nib.load(out / "wdm_seed3_0.nii.gz")
+    assert image.shape == (32, 32, 32)
+    np.testing.assert_allclose(image.affine, np.eye(4))
+    volume = image.get_fdata()
+    assert (out / "wdm_seed3_0.png").stat().st_size > 5000
+    stats = json.loads((out / "wdm_seed3_stats.json").read_text())
+    assert stats["seed"] == 3 and stats["steps"] == 4 and stats["sampler"] == "ddim"
+    sample = stats["samples"][0]
+    assert sample["shape"] == [1, 32, 32, 32] and sample["nifti"] == "wdm_seed3_0.nii.gz"
+    assert sample["min"] == pytest.approx(volume.min(), abs=1e-6)
+    assert sample["mean"] == pytest.approx(volume.mean(), abs=1e-5)
+    assert -1e-4 <= sample["min"] < sample["max"] <= 1 + 1e-4  # (x + 1) / 2 of an image clipped to [-1, 1]
+    assert 0.05 < sample["fraction_above_threshold"] < 0.95  # a head-like object on a dark background
+    before = sha1(out / "wdm_seed3_0.nii.gz")
+
+    # the same run again (in-process): refused before sampling, nothing replaced
+    with pytest.raises(Exception) as error:
+        run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), steps=4, seed=3,
+            output_dir=str(out), progress=False)
+    chain, exc = [], error.value
+    while exc is not None:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    assert any(isinstance(e, FileExistsError) for e in chain)
+    assert sha1(out / "wdm_seed3_0.nii.gz") == before
+
+
+def train_overrides(root: Path, **extra) -> dict:
+    return {"config_file": str(root / "configs" / "train.json"), "bundle_root": str(root), "max_epochs": 1,
+            "epoch_length": 2, "num_train_volumes": 4, "batch_size": 2, "log_every": 1, "checkpoint_every": 1,
+            **extra}
+
+
+def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
+    committed = sha1(MODEL)
+    copy = tmp_path / "wdm_brain_mri"
+    shutil.copytree(CONFIGS, copy / "configs")
+    run(**train_overrides(copy))
+    model = copy / "models" / "model.pt"
+    checkpoint = copy / "runs" / "train" / "checkpoint_epoch=1.pt"
+    assert model.is_file() and checkpoint.is_file()
+    state = torch.load(model, weights_only=True)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert set(saved) == {"network", "optimizer", "ema", "trainer"}
+    assert saved["trainer"]["iteration"] == 2 and int(saved["ema"]["num_updates"]) == 2
+    assert state.keys() == saved["network"].keys()
+    assert all(torch.equal(state[k], saved["ema"][f"averaged.{k}"]) for k in state)
+
+    # resume for one more epoch == two epochs without interruption
+    run(**train_overrides(copy, max_epochs=2, resume_from=str(checkpoint),
+                          output_model=str(copy / "models" / "resumed.pt")))
+    straight = tmp_path / "straight"
+    shutil.copytree(CONFIGS, straight / "configs")
+    run(**train_overrides(straight, max_epochs=2))
+    resumed = torch.load(copy / "models" / "resumed.pt", weights_only=True)
+    reference = torch.load(straight / "models" / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert not all(torch.equal(resumed[k], state[k]) for k in state)
+    assert sha1(MODEL) == committed
+
+
+def test_verify_net_in_out():
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"), n=4, extra_forward_args={"timesteps": 500})
+
+
+def test_official_128_configuration():
+    config = json.loads((CONFIGS / "official_unet_128.json").read_text())
+    with torch.device("meta"):
+        network = GuidedUNet.from_config(config)
+    assert sum(p.numel() for p in network.parameters()) == 57_914_824  # WDM ours_unet_128 (official count)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "inference_official_128.json")])
+    parser["bundle_root"] = str(BUNDLE)
+    assert parser.get_parsed_content("checkpoint").endswith("brats_unet_128.pt")
+    assert parser.get_parsed_content("shape") == [1, 1, 128, 128, 128]
+    inferer = parser.get_parsed_content("inferer")
+    assert inferer.diffusion.num_timesteps == 1000 and inferer.sampler == "ddpm"
