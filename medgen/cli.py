@@ -12,25 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = ["convert", "demo", "main"]
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _sha256(path: Path) -> str:
@@ -58,6 +45,7 @@ def convert(
     Returns:
         the output path.
     """
+    from medgen.engines.writers import save_state_dict
     from medgen.networks.convert import from_official
 
     source, config_path, target = Path(checkpoint), Path(config), Path(output)
@@ -69,7 +57,7 @@ def convert(
         raise ValueError(f"output '{target}' would overwrite an input file.")
     official_config = json.loads(config_path.read_text())
     network = from_official(kind, source, official_config, **options)
-    _atomic_torch_save(network.state_dict(), target)
+    save_state_dict(network, target, main_process_only=False)
     sidecar = {
         "kind": kind,
         "config": official_config,
