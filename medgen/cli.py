@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 
 __all__ = ["convert", "demo", "main"]
 
