@@ -1,28 +1,176 @@
-"""What every medgen sampling inferer shares: seeding, the sampling loop, and MetaTensor output."""
+"""What every medgen sampling inferer shares: seeding, the sampling loop, MetaTensor output, argument checks.
+
+- :class:`SamplingInferer`: the base class (seed, progress, checkpoint/resume through
+  :class:`~medgen.inferers.loop.SamplingLoop`, output as :class:`monai.data.MetaTensor`).
+- :class:`DiffusionSamplingInferer`: a :class:`SamplingInferer` over a discrete
+  :class:`~medgen.diffusion.gaussian.GaussianDiffusion` (respacing, DDPM/DDIM step), shared by the WDM and SDM
+  inferers.
+- helpers: :func:`tensor_digest` (content hash for the resume fingerprint), :func:`unwrap_network` and
+  :func:`network_parameter` (attributes and device/dtype of a possibly ``DataParallel``-wrapped network),
+  :func:`check_int`/:func:`check_number` (argument checks naming the argument, the expected and the received value).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from torch import nn
 
+from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
 from medgen.inferers.loop import SamplingLoop, make_generator
+from medgen.physics.base import check_choice
 
-__all__ = ["SamplingInferer"]
+__all__ = [
+    "SamplingInferer",
+    "DiffusionSamplingInferer",
+    "DIFFUSION_SAMPLERS",
+    "tensor_digest",
+    "unwrap_network",
+    "network_parameter",
+    "check_int",
+    "check_number",
+    "respace_diffusion",
+    "diffusion_fingerprint",
+]
+
+DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 
 
+# --------------------------------------------------------------------------------------------------- helpers
+def tensor_digest(t: torch.Tensor | None) -> str | None:
+    """Short content hash of a tensor with its shape and dtype, or ``None`` for ``None``.
+
+    Part of the resume fingerprint (:meth:`SamplingInferer.sampling_loop` digests every tensor of ``extra``), so a
+    checkpoint of one input is never resumed for another input of the same shape.
+    """
+    if t is None:
+        return None
+    plain = t.as_tensor() if isinstance(t, MetaTensor) else t
+    data = plain.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(plain.shape)}-{plain.dtype}"
+
+
+def unwrap_network(network: Any) -> Any:
+    """The module inside ``DataParallel``/``DistributedDataParallel`` (their attributes live on ``.module``)."""
+    return network.module if isinstance(network, nn.Module) and hasattr(network, "module") else network
+
+
+def network_parameter(network: Any) -> torch.Tensor | None:
+    """The first floating-point parameter of ``network`` (or of the first module of a tuple/list/``ModuleDict``).
+
+    Inferers read the device and dtype a network computes in from it; ``None`` for a plain callable.
+    """
+    if isinstance(network, nn.ModuleDict):
+        candidates: Sequence[Any] = list(network.values())
+    elif isinstance(network, (tuple, list, nn.ModuleList)):
+        candidates = list(network)
+    else:
+        candidates = [network]
+    for candidate in candidates:
+        if isinstance(candidate, nn.Module):
+            for parameter in candidate.parameters():
+                if parameter.is_floating_point():
+                    return parameter
+    return None
+
+
+def check_int(value: Any, name: str, minimum: int = 1, *, allow_none: bool = False) -> int | None:
+    """``value`` if it is an ``int`` (not ``bool``) ``>= minimum`` (or ``None`` when allowed).
+
+    Raises:
+        ValueError: naming ``name``, the expected range and the received value.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
+    return value
+
+
+def check_number(
+    value: Any,
+    name: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open.
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is NaN or outside the range (the message names ``name``, the range and the value).
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}, got {type(value).__name__}.")
+    value = float(value)
+    if math.isnan(value) or value < low or value > high or (open_low and value == low) or (open_high and value == high):
+        bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be in {bounds}, got {value}.")
+    return value
+
+
+def respace_diffusion(
+    diffusion: GaussianDiffusion, timestep_respacing: int | str | Sequence[int] | None
+) -> GaussianDiffusion:
+    """``diffusion`` over the steps ``timestep_respacing`` selects (guided-diffusion's ``SpacedDiffusion``).
+
+    Args:
+        diffusion: the original process.
+        timestep_respacing: ``None`` or ``""`` (all steps), an int ``N`` (``N`` evenly spaced steps), a section
+            string (``"ddim50"``, ``"10,15,20"``) or a list of section counts
+            (:func:`~medgen.diffusion.gaussian.space_timesteps`).
+
+    Raises:
+        ValueError: an int outside ``[1, num_timesteps]`` or sections that do not fit.
+        TypeError: any other type.
+    """
+    if timestep_respacing is None or timestep_respacing == "":
+        return diffusion.respace(range(diffusion.num_timesteps))
+    if isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
+        if not 1 <= timestep_respacing <= diffusion.num_timesteps:
+            raise ValueError(f"timestep_respacing must be in [1, {diffusion.num_timesteps}], got {timestep_respacing}.")
+        return diffusion.respace(space_timesteps(diffusion.num_timesteps, [timestep_respacing]))
+    if isinstance(timestep_respacing, (str, Sequence)):
+        return diffusion.respace(space_timesteps(diffusion.num_timesteps, timestep_respacing))
+    raise TypeError(
+        "timestep_respacing must be None, an int, a section string or a list of ints, got "
+        f"{type(timestep_respacing).__name__}."
+    )
+
+
+def diffusion_fingerprint(diffusion: GaussianDiffusion) -> dict[str, Any]:
+    """JSON-serialisable identity of a (respaced) process: betas hash, timestep map, mean/variance types."""
+    return {
+        "betas_sha1": hashlib.sha1(diffusion.betas.cpu().numpy().tobytes()).hexdigest(),
+        "timestep_map": diffusion.timestep_map.tolist(),
+        "model_mean_type": diffusion.model_mean_type,
+        "model_var_type": diffusion.model_var_type,
+        "rescale_timesteps": diffusion.rescale_timesteps,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- base classes
 class SamplingInferer(Inferer):
     """Base of medgen's diffusion inferers: a :class:`monai.inferers.Inferer` whose ``__call__`` runs a sampler.
 
-    Subclasses implement ``__call__(inputs, network, *args, **kwargs)`` and use:
+    Subclasses implement ``__call__(inputs, network, *args, **kwargs)``, validate everything before sampling, and use:
 
     - :meth:`generator` for all their random draws (seeded, on the inputs' device),
     - :meth:`sampling_loop` to run their steps with progress and checkpoint/resume (the fingerprint records the
-      subclass name, :meth:`config`, the input shape and the seed, so a resumed run is the same run),
+      subclass name, :meth:`config`, the input shape, the seed and digests of the input tensors, so a resumed run is
+      the same run),
     - :meth:`wrap_output` to return a :class:`monai.data.MetaTensor` carrying the input's affine and meta.
 
     Args:
@@ -31,6 +179,10 @@ class SamplingInferer(Inferer):
         progress: show a progress bar.
         checkpoint_dir: folder for the sampling state; with it, an interrupted run resumes where it stopped.
         checkpoint_every: save every this many steps (``0``: only at the end).
+
+    Raises:
+        TypeError: ``seed`` is not an int or ``None``.
+        ValueError: ``checkpoint_every`` is negative, or positive without ``checkpoint_dir``.
     """
 
     def __init__(
@@ -44,6 +196,7 @@ class SamplingInferer(Inferer):
         super().__init__()
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
+        check_int(checkpoint_every, "checkpoint_every", 0)
         if checkpoint_every and checkpoint_dir is None:
             raise ValueError(f"checkpoint_every={checkpoint_every} requires checkpoint_dir, got None.")
         self.seed = seed
@@ -60,14 +213,22 @@ class SamplingInferer(Inferer):
         return make_generator(self.seed, device)
 
     def sampling_loop(
-        self, num_steps: int, input_shape: tuple[int, ...] | torch.Size, extra: Mapping[str, Any] | None = None
+        self, num_steps: int, input_shape: Sequence[int] | torch.Size, extra: Mapping[str, Any] | None = None
     ) -> SamplingLoop:
-        """The :class:`SamplingLoop` for one call, fingerprinted by class, config, input shape and ``extra``."""
+        """The :class:`SamplingLoop` for one call, fingerprinted by class, config, input shape and ``extra``.
+
+        Args:
+            num_steps: number of loop steps.
+            input_shape: shape of the call's input (part of the fingerprint).
+            extra: further JSON-serialisable fingerprint entries; tensors (and ``None``) are replaced by their
+                :func:`tensor_digest`, so pass the measurement/condition tensors themselves.
+        """
+        entries = {k: tensor_digest(v) if isinstance(v, torch.Tensor) else v for k, v in (extra or {}).items()}
         fingerprint = {
             "inferer": type(self).__name__,
             "config": self.config(),
             "input_shape": [int(s) for s in input_shape],
-            **(dict(extra) if extra else {}),
+            **entries,
         }
         return SamplingLoop(
             num_steps,
@@ -89,3 +250,87 @@ class SamplingInferer(Inferer):
         if isinstance(result, MetaTensor):
             return result
         return MetaTensor(result)
+
+
+class DiffusionSamplingInferer(SamplingInferer):
+    """A :class:`SamplingInferer` that samples a discrete :class:`~medgen.diffusion.gaussian.GaussianDiffusion`.
+
+    Holds the (respaced) process and the step rule shared by WDM (:class:`~medgen.inferers.wavelet.
+    WaveletDiffusionInferer`) and SDM (:class:`~medgen.inferers.slab.SemanticDiffusionInferer`): ancestral DDPM
+    (``p_sample``: network call first, then the noise draw, as guided-diffusion) or DDIM.
+
+    Args:
+        diffusion: the original process (e.g. 1000 steps).
+        timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
+        sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
+        eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
+        seed, progress, checkpoint_dir, checkpoint_every: see :class:`SamplingInferer`.
+
+    Raises:
+        TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type.
+        ValueError: unknown ``sampler``, negative ``eta`` or ``eta`` without DDIM, respacing that does not fit.
+    """
+
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion,
+        timestep_respacing: int | str | Sequence[int] | None = None,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        *,
+        seed: int | None = None,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
+        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        if not isinstance(diffusion, GaussianDiffusion):
+            raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
+        check_choice(sampler, "sampler", DIFFUSION_SAMPLERS)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+            raise ValueError(f"eta must be a number >= 0, got {eta!r}.")
+        if eta and sampler != "ddim":
+            raise ValueError(f"eta={eta} only applies to sampler='ddim', got sampler={sampler!r}.")
+        self.diffusion = respace_diffusion(diffusion, timestep_respacing)
+        self.timestep_respacing = timestep_respacing
+        self.sampler = sampler
+        self.eta = float(eta)
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change the result (part of the resume fingerprint)."""
+        return {
+            **super().config(),
+            "diffusion": diffusion_fingerprint(self.diffusion),
+            "sampler": self.sampler,
+            "eta": self.eta,
+        }
+
+    def diffusion_step(
+        self,
+        model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        t: torch.Tensor,
+        generator: torch.Generator | None = None,
+        clip_denoised: bool = False,
+        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One reverse step of the configured sampler.
+
+        Args:
+            model: ``model(x_t, model_t)`` with ``model_t`` the ORIGINAL process's integer timesteps ``(B,)``.
+            x: ``x_t`` ``(B, C, *spatial)``.
+            t: integer timesteps ``(B,)`` of the respaced process (``diffusion.num_timesteps - 1`` = most noise).
+            generator: random generator on ``x``'s device (drawn after the network call).
+            clip_denoised: clamp the ``x0`` prediction to ``[-1, 1]``.
+            denoised_fn: applied to the ``x0`` prediction first (e.g. WDM's image-space clipping).
+
+        Returns:
+            dict with ``sample`` (``x_{t-1}``) and ``pred_xstart``.
+        """
+        if self.sampler == "ddim":
+            return self.diffusion.ddim_sample(
+                model, x, t, eta=self.eta, clip_denoised=clip_denoised, denoised_fn=denoised_fn, generator=generator
+            )
+        return self.diffusion.p_sample(
+            model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, generator=generator
+        )

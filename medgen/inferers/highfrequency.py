@@ -10,13 +10,12 @@ the predictors and the Langevin corrector of :mod:`medgen.diffusion.samplers`,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from torch import nn
 
 from medgen.diffusion.guidance import hfs_data_consistency
 from medgen.diffusion.samplers import (
@@ -26,7 +25,8 @@ from medgen.diffusion.samplers import (
     reverse_diffusion_predictor,
 )
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE, ScoreFn
-from medgen.inferers.base import SamplingInferer
+from medgen.inferers.base import SamplingInferer, check_int, check_number, network_parameter
+from medgen.physics.base import check_choice
 from medgen.physics.mri import CartesianMRI, channels_to_complex, complex_to_channels
 
 __all__ = ["HighFrequencySpaceInferer", "KSpaceMeasurement", "SDE_PRESETS"]
@@ -92,28 +92,6 @@ class KSpaceMeasurement:
             image = complex_to_channels(image)
         residual = self.operator(image) - self.y
         return torch.linalg.vector_norm(residual.reshape(residual.shape[0], -1), dim=-1)
-
-
-def _check_choice(value: Any, name: str, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
-
-
-def _check_int(value: Any, name: str, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
-
-
-def _check_float(value: Any, name: str, low: float, high: float = float("inf"), open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
-    value = float(value)
-    if value < low or (open_low and value == low) or value > high:
-        bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be in {bound}, got {value}.")
-    return value
 
 
 def _as_2d_mask(mask: Any, name: str) -> torch.Tensor:
@@ -265,16 +243,16 @@ class HighFrequencySpaceInferer(SamplingInferer):
         checkpoint_every: int = 0,
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
-        _check_choice(sde, "sde", tuple(SDE_PRESETS))
-        _check_choice(output, "output", _OUTPUTS)
+        check_choice(sde, "sde", tuple(SDE_PRESETS))
+        check_choice(output, "output", _OUTPUTS)
         preset = SDE_PRESETS[sde]
         self.sde_name = sde
         self.accelerated = bool(accelerated)
         if num_steps is None:
             num_steps = preset["accelerated_num_steps" if accelerated else "num_steps"]
         self.num_steps = num_steps
-        _check_int(self.num_steps, "num_steps", 1)
-        _check_int(table_size, "table_size", 1, allow_none=True)
+        check_int(self.num_steps, "num_steps", 1)
+        check_int(table_size, "table_size", 1, allow_none=True)
         if table_size is not None and table_size < self.num_steps:
             raise ValueError(
                 f"table_size must be None or >= num_steps = {self.num_steps} (the official code would index past the "
@@ -283,20 +261,20 @@ class HighFrequencySpaceInferer(SamplingInferer):
         self.table_size = table_size
         if snr is None:
             snr = preset["accelerated_snr" if accelerated else "snr"]
-        self.snr = _check_float(snr, "snr", 0.0, open_low=True)
-        self.lam = _check_float(preset["lam"] if lam is None else lam, "lam", 0.0)
-        self.corrector_lam = _check_float(
+        self.snr = check_number(snr, "snr", 0.0, open_low=True)
+        self.lam = check_number(preset["lam"] if lam is None else lam, "lam", 0.0)
+        self.corrector_lam = check_number(
             preset["corrector_lam"] if corrector_lam is None else corrector_lam, "corrector_lam", 0.0
         )
-        self.eps = _check_float(preset["eps"] if eps is None else eps, "eps", 0.0, 1.0, open_low=True)
-        _check_int(corrector_steps, "corrector_steps", 0)
+        self.eps = check_number(preset["eps"] if eps is None else eps, "eps", 0.0, 1.0, open_low=True)
+        check_int(corrector_steps, "corrector_steps", 0)
         self.corrector_steps = corrector_steps
-        self.beta_min = _check_float(beta_min, "beta_min", 0.0)
-        self.beta_max = _check_float(beta_max, "beta_max", self.beta_min, open_low=True)
-        self.sigma_min = _check_float(sigma_min, "sigma_min", 0.0, open_low=True)
-        self.sigma_max = _check_float(sigma_max, "sigma_max", self.sigma_min, open_low=True)
+        self.beta_min = check_number(beta_min, "beta_min", 0.0)
+        self.beta_max = check_number(beta_max, "beta_max", self.beta_min, open_low=True)
+        self.sigma_min = check_number(sigma_min, "sigma_min", 0.0, open_low=True)
+        self.sigma_max = check_number(sigma_max, "sigma_max", self.sigma_min, open_low=True)
         self.project_predictor_score = bool(project_predictor_score)
-        _check_int(batch_size, "batch_size", 1, allow_none=True)
+        check_int(batch_size, "batch_size", 1, allow_none=True)
         self.batch_size = batch_size
         self.denoise = bool(denoise)
         self.output = output
@@ -569,9 +547,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
             raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
         if not callable(network):
             raise TypeError(f"network must be callable (x, std) -> score, got {type(network).__name__}.")
-        dtype = torch.float32
-        if isinstance(network, nn.Module):
-            dtype = next((p.dtype for p in network.parameters() if p.is_floating_point()), torch.float32)
+        parameter = network_parameter(network)
+        dtype = torch.float32 if parameter is None else parameter.dtype
         measurement = self.measurement(inputs, mask, sensitivity_maps, dtype=dtype)
         device = measurement.y.device
         batch = measurement.y.shape[0]
@@ -595,8 +572,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
             return {"x": torch.cat(xs), "x_mean": torch.cat(means)}
 
         fingerprint = {
-            "measurement": [float(measurement.y.double().abs().sum()), float(measurement.operator.mask.sum())],
-            "dtype": str(dtype),
+            "measurement": measurement.y,
+            "mask": measurement.operator.mask,
+            "sensitivity_maps": measurement.operator.sensitivity_maps,
         }
         with torch.no_grad():
             x = self.initial_sample(measurement, sde, generator)

@@ -43,9 +43,9 @@ from monai.utils import convert_to_tensor
 
 from medgen.diffusion.guidance import dps_gradient
 from medgen.diffusion.schedules import karras_sigmas
-from medgen.inferers.base import SamplingInferer
+from medgen.inferers.base import SamplingInferer, check_int, check_number
 from medgen.networks.songunet import patch_position_channels
-from medgen.physics.base import LinearOperator
+from medgen.physics.base import LinearOperator, check_choice
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
 
@@ -72,24 +72,15 @@ _DATA_STEP_CAP = 40.0
 _DATA_STEP_RATE = 200.0
 
 
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
 def _check_patch_settings(patch_size: int, pad: int, mode: str, overlap: int, max_batch: int | None) -> None:
     """Validate the :class:`PatchDenoiser` settings (shared with :class:`PatchDiffusionInferer`)."""
-    _positive_int(patch_size, "patch_size")
-    _positive_int(pad, "pad")
-    if mode not in PATCH_MODES:
-        raise ValueError(f"mode must be one of {PATCH_MODES}, got {mode!r}.")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}.")
+    check_int(patch_size, "patch_size", 1)
+    check_int(pad, "pad", 1)
+    check_choice(mode, "mode", PATCH_MODES)
+    check_int(overlap, "overlap", 0)
     if mode == "overlap" and overlap >= patch_size:
         raise ValueError(f"overlap must be smaller than patch_size={patch_size} in mode='overlap', got {overlap}.")
-    if max_batch is not None:
-        _positive_int(max_batch, "max_batch")
+    check_int(max_batch, "max_batch", 1, allow_none=True)
 
 
 class PatchDenoiser:
@@ -172,7 +163,7 @@ class PatchDenoiser:
         Raises:
             ValueError: the patch size, padding and image size do not fit together (see the class docstring).
         """
-        _positive_int(image_size, "image_size")
+        check_int(image_size, "image_size", 1)
         ps, pad = self.patch_size, self.pad
         if self.mode == "random":
             count = image_size // ps + 1
@@ -433,22 +424,17 @@ class PatchDiffusionInferer(SamplingInferer):
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+        check_choice(solver, "solver", SOLVERS)
         if init is None:
             init = "pseudo_inverse" if solver == "dps" else "noise"
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS} or None, got {init!r}.")
-        if residual_norm not in RESIDUAL_NORMS:
-            raise ValueError(f"residual_norm must be one of {RESIDUAL_NORMS}, got {residual_norm!r}.")
-        if slice_axis not in (2, 3, 4, -1, -2, -3):
-            raise ValueError(f"slice_axis must be one of 2, 3, 4, -3, -2, -1, got {slice_axis!r}.")
-        self.num_steps = _positive_int(num_steps, "num_steps", minimum=2)
-        self.inner_iterations = _positive_int(inner_iterations, "inner_iterations")
+        check_choice(init, "init", INITS)
+        check_choice(residual_norm, "residual_norm", RESIDUAL_NORMS)
+        check_choice(slice_axis, "slice_axis", (2, 3, 4, -3, -2, -1))
+        self.num_steps = check_int(num_steps, "num_steps", 2)
+        self.inner_iterations = check_int(inner_iterations, "inner_iterations", 1)
         karras_sigmas(2, sigma_min, sigma_max, rho)  # validates the schedule arguments
-        for name, value in (("zeta", zeta), ("snr", snr)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+        check_number(zeta, "zeta", 0.0)
+        check_number(snr, "snr", 0.0)
         if clamp is not None:
             if len(clamp) != 2 or not float(clamp[0]) < float(clamp[1]):
                 raise ValueError(f"clamp must be None or (low, high) with low < high, got {clamp!r}.")
@@ -722,12 +708,7 @@ class PatchDiffusionInferer(SamplingInferer):
 
         step_fn = {"dps": dps_step, "langevin": langevin_step, "pc": pc_step}[self.solver]
         num_loop_steps = self.num_steps - 1 if self.solver == "pc" else self.num_steps
-        y64 = y.detach().double()
-        loop = self.sampling_loop(
-            num_loop_steps,
-            y.shape,
-            extra={"measurement_checksum": [float(y64.sum()), float((y64**2).sum())], "dtype": str(y.dtype)},
-        )
+        loop = self.sampling_loop(num_loop_steps, y.shape, extra={"measurement": y})
         x = loop.run({"x": x}, step_fn, generator=generator)["x"]
         result = centre(x)
         return result if self.clamp is None else result.clamp(*self.clamp)

@@ -35,8 +35,8 @@ from medgen.diffusion.guidance import (
 )
 from medgen.diffusion.samplers import NORM_REDUCTIONS, langevin_corrector, reverse_diffusion_predictor
 from medgen.diffusion.sde import VESDE
-from medgen.inferers.base import SamplingInferer
-from medgen.physics.base import LinearOperator
+from medgen.inferers.base import SamplingInferer, check_int, check_number, network_parameter
+from medgen.physics.base import LinearOperator, check_choice
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
 
@@ -355,22 +355,17 @@ class PerpendicularSliceInferer(SamplingInferer):
         checkpoint_every: int = 0,
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+        check_choice(task, "task", TASKS)
+        check_int(steps, "steps", 1)
         if isinstance(K, bool) or not isinstance(K, (int, float)):
             raise TypeError(f"K must be an int (deterministic schedule) or a float (random), got {type(K).__name__}.")
         if isinstance(K, int) and K < 2:
             raise ValueError(f"K must be >= 2 when it is an int (K - 1 primary steps, then 1 auxiliary), got {K}.")
         if isinstance(K, float) and not (K > 0 and math.isfinite(K)):
             raise ValueError(f"K must be a finite float > 0 (auxiliary with probability 1 / K), got {K}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
-        if not (isinstance(snr, (int, float)) and not isinstance(snr, bool) and snr > 0):
-            raise ValueError(f"snr must be a positive number, got {snr!r}.")
-        if not 0 < eps < 1:
-            raise ValueError(f"eps must be in (0, 1), got {eps!r}.")
+        check_int(batch_size, "batch_size", 1)
+        check_number(snr, "snr", 0.0, open_low=True)
+        check_number(eps, "eps", 0.0, 1.0, open_low=True, open_high=True)
         if not isinstance(parity, bool):
             raise TypeError(f"parity must be a bool, got {type(parity).__name__}.")
         self.task = task
@@ -420,8 +415,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         self.zsr_official_init = flag(zsr_official_init, True, "zsr_official_init")
         self.zsr_noisy_target = flag(zsr_noisy_target, True, "zsr_noisy_target")
         norm_reduction = "batch_mean" if norm_reduction is None else norm_reduction
-        if norm_reduction not in NORM_REDUCTIONS:
-            raise ValueError(f"norm_reduction must be one of {NORM_REDUCTIONS}, got {norm_reduction!r}.")
+        check_choice(norm_reduction, "norm_reduction", NORM_REDUCTIONS)
         if parity and norm_reduction != "batch_mean":
             raise ValueError(f"norm_reduction={norm_reduction!r} contradicts parity=True (official: 'batch_mean').")
         self.norm_reduction = norm_reduction
@@ -430,8 +424,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         self.factor = None
         self.zsr_axis = None
         if task == "zsr":
-            if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-                raise ValueError(f"factor must be an integer >= 1 for task='zsr', got {factor!r}.")
+            check_int(factor, "factor", 1)
             zsr_axis = self.primary_plane[2] if zsr_axis is None else zsr_axis
             if isinstance(zsr_axis, bool) or not isinstance(zsr_axis, int) or not -3 <= zsr_axis <= 2:
                 raise ValueError(f"zsr_axis must be a spatial axis in [-3, 2], got {zsr_axis!r}.")
@@ -569,7 +562,8 @@ class PerpendicularSliceInferer(SamplingInferer):
                     shape = (1, 1, *shape)
                 if len(shape) != 5 or shape[1] != 1:
                     raise ValueError(f"inputs shape must be (D0, D1, D2) or (B, 1, D0, D1, D2), got {tuple(inputs)}.")
-                device = torch.device(kwargs.get("device") or self._network_device(network))
+                parameter = network_parameter(network)
+                device = torch.device(kwargs.get("device") or (parameter.device if parameter is not None else "cpu"))
                 dtype = torch.get_default_dtype()
             info.update(batch=shape[0], spatial=shape[2:], device=device, dtype=dtype)
             return info
@@ -654,14 +648,6 @@ class PerpendicularSliceInferer(SamplingInferer):
                 "outside inference_mode (torch.no_grad is fine) or set dps_weight=0."
             )
         return info
-
-    @staticmethod
-    def _network_device(network: Any) -> torch.device:
-        for net in network if isinstance(network, (tuple, list)) else (network,):
-            if isinstance(net, nn.Module):
-                for p in net.parameters():
-                    return p.device
-        return torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------- residuals
     def _residual(self, info: dict[str, Any], b: int, chunk: int, generator: torch.Generator | None):
@@ -756,8 +742,15 @@ class PerpendicularSliceInferer(SamplingInferer):
         initial = torch.stack(
             [_from_stack(self._initial_stack(info, b, generator), self.primary_plane) for b in range(batch)]
         )
+        measured = inputs if isinstance(inputs, torch.Tensor) and self.task != "uncond" else None
         loop = self.sampling_loop(
-            self.steps, (batch, 1, *spatial), extra={"input_shape_measured": list(getattr(inputs, "shape", inputs))}
+            self.steps,
+            (batch, 1, *spatial),
+            extra={
+                "input_shape_measured": list(getattr(inputs, "shape", inputs)),
+                "measurement": measured,
+                "mask": kwargs.get("mask", self.mask) if self.task == "csmri" else None,
+            },
         )
         state = loop.run({"x": initial}, step, generator=generator)
         result = state["x"].unsqueeze(1)

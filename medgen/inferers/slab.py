@@ -33,7 +33,6 @@ Example (randomly initialised tiny networks, so the result is noise-like; load r
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -42,12 +41,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
-from torch import nn
 
-from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
+from medgen.diffusion.gaussian import GaussianDiffusion
 from medgen.diffusion.guidance import classifier_free_guidance
 from medgen.diffusion.schedules import cosine_beta_schedule
-from medgen.inferers.base import SamplingInferer
+from medgen.inferers.base import DiffusionSamplingInferer, check_int, check_number, unwrap_network
+from medgen.physics.base import check_choice
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
 
 __all__ = [
@@ -58,7 +57,6 @@ __all__ = [
     "SlabPatchInferer",
 ]
 
-SAMPLERS = ("ddpm", "ddim")
 LAST_SLAB_MODES = ("pad", "shift")
 BLEND_MODES = ("linear", "cosine", "constant")
 # postprocess_hr.py: voxels above this value (in [-1, 1]) are set to ``threshold_level``
@@ -78,10 +76,13 @@ def sdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
     return diffusion.respace(range(num_timesteps))
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
+def _check_slab_settings(slab_depth: int, overlap: int, last_slab: str) -> None:
+    """Validate the slab geometry shared by :func:`slab_layout` and :class:`SlabPatchInferer`."""
+    check_int(slab_depth, "slab_depth", 1)
+    check_int(overlap, "overlap", 0)
+    if overlap >= slab_depth:
+        raise ValueError(f"overlap must be smaller than slab_depth={slab_depth}, got {overlap}.")
+    check_choice(last_slab, "last_slab", LAST_SLAB_MODES)
 
 
 def slab_layout(depth: int, slab_depth: int = 16, overlap: int = 0, last_slab: str = "pad") -> tuple[list[int], int]:
@@ -110,13 +111,8 @@ def slab_layout(depth: int, slab_depth: int = 16, overlap: int = 0, last_slab: s
     Raises:
         ValueError: invalid arguments.
     """
-    _check_int(depth, "depth", 1)
-    _check_int(slab_depth, "slab_depth", 1)
-    _check_int(overlap, "overlap", 0)
-    if overlap >= slab_depth:
-        raise ValueError(f"overlap must be smaller than slab_depth={slab_depth}, got {overlap}.")
-    if last_slab not in LAST_SLAB_MODES:
-        raise ValueError(f"last_slab must be one of {LAST_SLAB_MODES}, got {last_slab!r}.")
+    check_int(depth, "depth", 1)
+    _check_slab_settings(slab_depth, overlap, last_slab)
     if depth <= slab_depth:
         return [0], slab_depth
     stride = slab_depth - overlap
@@ -151,8 +147,7 @@ def slab_blend_weights(
     Raises:
         ValueError: unknown mode or starts not increasing.
     """
-    if mode not in BLEND_MODES:
-        raise ValueError(f"mode must be one of {BLEND_MODES}, got {mode!r}.")
+    check_choice(mode, "mode", BLEND_MODES)
     starts = [int(s) for s in starts]
     if not starts or any(b <= a for a, b in zip(starts[:-1], starts[1:])):
         raise ValueError(f"starts must be a non-empty increasing sequence, got {starts}.")
@@ -172,21 +167,8 @@ def slab_blend_weights(
     return torch.stack(weights).to(dtype)
 
 
-def _digest(t: torch.Tensor | None) -> str | None:
-    """Short content hash of a tensor (part of the resume fingerprint, so another input never resumes a run)."""
-    if t is None:
-        return None
-    data = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
-    return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(t.shape)}-{t.dtype}"
-
-
 def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.as_tensor() if isinstance(t, MetaTensor) else t
-
-
-def _unwrap(network: Any) -> Any:
-    """The module inside ``DataParallel``/``DistributedDataParallel`` (their attributes live on ``.module``)."""
-    return network.module if isinstance(network, nn.Module) and hasattr(network, "module") else network
 
 
 def _check_label_map(inputs: Any, name: str = "inputs") -> torch.Tensor:
@@ -238,7 +220,7 @@ def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[in
     return torch.cat(slices, dim=-1)
 
 
-class SemanticDiffusionInferer(SamplingInferer):
+class SemanticDiffusionInferer(DiffusionSamplingInferer):
     """Sample a volume from its label map with a semantic diffusion model (the CTCA low-res stage, whole volume).
 
     Per step (official ``p_sample`` of ``3d_sdm``/``3d_sdm_hr_sliceref``):
@@ -302,47 +284,25 @@ class SemanticDiffusionInferer(SamplingInferer):
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
     ) -> None:
-        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
-        diffusion = sdm_diffusion() if diffusion is None else diffusion
-        if not isinstance(diffusion, GaussianDiffusion):
-            raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-            raise ValueError(f"eta must be a number >= 0, got {eta!r}.")
-        if eta and sampler != "ddim":
-            raise ValueError(f"eta={eta} only applies to sampler='ddim', got sampler={sampler!r}.")
+        super().__init__(
+            sdm_diffusion() if diffusion is None else diffusion,
+            timestep_respacing,
+            sampler,
+            eta,
+            seed=seed,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+        )
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(
             guidance_scale
         ):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}.")
-        if num_classes is not None:
-            _check_int(num_classes, "num_classes", 1)
-        if threshold_level is not None and (
-            isinstance(threshold_level, bool) or not isinstance(threshold_level, (int, float))
-        ):
-            raise TypeError(f"threshold_level must be a number or None, got {type(threshold_level).__name__}.")
+        check_int(num_classes, "num_classes", 1, allow_none=True)
+        check_number(threshold_level, "threshold_level", allow_none=True)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}.")
 
-        if timestep_respacing is None or timestep_respacing == "":
-            keep: Sequence[int] = range(diffusion.num_timesteps)
-        elif isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
-            if not 1 <= timestep_respacing <= diffusion.num_timesteps:
-                raise ValueError(
-                    f"timestep_respacing must be in [1, {diffusion.num_timesteps}], got {timestep_respacing}."
-                )
-            keep = space_timesteps(diffusion.num_timesteps, [timestep_respacing])
-        elif isinstance(timestep_respacing, (str, Sequence)):
-            keep = space_timesteps(diffusion.num_timesteps, timestep_respacing)
-        else:
-            raise TypeError(
-                "timestep_respacing must be None, an int, a section string or a list of ints, got "
-                f"{type(timestep_respacing).__name__}."
-            )
-        self.diffusion = diffusion.respace(keep)
-        self.sampler = sampler
-        self.eta = float(eta)
         self.clip_denoised = bool(clip_denoised)
         self.guidance_scale = float(guidance_scale)
         self.guidance_drop_reference = bool(guidance_drop_reference)
@@ -355,15 +315,6 @@ class SemanticDiffusionInferer(SamplingInferer):
         """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
-            "diffusion": {
-                "betas_sha1": hashlib.sha1(self.diffusion.betas.cpu().numpy().tobytes()).hexdigest(),
-                "timestep_map": self.diffusion.timestep_map.tolist(),
-                "model_mean_type": self.diffusion.model_mean_type,
-                "model_var_type": self.diffusion.model_var_type,
-                "rescale_timesteps": self.diffusion.rescale_timesteps,
-            },
-            "sampler": self.sampler,
-            "eta": self.eta,
             "clip_denoised": self.clip_denoised,
             "guidance_scale": self.guidance_scale,
             "guidance_drop_reference": self.guidance_drop_reference,
@@ -381,7 +332,7 @@ class SemanticDiffusionInferer(SamplingInferer):
         Raises:
             ValueError: no class count is known, or the inferer's ``num_classes`` contradicts the network's.
         """
-        module = _unwrap(network)
+        module = unwrap_network(network)
         found = getattr(module, "num_classes", None)
         if isinstance(found, int) and self.num_classes is not None and found != self.num_classes:
             raise ValueError(f"num_classes={self.num_classes} but network.num_classes is {found}.")
@@ -401,7 +352,7 @@ class SemanticDiffusionInferer(SamplingInferer):
         Raises:
             ValueError: a size is not divisible (before sampling starts).
         """
-        module = _unwrap(network)
+        module = unwrap_network(network)
         factor, mult = getattr(module, "resample_factor", None), getattr(module, "channel_mult", None)
         if factor is None or mult is None:
             return
@@ -447,12 +398,7 @@ class SemanticDiffusionInferer(SamplingInferer):
         self, model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """One step of the configured sampler with ``model(x, t) -> (N, 2C, ...)``; returns ``x_{t-1}``."""
-        if self.sampler == "ddim":
-            out = self.diffusion.ddim_sample(model, x, t, eta=self.eta, clip_denoised=self.clip_denoised,
-                                             generator=generator)
-        else:
-            out = self.diffusion.p_sample(model, x, t, clip_denoised=self.clip_denoised, generator=generator)
-        return out["sample"]
+        return self.diffusion_step(model, x, t, generator, clip_denoised=self.clip_denoised)["sample"]
 
     def postprocess(self, image: torch.Tensor) -> torch.Tensor:
         """``threshold_level`` (values > 0.999 -> level), then ``rescale_output`` (``(x + 1) / 2``)."""
@@ -523,7 +469,7 @@ class SemanticDiffusionInferer(SamplingInferer):
             return self.guided_output(network, x, t, y, None)
 
         with torch.no_grad():
-            image = self._run(tuple(labels.shape), model, device, labels.shape, {"labels": _digest(labels)})
+            image = self._run(tuple(labels.shape), model, device, labels.shape, {"labels": labels})
             image = self.postprocess(image)
         return self.wrap_output(image, inputs)
 
@@ -622,23 +568,13 @@ class SlabPatchInferer(SemanticDiffusionInferer):
             num_classes, threshold_level, rescale_output, dtype,
             seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
         )
-        _check_int(slab_depth, "slab_depth", 1)
-        _check_int(overlap, "overlap", 0)
-        if overlap >= slab_depth:
-            raise ValueError(f"overlap must be smaller than slab_depth={slab_depth}, got {overlap}.")
-        if last_slab not in LAST_SLAB_MODES:
-            raise ValueError(f"last_slab must be one of {LAST_SLAB_MODES}, got {last_slab!r}.")
-        if blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}.")
-        if slab_batch_size is not None:
-            _check_int(slab_batch_size, "slab_batch_size", 1)
-        if position_normalizer is not None:
-            _check_int(position_normalizer, "position_normalizer", 1)
-        if reference_margin is not None:
-            _check_int(reference_margin, "reference_margin", 0)
-        if isinstance(reference_pad_value, bool) or not isinstance(reference_pad_value, (int, float)):
-            raise TypeError(f"reference_pad_value must be a number, got {type(reference_pad_value).__name__}.")
-        _check_int(pad_label, "pad_label", 0)
+        _check_slab_settings(slab_depth, overlap, last_slab)
+        check_choice(blend, "blend", BLEND_MODES)
+        check_int(slab_batch_size, "slab_batch_size", 1, allow_none=True)
+        check_int(position_normalizer, "position_normalizer", 1, allow_none=True)
+        check_int(reference_margin, "reference_margin", 0, allow_none=True)
+        check_number(reference_pad_value, "reference_pad_value")
+        check_int(pad_label, "pad_label", 0)
         self.slab_depth = slab_depth
         self.overlap = overlap
         self.last_slab = last_slab
@@ -811,7 +747,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         starts, canvas, tiled = self.layout(depth)
         y, r = self.slab_conditioning(labels, ref, starts, canvas, num_classes, position)
         slab_model = self.slab_model(network, y, r)
-        extra = {"labels": _digest(labels), "reference": _digest(ref), "starts": starts, "canvas": canvas}
+        extra = {"labels": labels, "reference": ref, "starts": starts, "canvas": canvas}
         device, count, sd = labels.device, len(starts), self.slab_depth
         with torch.no_grad():
             if tiled:

@@ -21,7 +21,6 @@ Example (a randomly initialised tiny network, so the result is noise-like; load 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,18 +28,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
-from torch import nn
 
-from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
+from medgen.diffusion.gaussian import GaussianDiffusion
 from medgen.diffusion.schedules import linear_beta_schedule
-from medgen.inferers.base import SamplingInferer
+from medgen.inferers.base import (
+    DiffusionSamplingInferer,
+    check_int,
+    check_number,
+    network_parameter,
+    unwrap_network,
+)
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.networks.wavunet import WavUNet
 from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
 
 __all__ = ["WaveletDiffusionInferer", "repaint_schedule", "wdm_diffusion"]
-
-SAMPLERS = ("ddpm", "ddim")
 
 
 def wdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
@@ -75,8 +77,7 @@ def repaint_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 
         ValueError: a count is not a positive integer.
     """
     for name, value in (("num_steps", num_steps), ("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        check_int(value, name, 1)
     remaining_jumps = {j: jump_n_sample - 1 for j in range(0, num_steps - jump_length, jump_length)}
     level, levels = num_steps - 1, [num_steps - 1]
     while level >= 0:
@@ -88,14 +89,6 @@ def repaint_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 
                 level += 1
                 levels.append(level)
     return levels
-
-
-def _digest(t: torch.Tensor | None) -> str | None:
-    """Short content hash of a tensor (part of the resume fingerprint, so another input never resumes a run)."""
-    if t is None:
-        return None
-    data = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
-    return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(t.shape)}"
 
 
 def _check_volume(value: Any, name: str) -> torch.Tensor:
@@ -121,7 +114,7 @@ def _image_shape(inputs: Any) -> tuple[int, ...]:
     )
 
 
-class WaveletDiffusionInferer(SamplingInferer):
+class WaveletDiffusionInferer(DiffusionSamplingInferer):
     """Sample a 3D volume with a wavelet diffusion model (WDM), optionally conditioned (cWDM) or inpainting.
 
     The sampler runs in the Haar domain: the state is ``(B, 8 C, D'/2, H'/2, W'/2)`` coefficients (``C`` image
@@ -218,54 +211,27 @@ class WaveletDiffusionInferer(SamplingInferer):
         checkpoint_dir: Any = None,
         checkpoint_every: int = 0,
     ) -> None:
-        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
-        if diffusion is None:
-            diffusion = wdm_diffusion()
-        if not isinstance(diffusion, GaussianDiffusion):
-            raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-            raise ValueError(f"eta must be a number >= 0, got {eta!r}.")
-        if eta and sampler != "ddim":
-            raise ValueError(f"eta={eta} only applies to sampler='ddim', got sampler={sampler!r}.")
+        super().__init__(
+            wdm_diffusion() if diffusion is None else diffusion,
+            timestep_respacing,
+            sampler,
+            eta,
+            seed=seed,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+        )
         if not isinstance(clip_range, Sequence) or len(clip_range) != 2 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in clip_range
         ) or not clip_range[0] < clip_range[1]:
             raise ValueError(f"clip_range must be (low, high) finite numbers with low < high, got {clip_range!r}.")
-        if isinstance(lll_scale, bool) or not isinstance(lll_scale, (int, float)) or not lll_scale > 0:
-            raise ValueError(f"lll_scale must be a number > 0, got {lll_scale!r}.")
-        if isinstance(image_channels, bool) or not isinstance(image_channels, int) or image_channels < 1:
-            raise ValueError(f"image_channels must be an integer >= 1, got {image_channels!r}.")
-        if mask_condition_channel is not None and (
-            isinstance(mask_condition_channel, bool) or not isinstance(mask_condition_channel, int)
-            or mask_condition_channel < 0
-        ):
-            raise ValueError(f"mask_condition_channel must be None or an integer >= 0, got {mask_condition_channel!r}.")
-        if pad_value is not None and (isinstance(pad_value, bool) or not isinstance(pad_value, (int, float))):
-            raise TypeError(f"pad_value must be a number or None, got {type(pad_value).__name__}.")
+        check_number(lll_scale, "lll_scale", 0.0, open_low=True)
+        check_int(image_channels, "image_channels", 1)
+        check_int(mask_condition_channel, "mask_condition_channel", 0, allow_none=True)
+        check_number(pad_value, "pad_value", allow_none=True)
         self.spatial_multiple = None if spatial_multiple is None else self._check_multiple(spatial_multiple)
 
-        if timestep_respacing is None or timestep_respacing == "":
-            keep: Sequence[int] = range(diffusion.num_timesteps)
-        elif isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
-            if not 1 <= timestep_respacing <= diffusion.num_timesteps:
-                raise ValueError(
-                    f"timestep_respacing must be in [1, {diffusion.num_timesteps}], got {timestep_respacing}."
-                )
-            keep = space_timesteps(diffusion.num_timesteps, [timestep_respacing])
-        elif isinstance(timestep_respacing, (str, Sequence)):
-            keep = space_timesteps(diffusion.num_timesteps, timestep_respacing)
-        else:
-            raise TypeError(
-                f"timestep_respacing must be None, an int, a section string or a list of ints, got "
-                f"{type(timestep_respacing).__name__}."
-            )
-        self.diffusion = diffusion.respace(keep)
         self.schedule = repaint_schedule(self.diffusion.num_timesteps, jump_length, jump_n_sample)
-        self.timestep_respacing = timestep_respacing
-        self.sampler = sampler
-        self.eta = float(eta)
         self.clip_denoised = bool(clip_denoised)
         self.clip_range = (float(clip_range[0]), float(clip_range[1]))
         self.lll_scale = float(lll_scale)
@@ -292,15 +258,6 @@ class WaveletDiffusionInferer(SamplingInferer):
         """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
-            "diffusion": {
-                "betas_sha1": hashlib.sha1(self.diffusion.betas.cpu().numpy().tobytes()).hexdigest(),
-                "timestep_map": self.diffusion.timestep_map.tolist(),
-                "model_mean_type": self.diffusion.model_mean_type,
-                "model_var_type": self.diffusion.model_var_type,
-                "rescale_timesteps": self.diffusion.rescale_timesteps,
-            },
-            "sampler": self.sampler,
-            "eta": self.eta,
             "clip_denoised": self.clip_denoised,
             "clip_range": list(self.clip_range),
             "lll_scale": self.lll_scale,
@@ -318,7 +275,7 @@ class WaveletDiffusionInferer(SamplingInferer):
         1 for any other callable)."""
         if self.spatial_multiple is not None:
             return self.spatial_multiple
-        module = network.module if isinstance(network, nn.Module) and hasattr(network, "module") else network
+        module = unwrap_network(network)
         if isinstance(module, GuidedUNet):
             levels = len(module.channel_mult) - 1
             return tuple(2 * f**levels for f in module.resample_factor)  # type: ignore[return-value]
@@ -380,9 +337,7 @@ class WaveletDiffusionInferer(SamplingInferer):
         """
         model = self.conditioned_model(network, condition_coeffs, network_args, network_kwargs)
         denoised_fn = self.clip_coefficients if self.clip_denoised else None
-        if self.sampler == "ddim":
-            return self.diffusion.ddim_sample(model, x, t, eta=self.eta, denoised_fn=denoised_fn, generator=generator)
-        return self.diffusion.p_sample(model, x, t, denoised_fn=denoised_fn, generator=generator)
+        return self.diffusion_step(model, x, t, generator, denoised_fn=denoised_fn)
 
     def _paste_known(
         self, x: torch.Tensor, known_coeffs: torch.Tensor, mask: torch.Tensor, level: int, generator: Any
@@ -485,11 +440,11 @@ class WaveletDiffusionInferer(SamplingInferer):
 
         # device: the data's (as MONAI inferers), else the network's; dtype: the network's (the data may be float64)
         reference = next((v for v in (inputs, condition_t, known_t) if isinstance(v, torch.Tensor)), None)
-        parameter = next(network.parameters(), None) if isinstance(network, nn.Module) else None
+        parameter = network_parameter(network)
         device = reference.device if reference is not None else parameter.device if parameter is not None else (
             torch.device("cpu")
         )
-        if parameter is not None and parameter.is_floating_point():
+        if parameter is not None:
             dtype = parameter.dtype
         elif reference is not None and reference.is_floating_point():
             dtype = reference.dtype
@@ -503,7 +458,7 @@ class WaveletDiffusionInferer(SamplingInferer):
         n_cond = 0 if condition_t is None else condition_t.shape[1]
         expected_in, expected_out = 8 * (channels + n_cond), 8 * channels
         for attribute, expected in (("in_channels", expected_in), ("out_channels", expected_out)):
-            found = getattr(network, attribute, None)
+            found = getattr(unwrap_network(network), attribute, None)
             if isinstance(found, int) and found != expected:
                 raise ValueError(
                     f"network.{attribute} must be {expected} (8 subbands x {channels} image channel(s)"
@@ -531,9 +486,9 @@ class WaveletDiffusionInferer(SamplingInferer):
             extra={
                 "padded_shape": list(padded),
                 "dtype": str(dtype),
-                "condition": _digest(condition_t),
-                "known": _digest(known_t),
-                "mask": _digest(mask_t),
+                "condition": condition_t,
+                "known": known_t,
+                "mask": mask_t,
             },
         )
 
