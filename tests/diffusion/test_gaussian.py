@@ -61,7 +61,7 @@ def test_q_sample_and_posterior_closed_forms():
     torch.testing.assert_close(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
     # posterior of x_{t-1} by Bayes: prior N(sqrt(abar_prev) x0, 1 - abar_prev), likelihood N(sqrt(alpha) x, beta)
     k = 57
-    beta, abar_t, abar_prev = diffusion.betas[k], diffusion.alphas_cumprod[k], diffusion.alphas_cumprod[k - 1]
+    beta, abar_prev = diffusion.betas[k], diffusion.alphas_cumprod[k - 1]
     prec = 1 / (1 - abar_prev) + (1 - beta) / beta
     mean = (abar_prev.sqrt() * x0[1] / (1 - abar_prev) + (1 - beta).sqrt() * x_t[1] / beta) / prec
     m, v, _ = diffusion.q_posterior_mean_variance(x0, x_t, t)
@@ -95,6 +95,50 @@ def test_learned_range_variance():
         torch.testing.assert_close(out["log_variance"], torch.full_like(x, expected.item()))
     with pytest.raises(ValueError, match="4 channels"):
         diffusion.p_mean_variance(lambda x, s: x, x, t)
+
+
+
+def test_learned_and_fixed_variances():
+    """``learned``: the extra channels are log sigma^2; ``fixed_large``: beta_t, with the posterior variance at t=0."""
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    t = torch.tensor([0, 6])
+    learned = GaussianDiffusion(cosine_beta_schedule(10), "epsilon", "learned")
+    log_var = torch.randn_like(x)
+    out = learned.p_mean_variance(lambda x, s: torch.cat([torch.zeros_like(x), log_var], 1), x, t)
+    torch.testing.assert_close(out["log_variance"], log_var)
+    torch.testing.assert_close(out["variance"], log_var.exp())
+    large = GaussianDiffusion(cosine_beta_schedule(10), "epsilon", "fixed_large")
+    out = large.p_mean_variance(lambda x, s: torch.zeros_like(x), x, t)
+    torch.testing.assert_close(out["variance"][0].flatten()[0], large.posterior_variance[1])
+    torch.testing.assert_close(out["variance"][1].flatten()[0], large.betas[6])
+    small = GaussianDiffusion(cosine_beta_schedule(10), "epsilon", "fixed_small")
+    out = small.p_mean_variance(lambda x, s: torch.zeros_like(x), x, t)
+    torch.testing.assert_close(out["variance"][1].flatten()[0], small.posterior_variance[6])
+
+
+def test_previous_x_mean_type():
+    """A ``previous_x`` model outputs the posterior mean itself; ``pred_xstart`` is the x0 with that posterior mean."""
+    diffusion = GaussianDiffusion(linear_beta_schedule(20), "previous_x", "fixed_small")
+    x0 = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    t = torch.tensor([9])
+    x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
+    mean, _, _ = diffusion.q_posterior_mean_variance(x0, x_t, t)
+    out = diffusion.p_mean_variance(lambda x, s: mean, x_t, t)
+    torch.testing.assert_close(out["mean"], mean)
+    torch.testing.assert_close(out["pred_xstart"], x0)
+
+
+def test_ddim_eta_one_has_the_posterior_variance():
+    """DDIM's sigma at eta = 1 is the DDPM posterior standard deviation (Song et al. 2021, eq. 16)."""
+    diffusion = GaussianDiffusion(linear_beta_schedule(30), "epsilon", "fixed_small")
+    x0 = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    eps = torch.randn_like(x0)
+    noise = torch.randn_like(x0)
+    t = torch.tensor([12])
+    x_t = diffusion.q_sample(x0, t, eps)
+    deterministic = diffusion.ddim_sample(lambda x, s: eps, x_t, t, eta=1.0, noise=torch.zeros_like(x0))["sample"]
+    noisy = diffusion.ddim_sample(lambda x, s: eps, x_t, t, eta=1.0, noise=noise)["sample"]
+    torch.testing.assert_close(noisy - deterministic, diffusion.posterior_variance[12].sqrt() * noise)
 
 
 def test_respacing_and_ddim():

@@ -12,8 +12,10 @@ from torch import nn
 from medgen.inferers.highfrequency import HighFrequencySpaceInferer
 from medgen.inferers.patch import PatchDiffusionInferer
 from medgen.inferers.perpendicular import PerpendicularSliceInferer
+from medgen.inferers.slab import SemanticDiffusionInferer, SlabPatchInferer
 from medgen.inferers.wavelet import WaveletDiffusionInferer
 from medgen.networks import GuidedUNet, NCSNpp, PatchEDMPrecond
+from medgen.networks.sdm_unet import SDMUNet
 from medgen.physics.ct import ParallelBeamCT
 from medgen.physics.mri import fft2c
 from medgen.physics.zaxis import ZAxisAverage
@@ -115,3 +117,40 @@ def test_high_frequency_inferer_in_evaluator_with_prepare_batch():
     )
     assert pred.shape == (1, h, w) and pred.is_complex()
     assert torch.isfinite(torch.view_as_real(pred.as_tensor())).all()
+
+
+def _tiny_sdm(**options) -> SDMUNet:
+    return SDMUNet(
+        model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=3, learn_sigma=True, num_groups=4,
+        spade_hidden_channels=4, **options,
+    )
+
+
+def test_semantic_diffusion_inferer_in_evaluator():
+    """The CTCA low-res stage: the label map is the evaluator's image, the output keeps its affine."""
+    torch.manual_seed(0)
+    labels = MetaTensor(torch.randint(0, 3, (1, 8, 8, 8)).float(), affine=_affine(2.0))
+    inferer = SemanticDiffusionInferer(timestep_respacing=2, seed=0, progress=False)
+    (pred,) = _evaluate(_tiny_sdm(), inferer, [{"image": labels, "label": labels}])
+    assert isinstance(pred, MetaTensor) and pred.shape == (1, 8, 8, 8)
+    assert pred.affine[0, 0] == pytest.approx(2.0)
+    assert float(pred.abs().max()) <= 1.0 + 1e-6  # clip_denoised keeps x0 in [-1, 1]; the last step adds no noise
+
+
+def test_slab_patch_inferer_in_evaluator_with_reference():
+    """The CTCA high-res stage: slabs of the label map, the low-res reference handed over by ``prepare_batch``."""
+    torch.manual_seed(0)
+    labels = MetaTensor(torch.randint(0, 3, (1, 8, 8, 12)).float(), affine=_affine(0.5))
+    low_res = torch.rand(1, 4, 4, 6)
+
+    def prepare_batch(batch, device=None, non_blocking=False, **_):
+        return batch["image"], None, (), {"reference": batch["reference"]}
+
+    network = _tiny_sdm(position_channel=True, reference_channels=2)
+    inferer = SlabPatchInferer(slab_depth=8, overlap=4, timestep_respacing=2, seed=0, progress=False)
+    (pred,) = _evaluate(
+        network, inferer, [{"image": labels, "reference": low_res}], prepare_batch=prepare_batch
+    )
+    assert isinstance(pred, MetaTensor) and pred.shape == (1, 8, 8, 12)
+    assert pred.affine[2, 2] == pytest.approx(0.5)
+    assert torch.isfinite(pred).all()

@@ -19,15 +19,6 @@ from medgen.transforms.sinogram import GEOMETRY_KEY
 from tests.conftest import load_parity
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the tensors here are tiny: on a shared 2-core machine intra-op threads only spin (100x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_net():
     d = load_parity("padis_songunet_tiny")

@@ -22,14 +22,6 @@ def tiny_net():
     return from_official("score_sde_ncsnpp", TINY["state_dict"], TINY["config"])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class GaussianScore(torch.nn.Module):
     """Exact score of data ~ N(mean, std^2) under VE noise sigma: a cheap, differentiable stand-in network."""
 

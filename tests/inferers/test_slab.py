@@ -33,15 +33,6 @@ from medgen.networks.sdm_unet import SDMUNet, one_hot_labels, reference_for_slab
 ABAR = sdm_diffusion().alphas_cumprod.float()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation (seconds per call on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _Interrupt(RuntimeError):
     pass
 
