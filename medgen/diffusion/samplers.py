@@ -47,7 +47,9 @@ def _noise(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generat
     return noise
 
 
-def _finish(x, x_mean, score, return_score):
+def _finish(
+    x: torch.Tensor, x_mean: torch.Tensor, score: torch.Tensor, return_score: bool
+) -> tuple[torch.Tensor, ...]:
     return (x, x_mean, score) if return_score else (x, x_mean)
 
 
@@ -62,7 +64,7 @@ def reverse_diffusion_predictor(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     return_score: bool = False,
-):
+) -> tuple[torch.Tensor, ...]:
     """Reverse-diffusion predictor: ``x_mean = x - rev_f``, ``x = x_mean + rev_G * project(z)``.
 
     ``rev_f, rev_G`` come from ``sde.reverse(score_fn).discretize`` (for the VE-SDE: ``x_mean = x + G^2 s`` with
@@ -103,7 +105,7 @@ def euler_maruyama_predictor(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     return_score: bool = False,
-):
+) -> tuple[torch.Tensor, ...]:
     """Euler-Maruyama step of the reverse SDE with ``dt = -T / N``: ``x_mean = x + drift dt``,
     ``x = x_mean + g sqrt(|dt|) project(z)``.
 
@@ -150,7 +152,7 @@ def langevin_corrector(
     noise: torch.Tensor | Sequence[torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     return_score: bool = False,
-):
+) -> tuple[torch.Tensor, ...]:
     """Langevin corrector: ``n_steps`` of ``x_mean = x + eps g``, ``x = x_mean + sqrt(2 eps) project(z)``.
 
     ``g = project(score)`` and ``eps = 2 alpha (snr |z| / |g|)^2`` with ``alpha = sde.langevin_alpha(t)`` (1 for VE,

@@ -137,10 +137,12 @@ class ReverseSDE:
 
     @property
     def N(self) -> int:
+        """Number of discretisation steps (the forward SDE's)."""
         return self.forward.N
 
     @property
     def T(self) -> float:
+        """End time (the forward SDE's)."""
         return self.forward.T
 
     def _score(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None) -> torch.Tensor:
@@ -169,7 +171,13 @@ class ReverseSDE:
         return rev_f, torch.zeros_like(G) if self.probability_flow else G
 
 
-def _normal(shape, generator, device, dtype) -> torch.Tensor:
+def _normal(
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """``randn(shape)`` from ``generator``, on the generator's device unless ``device`` is given."""
     if generator is not None and device is None:
         device = generator.device
     return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
@@ -218,7 +226,14 @@ class VESDE(SDE):
     def marginal_prob(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, self.sigma(as_time(t, x))
 
-    def prior_sampling(self, shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    def prior_sampling(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """``sigma_max * z``, ``z ~ N(0, I)`` of ``shape`` (on the generator's device unless ``device`` is given)."""
         return _normal(shape, generator, device, dtype) * self.sigma_max
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,7 +293,14 @@ class VPSDE(SDE):
         log_mean = self.log_mean_coeff(as_time(t, x))
         return torch.exp(batch_broadcast(log_mean, x)) * x, torch.sqrt(1.0 - torch.exp(2.0 * log_mean))
 
-    def prior_sampling(self, shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    def prior_sampling(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """``z ~ N(0, I)`` of ``shape`` (on the generator's device unless ``device`` is given)."""
         return _normal(shape, generator, device, dtype)
 
     def langevin_alpha(self, t: torch.Tensor) -> torch.Tensor:

@@ -461,6 +461,7 @@ class PatchDiffusionInferer(SamplingInferer):
         self.max_batch = max_batch
 
     def config(self) -> dict[str, Any]:
+        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "operator": repr(self.operator),

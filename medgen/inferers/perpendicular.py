@@ -473,6 +473,7 @@ class PerpendicularSliceInferer(SamplingInferer):
 
     # ------------------------------------------------------------------------------------------- config
     def config(self) -> dict[str, Any]:
+        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "task": self.task,

@@ -22,6 +22,7 @@ Example (a randomly initialised tiny network, so the result is noise-like; load 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -208,7 +209,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         *,
         seed: int | None = None,
         progress: bool = True,
-        checkpoint_dir: Any = None,
+        checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
     ) -> None:
         super().__init__(
