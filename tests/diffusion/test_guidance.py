@@ -41,12 +41,9 @@ def test_dps_gradient_analytic_unsquared_batch_norm():
         dps_gradient(torch.zeros(1), torch.zeros(1), lambda v: v)
 
 
-@pytest.mark.slow
 def test_tpdm_csmri_dps_parity_with_network():
-    """TPDM's CS-MRI DPS closures (corrector then predictor) through the tiny official NCSN++.
-
-    Slow (two backward passes through NCSN++, ~20 s on the shared CPU); run with ``pytest -m slow``.
-    """
+    """TPDM's CS-MRI DPS closures (corrector then predictor) through the tiny official NCSN++ (about 1 s with one
+    torch thread)."""
     from medgen.networks.convert import from_official
 
     tiny, d = load_parity("ncsnpp_tiny"), load_parity("ve_pc_step_tiny")

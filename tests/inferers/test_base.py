@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 from monai.data import MetaTensor, decollate_batch, list_data_collate
-
 from torch import nn
 
 import medgen.inferers.loop as loop_module
@@ -21,6 +18,7 @@ from medgen.inferers.base import (
     tensor_digest,
     unwrap_network,
 )
+from tests.inferers.conftest import run_docstring_example
 
 
 def test_wrap_output_keeps_affine_meta_and_batch_flag():
@@ -170,9 +168,8 @@ def test_respace_diffusion_and_diffusion_inferer():
 def test_loop_module_docstring_example_runs(tmp_path, monkeypatch):
     """The example of :mod:`medgen.inferers.loop` runs as written (its checkpoint goes to ``runs/demo``)."""
     monkeypatch.chdir(tmp_path)
-    code = textwrap.dedent(loop_module.__doc__.split("Example::", 1)[1].split("\n\nInterrupting", 1)[0])
-    namespace: dict = {}
-    exec(compile(code, "<medgen.inferers.loop example>", "exec"), namespace)
-    assert namespace["result"]["x"].shape == (1, 1, 8, 8)
+    first = run_docstring_example(loop_module.__doc__, "medgen.inferers.loop")
+    assert first["result"]["x"].shape == (1, 1, 8, 8)
     assert (tmp_path / "runs" / "demo" / loop_module.CHECKPOINT_NAME).is_file()
-    exec(compile(code, "<medgen.inferers.loop example, resumed>", "exec"), namespace)  # resumes the finished run
+    again = run_docstring_example(loop_module.__doc__, "medgen.inferers.loop")  # resumes the finished run
+    assert torch.equal(again["result"]["x"], first["result"]["x"])

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-import textwrap
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from medgen.diffusion.sde import HFSSDE, VESDE, VPSDE
 from medgen.inferers.highfrequency import SDE_PRESETS, HighFrequencySpaceInferer
 from medgen.physics.mri import channels_to_complex, complex_to_channels, fft2c
 from tests.conftest import load_parity
+from tests.inferers.conftest import run_docstring_example
 
 
 @pytest.fixture(scope="module")
@@ -265,11 +265,7 @@ def test_vp_ve_baselines(sde):
 
 
 def test_docstring_example_runs():
-    doc = HighFrequencySpaceInferer.__doc__
-    code = textwrap.dedent(doc.split("Example::", 1)[1])
-    namespace: dict = {}
-    exec(compile(code, "<HighFrequencySpaceInferer example>", "exec"), namespace)
-    recon = namespace["recon"]
+    recon = run_docstring_example(HighFrequencySpaceInferer.__doc__, "HighFrequencySpaceInferer")["recon"]
     assert isinstance(recon, MetaTensor) and recon.shape == (1, 1, 32, 32) and recon.is_complex()
     assert bool(torch.isfinite(recon.as_tensor().abs()).all())
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 from monai.data import MetaTensor
@@ -17,6 +15,7 @@ from medgen.physics.blur import Blur, Downsample
 from medgen.physics.ct import ParallelBeamCT
 from medgen.transforms.sinogram import GEOMETRY_KEY
 from tests.conftest import load_parity
+from tests.inferers.conftest import run_docstring_example
 
 
 @pytest.fixture(scope="module")
@@ -361,10 +360,6 @@ def test_invalid_arguments_are_rejected_before_sampling(tiny_net):
 
 
 def test_module_docstring_example_runs():
-    doc = patch_module.__doc__
-    code = textwrap.dedent(doc.split("::", 1)[1])
-    namespace: dict = {}
-    exec(compile(code, "patch_example", "exec"), namespace)
-    image = namespace["image"]
+    image = run_docstring_example(patch_module.__doc__, "medgen.inferers.patch")["image"]
     assert isinstance(image, MetaTensor) and image.shape == (1, 1, 16, 16)
     assert image.min() >= 0 and image.max() <= 1

@@ -12,6 +12,7 @@ from medgen.physics.ct import ParallelBeamCT
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
 from tests.conftest import load_parity
+from tests.inferers.conftest import run_docstring_example
 
 PC = load_parity("ve_pc_step_tiny")
 TINY = load_parity("ncsnpp_tiny")
@@ -337,10 +338,8 @@ def test_evaluator_style_call_runs_dps_under_no_grad():
 
 
 def test_module_docstring_example_runs():
-    namespace: dict = {}
-    example = perpendicular.__doc__.split("::", 1)[1]
-    exec(compile("\n".join(line[4:] for line in example.splitlines()), "example", "exec"), namespace)
-    assert namespace["volume"].shape == (1, 1, 16, 16, 16)
+    volume = run_docstring_example(perpendicular.__doc__, "medgen.inferers.perpendicular")["volume"]
+    assert isinstance(volume, MetaTensor) and volume.shape == (1, 1, 16, 16, 16)
 
 
 def test_invalid_arguments_are_named():
