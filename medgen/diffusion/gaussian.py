@@ -7,10 +7,24 @@ where ``model_t`` is the ORIGINAL process's timestep (``timestep_map[t]`` after 
 ``rescale_timesteps``). WDM (x0-prediction, fixed-large variance, linear 1000 steps) and SDM/CTCA (epsilon,
 learned-range variance, cosine) are both instances.
 
-Example (WDM's sampler; ``clip`` = IDWT -> clamp -> DWT, see :meth:`GaussianDiffusion.p_mean_variance`)::
+Example (WDM's sampler over 10 of its 1000 steps, with WDM's image-space clipping as ``denoised_fn``; the stand-in
+network predicts ``x0 = 0``)::
 
-    diffusion = GaussianDiffusion(linear_beta_schedule(1000), "start_x", "fixed_large").respace(range(1000))
-    x = torch.randn(1, 8, 64, 64, 64, generator=g)
+    import torch
+    from medgen.diffusion.gaussian import GaussianDiffusion
+    from medgen.diffusion.schedules import linear_beta_schedule
+    from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
+
+    diffusion = GaussianDiffusion(linear_beta_schedule(1000), "start_x", "fixed_large").respace(range(0, 1000, 100))
+
+    def model(x, t):  # x: (B, 8, d, h, w) wavelet coefficients, t: (B,) timesteps of the 1000-step process
+        return torch.zeros_like(x)
+
+    def clip(x0):  # clamp the predicted image, not its coefficients
+        return haar_dwt3d(haar_idwt3d(x0, lll_scale=3.0).clamp(-1, 1), lll_scale=3.0)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 4, 4, 4, generator=g)
     for i in reversed(range(diffusion.num_timesteps)):
         t = torch.full((1,), i, dtype=torch.long)
         x = diffusion.p_sample(model, x, t, denoised_fn=clip, generator=g)["sample"]

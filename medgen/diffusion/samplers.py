@@ -10,10 +10,23 @@ A ``guidance(x, score)`` hook returns a term added to the (projected) score in t
 norm-matched data-consistency gradient (:func:`medgen.diffusion.guidance.hfs_data_consistency`); it does not change
 the corrector's step size.
 
-Example (one TPDM step: corrector, then predictor, at the same ``t``)::
+Example (TPDM's loop: corrector, then predictor, at the same ``t``; the score of ``N(0, 1)`` data stands in for
+the network, so the result is a sample of ``N(0, 1)``)::
 
-    x, x_mean = langevin_corrector(x, t, sde, score_fn, snr=0.16, generator=g)
-    x, x_mean = reverse_diffusion_predictor(x, t, sde, score_fn, generator=g)
+    import torch
+    from medgen.diffusion.samplers import langevin_corrector, reverse_diffusion_predictor
+    from medgen.diffusion.sde import VESDE
+
+    sde = VESDE(sigma_min=0.01, sigma_max=50.0, N=100)
+
+    def score_fn(x, t):  # grad log p_t for data ~ N(0, 1): -x / (1 + sigma(t)^2)
+        return -x / (1 + sde.sigma(t) ** 2).reshape(-1, 1, 1, 1)
+
+    g = torch.Generator().manual_seed(0)
+    x = sde.prior_sampling((4, 1, 16, 16), generator=g)
+    for t in torch.linspace(1.0, 1e-5, sde.N):
+        x, x_mean = langevin_corrector(x, t, sde, score_fn, snr=0.16, generator=g)
+        x, x_mean = reverse_diffusion_predictor(x, t, sde, score_fn, generator=g)
 """
 
 from __future__ import annotations

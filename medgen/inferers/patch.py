@@ -43,7 +43,7 @@ from monai.utils import convert_to_tensor
 
 from medgen.diffusion.guidance import dps_gradient
 from medgen.diffusion.schedules import karras_sigmas
-from medgen.inferers.base import SamplingInferer, check_int, check_number
+from medgen.inferers.base import SamplingInferer, check_int, check_number, unwrap_network
 from medgen.networks.songunet import patch_position_channels
 from medgen.physics.base import LinearOperator, check_choice
 from medgen.physics.blur import Downsample
@@ -565,7 +565,7 @@ class PatchDiffusionInferer(SamplingInferer):
                 f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
                 f"{plane[0]}x{plane[1]} slices."
             )
-        channels = getattr(network, "img_channels", None)
+        channels = getattr(unwrap_network(network), "img_channels", None)
         if isinstance(channels, int) and channels != image_shape[1]:
             raise ValueError(
                 f"network denoises {channels}-channel images, the operator's images have {image_shape[1]} channels."

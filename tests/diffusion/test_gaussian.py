@@ -3,10 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+import medgen.diffusion.gaussian as gaussian_module
 from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
 from medgen.diffusion.schedules import cosine_beta_schedule, linear_beta_schedule
 from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
 from tests.conftest import load_parity
+from tests.inferers.conftest import run_docstring_example
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +185,9 @@ def test_validation():
         diffusion.q_sample(torch.zeros(2, 1, 2, 2), torch.tensor([0.5, 0.2]))
     with pytest.raises(ValueError, match="use_timesteps"):
         diffusion.respace([20])
+
+
+def test_module_docstring_example_runs():
+    """The example runs as written; with ``x0 = 0`` predicted, the last (noise-free) posterior mean is exactly 0."""
+    x = run_docstring_example(gaussian_module.__doc__, "medgen.diffusion.gaussian")["x"]
+    assert x.shape == (1, 8, 4, 4, 4) and torch.equal(x, torch.zeros_like(x))

@@ -3,11 +3,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+import medgen.diffusion.samplers as samplers_module
 from medgen.diffusion.guidance import hfs_data_consistency
 from medgen.diffusion.samplers import euler_maruyama_predictor, langevin_corrector, reverse_diffusion_predictor
 from medgen.diffusion.sde import HFSSDE, VESDE, VPSDE
 from medgen.physics.mri import CartesianMRI, complex_to_channels
 from tests.conftest import load_parity
+from tests.inferers.conftest import run_docstring_example
 
 
 def _recorded_scores(pairs):
@@ -184,3 +186,10 @@ def test_hfs_pc_steps_parity_with_network():
 
 
 # The full accelerated N=5 sampler is pinned through the inferer: tests/inferers/test_highfrequency.py.
+
+
+def test_module_docstring_example_runs():
+    """The PC example samples N(0, 1) data from its exact score: the result has unit variance."""
+    x_mean = run_docstring_example(samplers_module.__doc__, "medgen.diffusion.samplers")["x_mean"]
+    assert x_mean.shape == (4, 1, 16, 16)
+    assert abs(float(x_mean.std()) - 1.0) < 0.1 and abs(float(x_mean.mean())) < 0.1
