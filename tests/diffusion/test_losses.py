@@ -13,6 +13,7 @@ from medgen.diffusion.losses import (
     hybrid_loss,
     normal_kl,
     pachify,
+    patch_edm_loss,
     score_matching_loss,
     vb_terms_bpd,
     wavelet_diffusion_loss,
@@ -62,6 +63,26 @@ def test_edm_loss_formula_and_draw_order():
     torch.testing.assert_close(loss, weight * (0.5 * (images + sigma * n) - images) ** 2)
     # the ideal denoiser of a point mass has zero loss
     assert edm_loss(lambda x, s: images, images, sigma=torch.ones(3)).abs().max() == 0
+
+
+
+def test_patch_edm_loss_is_pachify_then_edm_loss():
+    """PaDIS's Patch_EDMLoss: corners, then sigma, then noise from one generator; the net gets the patch positions."""
+    images = torch.randn(2, 1, 12, 12)
+    seen = {}
+
+    def net(x, sigma, x_pos=None, class_labels=None):
+        seen["x_pos"], seen["class_labels"] = x_pos, class_labels
+        return 0.5 * x
+
+    labels = torch.tensor([1, 0])
+    loss = patch_edm_loss(net, images, 5, class_labels=labels, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    patches, positions, _, _ = pachify(images, 5, g)
+    expected = edm_loss(lambda x, s: 0.5 * x, patches, generator=g)
+    torch.testing.assert_close(loss, expected)
+    assert loss.shape == (2, 1, 5, 5)
+    assert torch.equal(seen["x_pos"], positions) and seen["class_labels"] is labels
 
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 50.0, 100), VPSDE(0.1, 20.0, 100)])
