@@ -9,6 +9,15 @@ from medgen.inferers.loop import (
 )
 from medgen.inferers.base import (
     SamplingInferer,
+    DiffusionSamplingInferer,
+    DIFFUSION_SAMPLERS,
+    tensor_digest,
+    unwrap_network,
+    network_parameter,
+    check_int,
+    check_number,
+    respace_diffusion,
+    diffusion_fingerprint,
 )
 from medgen.inferers.perpendicular import (
     PerpendicularSliceInferer,
@@ -50,6 +59,15 @@ __all__ = [
     "make_generator",
     "CHECKPOINT_NAME",
     "SamplingInferer",
+    "DiffusionSamplingInferer",
+    "DIFFUSION_SAMPLERS",
+    "tensor_digest",
+    "unwrap_network",
+    "network_parameter",
+    "check_int",
+    "check_number",
+    "respace_diffusion",
+    "diffusion_fingerprint",
     "PerpendicularSliceInferer",
     "tpdm_pc_step",
     "Residual",
