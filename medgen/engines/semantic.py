@@ -179,7 +179,9 @@ def semantic_slab_items(
     items = []
     for k in range(depth // slab_depth):
         window = slice(k * slab_depth, (k + 1) * slab_depth)
-        z = slab_z_position_channel(k, slab_depth, normalizer, (height, width), device=image.device) if position else None
+        z = None
+        if position:
+            z = slab_z_position_channel(k, slab_depth, normalizer, (height, width), device=image.device)
         ref = None
         if low_res_image is not None:
             ref = reference_for_slab(low_res_image, k, slab_depth, depth, reference_margin, reference_pad_value)
@@ -242,7 +244,8 @@ class SemanticDiffusionTrainingLoss:
         num_classes = getattr(module, "num_classes", None)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int):
             raise ValueError(f"the network ({type(module).__name__}) must have an integer num_classes attribute.")
-        return num_classes, bool(getattr(module, "position_channel", False)), int(getattr(module, "reference_channels", 0) or 0)
+        position = bool(getattr(module, "position_channel", False))
+        return num_classes, position, int(getattr(module, "reference_channels", 0) or 0)
 
     def __call__(self, network: nn.Module, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Args:

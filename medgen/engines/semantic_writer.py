@@ -161,8 +161,10 @@ class SemanticSynthesisWriter:
         self.info = dict(info or {})
         self.class_names = {int(k): str(v) for k, v in (class_names or {}).items()}
         self.contrasts = {str(k): [list(g) for g in v] for k, v in (contrasts or {}).items()}
-        self.expected_values = None if expected_values is None else {int(k): float(v) for k, v in expected_values.items()}
-        self.display_range = (None, None) if display_range is None else (float(display_range[0]), float(display_range[1]))
+        self.expected_values = (
+            None if expected_values is None else {int(k): float(v) for k, v in expected_values.items()}
+        )
+        self.display_range = (None, None) if display_range is None else tuple(float(v) for v in display_range)
         self.overwrite = bool(overwrite)
         self.inputs = tuple(str(p) for p in inputs if p)
         self._started: float | None = None
