@@ -184,34 +184,6 @@ def _check_label_map(inputs: Any, name: str = "inputs") -> torch.Tensor:
     return labels
 
 
-def _general_reference(
-    low_res: torch.Tensor, z_start: int, slab_depth: int, volume_depth: int, margin: int | None, pad_value: float,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """:func:`~medgen.networks.sdm_unet.reference_for_slab` for a slab starting at ANY slice ``z_start``.
-
-    The same arithmetic with ``slab_index * slab_depth`` replaced by ``z_start`` (overlapping and shifted slabs do not
-    start at multiples of ``slab_depth``); slabs that do are delegated to ``reference_for_slab`` itself.
-    """
-    if z_start % slab_depth == 0:
-        return reference_for_slab(low_res, z_start // slab_depth, slab_depth, volume_depth, margin, pad_value, dtype)
-    vol = low_res.to(dtype)
-    lr_depth = vol.shape[-1]
-    margin = lr_depth // 8 if margin is None else margin
-    first = int(z_start * lr_depth / volume_depth)
-    z0 = first - margin
-    z1 = int(first + slab_depth * lr_depth / volume_depth) + margin
-    before, after = max(0, -z0), max(0, z1 - lr_depth)
-    if before or after:
-        vol = F.pad(vol, (before, after), mode="constant", value=pad_value)
-    low, high = vol.min(), vol.max()
-    vol = (vol - low) / (high - low) if high != low else torch.zeros_like(vol)
-    window = (2 * vol - 1)[:, :, z0 + before : z1 + before]
-    z = torch.arange(z0, z1, dtype=torch.float64, device=vol.device)
-    position = (2 * (z / lr_depth - 0.5)).to(dtype).reshape(1, 1, -1).expand_as(window)
-    return torch.stack([window, position])
-
-
 def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[int, int], dtype, device) -> torch.Tensor:
     """The official z-position channel ``2 (z / normalizer - 0.5)`` of slices ``start .. start + slab_depth - 1``."""
     if start % slab_depth == 0:
@@ -640,8 +612,8 @@ class SlabPatchInferer(SemanticDiffusionInferer):
                     y = torch.cat([y, _z_position(start, sd, normalizer, (height, width), self.dtype, device)[None]], 1)
                 ys.append(y)
                 if reference is not None:
-                    rs.append(_general_reference(reference[b, 0], start, sd, depth, self.reference_margin,
-                                                 self.reference_pad_value, self.dtype))
+                    rs.append(reference_for_slab(reference[b, 0], start // sd, sd, depth, self.reference_margin,
+                                                 self.reference_pad_value, self.dtype, first_slice=start))
         return torch.cat(ys), (torch.stack(rs).to(device) if rs else None)
 
     def slab_model(

@@ -589,6 +589,7 @@ def reference_for_slab(
     margin: int | None = None,
     pad_value: float = -1024.0,
     dtype: torch.dtype = torch.float32,
+    first_slice: int | None = None,
 ) -> torch.Tensor:
     """The reference input ``r`` of one high-res slab (official ``ImageDataset.create_reference``).
 
@@ -613,6 +614,8 @@ def reference_for_slab(
             depths the official code accepts).
         pad_value: value of slices outside the volume (-1024, HU of air).
         dtype: floating dtype of the computation and the result (float32 as the official code).
+        first_slice: first high-res slice of the slab when slabs do not start at multiples of ``slab_depth``
+            (overlapping or shifted slabs, a medgen extension); default ``slab_index * slab_depth`` (official).
 
     Returns:
         (2, H, W, n + 2 * margin) plain tensor with ``n = z1 - z0``: normalised intensity and z-position.
@@ -633,8 +636,13 @@ def reference_for_slab(
     margin = lr_depth // 8 if margin is None else margin
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}.")
-    z_start = int(slab_index * slab_depth * lr_depth / volume_depth) - margin
-    z_end = int(int(slab_index * slab_depth * lr_depth / volume_depth) + slab_depth * lr_depth / volume_depth) + margin
+    if first_slice is None:
+        first_slice = slab_index * slab_depth
+    elif not isinstance(first_slice, (int, np.integer)) or not 0 <= first_slice < volume_depth:
+        raise ValueError(f"first_slice must be an integer in [0, {volume_depth}), got {first_slice!r}.")
+    first = int(first_slice * lr_depth / volume_depth)
+    z_start = first - margin
+    z_end = int(first + slab_depth * lr_depth / volume_depth) + margin
     pad_before, pad_after = max(0, -z_start), max(0, z_end - lr_depth)
     if pad_before or pad_after:
         vol = F.pad(vol, (pad_before, pad_after), mode="constant", value=pad_value)

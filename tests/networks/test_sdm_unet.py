@@ -214,3 +214,28 @@ def test_checkpoint_mismatch_is_reported():
         from_official("sdm_unet", state, data["config"], use_ema=True)
     prefixed = {f"module.{k}": v for k, v in state.items()}
     assert isinstance(from_official("sdm_unet", prefixed, data["config"]), SDMUNet)
+
+
+def test_reference_for_shifted_slabs_matches_official_formula():
+    """``first_slice``: the official create_reference arithmetic at any slab start (numpy oracle); aligned starts equal
+    the official slab-index form."""
+    g = torch.Generator().manual_seed(3)
+    vol = torch.randint(-1000, 1500, (6, 5, 16), generator=g).float()
+
+    def oracle(z_start, slab_depth, volume_depth, margin):
+        arr = vol.numpy().astype(np.float32)
+        lr = arr.shape[2]
+        start = int(z_start * lr / volume_depth) - margin
+        end = int(int(z_start * lr / volume_depth) + slab_depth * lr / volume_depth) + margin
+        padded = np.pad(arr, ((0, 0), (0, 0), (max(0, -start), max(0, end - lr))), constant_values=-1024)
+        padded = (padded - padded.min()) / (padded.max() - padded.min())
+        window = (2 * padded - 1)[:, :, start + max(0, -start) : end + max(0, -start)]
+        pos = np.tile((2 * (np.arange(start, end) / lr - 0.5)).reshape(1, 1, -1), (6, 5, 1))
+        return np.stack([window, pos]).astype(np.float32)
+
+    for z_start in (0, 4, 12, 20, 26, 30):
+        got = reference_for_slab(vol, z_start // 8, 8, 34, 2, -1024.0, torch.float32, first_slice=z_start)
+        np.testing.assert_allclose(got.numpy(), oracle(z_start, 8, 34, 2), rtol=0, atol=1e-6)
+    for k in range(4):
+        assert torch.equal(reference_for_slab(vol, 0, 8, 32, first_slice=8 * k),
+                           reference_for_slab(vol, k, 8, 32))
