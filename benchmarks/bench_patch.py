@@ -20,12 +20,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import peak_rss_mib, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,14 +43,6 @@ PADIS_DDPMPP_304 = dict(
 )  # fmt: skip
 
 
-def _max_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 if sys.platform != "darwin" else rss / 1024**2  # KiB on Linux, bytes on macOS
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(name: str, network, image_size: int, patch_size: int, pad: int, repeats: int, device: torch.device) -> dict:
@@ -82,16 +74,16 @@ def bench(name: str, network, image_size: int, patch_size: int, pad: int, repeat
 
     for label, fn in (("no_grad", no_grad_call), ("with_input_grad", grad_call)):
         fn()  # warm-up (allocator, kernel selection)
-        _sync(device)
+        synchronize(device)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             times.append(time.perf_counter() - start)
         results[f"seconds_per_call_{label}"] = min(times)
         results[f"seconds_per_call_{label}_all"] = times
-        results[f"max_rss_mb_after_{label}"] = _max_rss_mb()
+        results[f"max_rss_mb_after_{label}"] = peak_rss_mib()
         if device.type == "cuda":
             results[f"cuda_max_memory_allocated_mb_{label}"] = torch.cuda.max_memory_allocated(device) / 1024**2
             torch.cuda.reset_peak_memory_stats(device)

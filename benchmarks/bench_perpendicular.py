@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import peak_rss_mib, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,18 +43,10 @@ TINY = dict(image_size=32, nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_reso
 FULL = dict(image_size=256, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,))  # BMR_ZSR_256
 
 
-def _max_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 if sys.platform != "darwin" else rss / 1024**2  # KiB on Linux, bytes on macOS
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _memory(device: torch.device) -> dict:
-    out = {"peak_rss_mb": round(_max_rss_mb(), 1)}
+    out = {"peak_rss_mb": round(peak_rss_mib(), 1)}
     if device.type == "cuda":
         out["cuda_max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 1024**2, 1)
     return out
@@ -80,10 +72,10 @@ def bench_tiny(device: torch.device, steps: int, size: int = 32, batch_size: int
         )
         inferer(inputs, network, device=device) if task == "uncond" else inferer(inputs, network)  # warm-up
         _reset(device)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         inferer(inputs, network, device=device) if task == "uncond" else inferer(inputs, network)
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
         primary_steps = sum(i % 2 != 1 for i in range(steps))
         results.append(
@@ -120,11 +112,11 @@ def bench_full(device: torch.device, slices: int, steps: int) -> list[dict]:
     results = []
     for name, kwargs in (("pc_step", {}), ("pc_step_dps", {"residual": residual, "dps_weight": 4.0})):
         _reset(device)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for i in range(steps):
             tpdm_pc_step(x, 0.5, sde, score_fn, generator=generator, **kwargs)
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
         results.append(
             {

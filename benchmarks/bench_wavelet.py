@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import sys
 import time
 from typing import Any
 
 import torch
+from common import peak_rss_mib, synchronize
 
 from medgen.inferers.wavelet import WaveletDiffusionInferer
 from medgen.networks.guided_unet import GuidedUNet
@@ -42,14 +41,6 @@ WDM_UNET_128 = dict(TINY_CONFIG, image_size=128, model_channels=64, num_res_bloc
                     num_groups=32)
 
 
-def _max_rss_mib() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0  # bytes on macOS, KiB on Linux
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(name: str, config: dict[str, Any], image_size: int, steps: int, device: torch.device) -> dict[str, Any]:
@@ -66,10 +57,10 @@ def bench(name: str, config: dict[str, Any], image_size: int, steps: int, device
     with torch.no_grad():
         for i in range(steps + (1 if steps > 1 else 0)):
             t = torch.full((1,), 999 - i, dtype=torch.long, device=device)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             x = inferer.reverse_step(net, x, t, generator=generator)["sample"]
-            _sync(device)
+            synchronize(device)
             times.append(time.perf_counter() - start)
     timed = times[1:] if steps > 1 else times
     result = {
@@ -81,7 +72,7 @@ def bench(name: str, config: dict[str, Any], image_size: int, steps: int, device
         "seconds_per_step": sum(timed) / len(timed),
         "seconds_per_step_min": min(timed),
         "estimated_seconds_1000_steps": 1000 * sum(timed) / len(timed),
-        "peak_rss_mib": round(_max_rss_mib(), 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "finite": bool(torch.isfinite(x).all()),
     }
     if device.type == "cuda":
