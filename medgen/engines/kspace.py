@@ -211,7 +211,10 @@ def load_kspace_sample(path: str | os.PathLike, keys: Sequence[str] = _SAMPLE_KE
     Raises:
         FileNotFoundError: no such file.
         KeyError: a required entry is missing.
+        ValueError: ``path`` is empty (e.g. an unset ``input_path``).
     """
+    if not str(path):
+        raise ValueError("path of the k-space sample is empty; give the .npz file (e.g. --input_path data.npz).")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"k-space sample '{path}' not found.")

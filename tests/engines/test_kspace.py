@@ -88,6 +88,8 @@ def test_npz_round_trip_and_missing_keys(tmp_path):
         load_kspace_sample(path)
     with pytest.raises(FileNotFoundError):
         load_kspace_sample(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="empty"):
+        load_kspace_sample("")
 
 
 def test_writer_writes_nifti_png_metrics_and_never_overwrites(tmp_path):
