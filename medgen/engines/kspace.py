@@ -13,23 +13,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.metrics import SSIMMetric
 
-from medgen.data.io import save_nifti
 from medgen.data.phantoms import brain_mri_phantom
-from medgen.engines.writers import volume_statistics
+from medgen.engines.metrics import as_magnitude_slices, check_same_shape, check_ssim_window, ssim_2d
+from medgen.engines.writers import OutputWriter, as_affine, save_panel_grid_png, volume_statistics, write_atomically
 
 __all__ = [
     "phantom_mri_slices",
@@ -97,26 +92,14 @@ def phantom_mri_slices(
     return slices
 
 
-def _as_magnitudes(x: Any, name: str) -> torch.Tensor:
-    """``(S, 1, H, W)`` float64 magnitudes from ``(H, W)``, ``(S, H, W)`` or ``(S, 1, H, W)`` real/complex data."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor or numpy array, got {type(x).__name__}.")
-    if isinstance(x, MetaTensor):
-        x = x.as_tensor()
-    x = x.detach().cpu().abs()
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"{name} must be shaped (H, W), (S, H, W) or (S, 1, H, W), got {tuple(x.shape)}.")
-    return x.to(torch.float64)
-
-
 def hfs_metrics(reconstruction: Any, reference: Any, win_size: int = 11) -> dict[str, Any]:
     """PSNR, SSIM and NMSE of magnitude images per slice, as HFS-SDE evaluates (``utils/calc.py``).
+
+    HFS-SDE's definition differs on purpose from :func:`~medgen.engines.reconstruction.reconstruction_metrics` and
+    :func:`~medgen.engines.slice_reconstruction.slice_metrics`: no clipping, and the data range of each slice is
+    taken from the images (not fixed), so the scores do not depend on the intensity scale; PSNR is computed in
+    Python floats from that range (torchmetrics' formula), only the SSIM goes through
+    :func:`medgen.engines.metrics.ssim_2d`.
 
     For each slice, on magnitudes ``r = |reconstruction|``, ``l = |reference|`` (HFS-SDE's std-normalised units;
     all three are invariant to a common scaling of both images):
@@ -139,19 +122,16 @@ def hfs_metrics(reconstruction: Any, reference: Any, win_size: int = 11) -> dict
     Raises:
         TypeError, ValueError: inputs that are not images of one shape, or slices smaller than ``win_size``.
     """
-    r, ref = _as_magnitudes(reconstruction, "reconstruction"), _as_magnitudes(reference, "reference")
-    if r.shape != ref.shape:
-        raise ValueError(f"reconstruction {tuple(r.shape)} and reference {tuple(ref.shape)} must have the same shape.")
-    if min(r.shape[-2:]) < win_size:
-        raise ValueError(f"images must be at least win_size={win_size} pixels on each side, got {tuple(r.shape)}.")
+    r, ref = as_magnitude_slices(reconstruction, "reconstruction"), as_magnitude_slices(reference, "reference")
+    check_same_shape(r, ref, "reconstruction")
+    check_ssim_window(r.shape[-2:], win_size, "images")
     psnr, ssim, nmse = [], [], []
     for x, y in zip(r, ref):
         reference_range = float(y.max() - y.min())
         mse = float(torch.mean((x - y) ** 2))
         psnr.append(float("inf") if mse == 0 else 10.0 * math.log10(reference_range**2 / mse))
         data_range = max(float(x.max() - x.min()), reference_range)
-        metric = SSIMMetric(spatial_dims=2, data_range=data_range, win_size=win_size, kernel_sigma=1.5)
-        ssim.append(float(metric(x[None], y[None]).mean()))
+        ssim.append(float(ssim_2d(x[None], y[None], data_range, win_size).mean()))
         xn, yn = x / x.max(), y / y.max()
         nmse.append(float(torch.sum((xn - yn) ** 2) / torch.sum(yn**2)))
     return {
@@ -177,21 +157,10 @@ def save_kspace_sample(path: str | os.PathLike, overwrite: bool = False, **array
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         ValueError: ``path`` does not end in ``.npz``.
     """
-    target = Path(path)
-    if target.suffix != ".npz":
-        raise ValueError(f"path must end with .npz, got {str(target)!r}.")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True to replace it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if Path(path).suffix != ".npz":
+        raise ValueError(f"path must end with .npz, got {str(path)!r}.")
     data = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in arrays.items()}
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp.npz")
-    try:
-        np.savez_compressed(tmp, **data)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    return write_atomically(path, lambda tmp: np.savez_compressed(tmp, **data), overwrite)
 
 
 def load_kspace_sample(path: str | os.PathLike, keys: Sequence[str] = _SAMPLE_KEYS) -> dict[str, torch.Tensor]:
@@ -226,7 +195,7 @@ def load_kspace_sample(path: str | os.PathLike, keys: Sequence[str] = _SAMPLE_KE
     return arrays
 
 
-class KspaceReconstructionWriter:
+class KspaceReconstructionWriter(OutputWriter):
     """Write a reconstruction of 2D slices into ``output_dir`` without overwriting anything.
 
     Files: ``<prefix>.nii.gz`` (the magnitudes ``(H, W, S)``: slices along the third axis, float32, ``affine``),
@@ -254,41 +223,7 @@ class KspaceReconstructionWriter:
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
     ) -> None:
-        if not isinstance(prefix, str) or not prefix or os.sep in prefix or "/" in prefix:
-            raise ValueError(f"prefix must be a non-empty file-name prefix without '/', got {prefix!r}.")
-        self.output_dir = Path(output_dir)
-        self.prefix = prefix
-        self.info = dict(info or {})
-        self.overwrite = bool(overwrite)
-        self.inputs = tuple(str(p) for p in inputs if p)
-        self._started: float | None = None
-
-    def paths(self) -> dict[str, Path]:
-        """The files written: ``{"nifti": ..., "png": ..., "metrics": ...}``."""
-        return {
-            "nifti": self.output_dir / f"{self.prefix}.nii.gz",
-            "png": self.output_dir / f"{self.prefix}.png",
-            "metrics": self.output_dir / f"{self.prefix}_metrics.json",
-        }
-
-    def check(self) -> None:
-        """Raise before any long computation if an output exists or is an input (and start the clock).
-
-        Raises:
-            FileExistsError: an output exists and ``overwrite`` is False.
-            ValueError: an output path is one of ``inputs``.
-        """
-        paths = list(self.paths().values())
-        for path in paths:
-            if any(Path(p).resolve() == path.resolve() for p in self.inputs):
-                raise ValueError(f"refusing to write the output over the input file '{path}'; choose another prefix.")
-        existing = [p for p in paths if p.exists()]
-        if existing and not self.overwrite:
-            raise FileExistsError(
-                f"outputs exist: {', '.join(map(str, existing))}; choose another output_dir or seed, or pass "
-                "overwrite=True."
-            )
-        self._started = time.perf_counter()
+        super().__init__(output_dir, prefix, info, overwrite, inputs)
 
     def __call__(
         self,
@@ -305,7 +240,7 @@ class KspaceReconstructionWriter:
             reference: the fully sampled images for metrics and the PNG, or ``None``.
             baselines: named images (e.g. ``{"zero_filled": ...}``), scored against ``reference`` too; the one named
                 ``"zero_filled"`` is shown in the PNG.
-            affine: 4x4 affine of the NIfTI (default identity).
+            affine: 4x4 affine of the NIfTI (default identity, whatever ``reconstruction`` is).
             extra: more JSON-serialisable entries for the metrics file (computed during the run).
 
         Returns:
@@ -315,49 +250,33 @@ class KspaceReconstructionWriter:
             FileExistsError: an output exists and ``overwrite`` is False.
             TypeError, ValueError: images of the wrong type or shape.
         """
-        recon = _as_magnitudes(reconstruction, "reconstruction")
-        ref = None if reference is None else _as_magnitudes(reference, "reference")
-        named = {k: _as_magnitudes(v, k) for k, v in (baselines or {}).items() if v is not None}
+        recon = as_magnitude_slices(reconstruction, "reconstruction")
+        ref = None if reference is None else as_magnitude_slices(reference, "reference")
+        named = {k: as_magnitude_slices(v, k) for k, v in (baselines or {}).items() if v is not None}
         for name, image in [("reference", ref), *named.items()]:
             if image is not None and image.shape != recon.shape:
                 raise ValueError(f"{name} {tuple(image.shape)} must be shaped like the reconstruction "
                                  f"{tuple(recon.shape)}.")
-        affine = np.eye(4) if affine is None else np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu())
+        affine = as_affine(affine)
         metrics = None if ref is None else hfs_metrics(recon, ref)
         baseline_metrics = {k: hfs_metrics(v, ref) for k, v in named.items()} if ref is not None else {}
-        if self._started is None:
-            self.check()
-        elapsed = time.perf_counter() - (self._started or time.perf_counter())
+        elapsed = self.seconds_since_check()
         paths = self.paths()
         volume = recon[:, 0].permute(1, 2, 0).float().numpy()  # (H, W, S)
-        save_nifti(volume, paths["nifti"], affine=affine, overwrite=self.overwrite, inputs=self.inputs)
-        self._write_png(paths["png"], recon, ref, named.get("zero_filled"), metrics, baseline_metrics)
+        self.save_nifti(volume, paths["nifti"], affine)
+        self._save_png(paths["png"], recon, ref, named.get("zero_filled"), metrics, baseline_metrics)
         content = {
             **self.info,
             **dict(extra or {}),
             "seconds": round(elapsed, 3),
-            "nifti": paths["nifti"].name,
-            "png": paths["png"].name,
-            "shape": list(volume.shape),
-            "affine": affine.tolist(),
+            **self.describe(volume, affine, nifti=paths["nifti"], png=paths["png"]),
             "statistics": volume_statistics(volume),
             "metrics": metrics,
             "baselines": baseline_metrics,
         }
-        target = paths["metrics"]
-        if target.exists() and not self.overwrite:
-            raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it.")
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_text(json.dumps(content, indent=2, default=str))
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        self._started = None
-        return content
+        return self.write_summary(paths["metrics"], content)
 
-    def _write_png(
+    def _save_png(
         self,
         path: Path,
         recon: torch.Tensor,
@@ -366,42 +285,26 @@ class KspaceReconstructionWriter:
         metrics: Mapping[str, Any] | None,
         baseline_metrics: Mapping[str, Any],
     ) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
-        if path.exists() and not self.overwrite:
-            raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it.")
-        columns: list[tuple[str, torch.Tensor, str]] = []
+        columns: list[tuple[str, torch.Tensor, Mapping[str, Any] | None]] = []
         if ref is not None:
-            columns.append(("reference", ref, ""))
+            columns.append(("reference", ref, None))
         if zero_filled is not None:
-            columns.append(("zero-filled", zero_filled, "zero_filled"))
-        columns.append(("reconstruction", recon, "reconstruction"))
+            columns.append(("zero-filled", zero_filled, baseline_metrics.get("zero_filled")))
+        columns.append(("reconstruction", recon, metrics))
         if ref is not None:
-            columns.append(("|error| x 5", 5 * (recon - ref).abs(), ""))
+            columns.append(("|error| x 5", 5 * (recon - ref).abs(), None))
         display = ref if ref is not None else recon
         vmax = float(np.percentile(display.numpy(), 99.5)) or 1.0
-        rows = recon.shape[0]
-        figure = Figure(figsize=(2.4 * len(columns), 2.5 * rows + 0.4), dpi=100)
-        for row in range(rows):
-            for col, (title, images, key) in enumerate(columns):
-                axis = figure.add_subplot(rows, len(columns), row * len(columns) + col + 1)
-                axis.imshow(images[row, 0].numpy().T, cmap="gray", vmin=0.0, vmax=vmax, origin="lower",
-                            interpolation="nearest")
-                scores = metrics if key == "reconstruction" else baseline_metrics.get(key)
+        rows = []
+        for row in range(recon.shape[0]):
+            panels = []
+            for title, images, scores in columns:
                 if scores is not None:
-                    title = (f"{title}\n{scores['per_slice']['psnr'][row]:.2f} dB / "
-                             f"{scores['per_slice']['ssim'][row]:.3f}")
-                axis.set_title(title, fontsize=8)
-                axis.axis("off")
-        figure.suptitle(self.prefix, fontsize=9)
-        figure.tight_layout()
-        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-        try:
-            figure.savefig(str(tmp), format="png")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+                    psnr, ssim = scores["per_slice"]["psnr"][row], scores["per_slice"]["ssim"][row]
+                    title = f"{title}\n{psnr:.2f} dB / {ssim:.3f}"
+                panels.append((title, images[row, 0].numpy()))
+            rows.append(panels)
+        save_panel_grid_png(
+            rows, path, title=self.prefix, overwrite=self.overwrite, inputs=self.inputs, vmin=0.0, vmax=vmax,
+            panel_size=(2.4, 2.5), fontsize=8, title_fontsize=9,
+        )

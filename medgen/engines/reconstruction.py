@@ -2,53 +2,45 @@
 
 :func:`reconstruction_metrics` scores a volume against a reference as TPDM evaluates (PSNR over all voxels jointly,
 SSIM as the mean 2D SSIM over the slices of each of the three planes, both on ``[0, 1]``-clipped volumes with data
-range 1), using MONAI's :class:`~monai.metrics.PSNRMetric` and :class:`~monai.metrics.SSIMMetric`.
+range 1), using MONAI's :class:`~monai.metrics.PSNRMetric` and :class:`~monai.metrics.SSIMMetric` through
+:mod:`medgen.engines.metrics` (which says how the other methods' metrics differ).
 
-:class:`ReconstructionWriter` writes ``<prefix>.nii.gz`` (the volume's affine), ``<prefix>.png`` and
-``<prefix>_metrics.json`` (settings, run time, statistics, metrics of the volume and of baselines such as the
-pseudo-inverse when a reference is given), refuses to write over existing files (:meth:`ReconstructionWriter.check`
-says so BEFORE a long reconstruction starts) and writes each file atomically.
+:class:`ReconstructionWriter` (an :class:`~medgen.engines.writers.OutputWriter`) writes ``<prefix>.nii.gz`` (the
+volume's affine), ``<prefix>.png`` and ``<prefix>_metrics.json`` (settings, run time, statistics, metrics of the
+volume and of baselines such as the pseudo-inverse when a reference is given), refuses to write over existing files
+(:meth:`ReconstructionWriter.check` says so BEFORE a long reconstruction starts) and writes each file atomically.
+Subclasses change what is scored (:meth:`ReconstructionWriter.metrics`) and drawn
+(:meth:`ReconstructionWriter.save_png`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.metrics import PSNRMetric, SSIMMetric
 
-from medgen.data.io import save_nifti, save_orthogonal_slices_png
-from medgen.engines.writers import volume_statistics
+from medgen.data.io import save_orthogonal_slices_png
+from medgen.engines.metrics import (
+    as_volume,
+    check_same_shape,
+    check_ssim_window,
+    clip_pair,
+    error_statistics,
+    psnr,
+    slices_along,
+    ssim_2d,
+)
+from medgen.engines.writers import OutputWriter, as_affine, volume_statistics
 
 __all__ = ["PLANE_NAMES", "ReconstructionWriter", "reconstruction_metrics"]
 
 PLANE_NAMES: tuple[str, str, str] = ("sagittal", "coronal", "axial")
 """Names of the slices across spatial axes 0, 1, 2 of an RAS-oriented volume (x left-right, y posterior-anterior,
 z inferior-superior), as :func:`medgen.data.save_orthogonal_slices_png` labels them."""
-
-
-def _as_volume(x: Any, name: str) -> torch.Tensor:
-    """A real ``(D, H, W)`` float64 CPU tensor from ``(D, H, W)``, ``(1, D, H, W)`` or ``(1, 1, D, H, W)``."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor or numpy array, got {type(x).__name__}.")
-    if isinstance(x, MetaTensor):
-        x = x.as_tensor()
-    if x.is_complex() or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int16, torch.int32)):
-        raise TypeError(f"{name} must be real, got {x.dtype}.")
-    while x.ndim > 3 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 3:
-        raise ValueError(f"{name} must be one volume (D, H, W), (1, D, H, W) or (1, 1, D, H, W), got {tuple(x.shape)}.")
-    return x.detach().cpu().to(torch.float64)
 
 
 def reconstruction_metrics(
@@ -59,6 +51,10 @@ def reconstruction_metrics(
     win_size: int = 11,
 ) -> dict[str, Any]:
     """PSNR and per-plane SSIM of one volume against a reference (TPDM's MRI evaluation, with MONAI's metrics).
+
+    TPDM's definition: a fixed ``data_range`` (not the images' range, unlike
+    :func:`~medgen.engines.kspace.hfs_metrics`), one PSNR over all voxels, and SSIM in all three planes (unlike the
+    single plane of :func:`~medgen.engines.slice_reconstruction.slice_metrics`).
 
     Args:
         volume: the reconstruction ``(D, H, W)`` (or with leading singleton batch/channel axes).
@@ -74,34 +70,26 @@ def reconstruction_metrics(
     Raises:
         TypeError, ValueError: non-real inputs, different shapes, or slices smaller than ``win_size``.
     """
-    x, ref = _as_volume(volume, "volume"), _as_volume(reference, "reference")
-    if x.shape != ref.shape:
-        raise ValueError(f"volume {tuple(x.shape)} and reference {tuple(ref.shape)} must have the same shape.")
-    if min(x.shape) < win_size:
-        raise ValueError(f"every size of the volume must be >= win_size={win_size} for SSIM, got {tuple(x.shape)}.")
-    if clip is not None:
-        x, ref = x.clamp(*clip), ref.clamp(*clip)
-    psnr = PSNRMetric(max_val=data_range, reduction="mean")(x[None, None], ref[None, None])
-    ssim_metric = SSIMMetric(spatial_dims=2, data_range=data_range, win_size=win_size, reduction="mean")
-    ssim = {}
-    for axis, plane in enumerate(PLANE_NAMES):
-        slices, ref_slices = (v.movedim(axis, 0).unsqueeze(1) for v in (x, ref))
-        ssim[plane] = float(ssim_metric(slices, ref_slices).mean())
-    ssim["mean"] = float(np.mean([ssim[p] for p in PLANE_NAMES]))
-    return {
-        "psnr": float(psnr.mean()),
-        "ssim": ssim,
-        "mse": float(torch.mean((x - ref) ** 2)),
-        "mae": float(torch.mean((x - ref).abs())),
+    x, ref = as_volume(volume, "volume"), as_volume(reference, "reference")
+    check_same_shape(x, ref)
+    check_ssim_window(x.shape, win_size, "every size of the volume")
+    x, ref = clip_pair(x, ref, clip)
+    ssim = {
+        plane: float(ssim_2d(slices_along(x, axis), slices_along(ref, axis), data_range, win_size).mean())
+        for axis, plane in enumerate(PLANE_NAMES)
     }
+    ssim["mean"] = float(np.mean([ssim[p] for p in PLANE_NAMES]))
+    return {"psnr": float(psnr(x[None, None], ref[None, None], data_range).mean()), "ssim": ssim,
+            **error_statistics(x, ref)}
 
 
-class ReconstructionWriter:
+class ReconstructionWriter(OutputWriter):
     """Write one reconstructed volume into ``output_dir`` without overwriting anything.
 
-    Files: ``<prefix>.nii.gz`` (float32, the MetaTensor's affine or ``affine``), ``<prefix>.png`` (three orthogonal
-    mid-slices) and ``<prefix>_metrics.json`` holding ``info``, the seconds since :meth:`check`, the volume's shape,
-    affine and statistics, and, with a reference, :func:`reconstruction_metrics` of the volume and of each baseline.
+    Files: ``<prefix>.nii.gz`` (float32, the MetaTensor's affine or ``affine``), ``<prefix>.png`` (:meth:`save_png`:
+    three orthogonal mid-slices) and ``<prefix>_metrics.json`` holding ``info``, the seconds since :meth:`check`, the
+    volume's shape, affine and statistics, and, with a reference, :meth:`metrics` (:func:`reconstruction_metrics`) of
+    the volume and of each baseline.
 
     Args:
         output_dir: folder of the outputs (created).
@@ -122,49 +110,28 @@ class ReconstructionWriter:
         prefix: str = "reconstruction",
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
-        inputs: tuple[str | os.PathLike, ...] | list[str | os.PathLike] = (),
+        inputs: Sequence[str | os.PathLike | None] = (),
         data_range: float = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
-        if not isinstance(prefix, str) or not prefix or os.sep in prefix or "/" in prefix:
-            raise ValueError(f"prefix must be a non-empty file-name prefix without '/', got {prefix!r}.")
-        self.output_dir = Path(output_dir)
-        self.prefix = prefix
-        self.info = dict(info or {})
-        self.overwrite = bool(overwrite)
-        self.inputs = tuple(str(p) for p in inputs if p)
+        super().__init__(output_dir, prefix, info, overwrite, inputs)
         self.data_range = float(data_range)
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.display_range = (None, None) if display_range is None else tuple(map(float, display_range))
-        self._started: float | None = None
 
-    def paths(self) -> dict[str, Path]:
-        """The files written: ``{"nifti": ..., "png": ..., "metrics": ...}``."""
-        return {
-            "nifti": self.output_dir / f"{self.prefix}.nii.gz",
-            "png": self.output_dir / f"{self.prefix}.png",
-            "metrics": self.output_dir / f"{self.prefix}_metrics.json",
-        }
+    def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
+        """The scores of ``volume`` (or a baseline) against ``reference``: :func:`reconstruction_metrics`."""
+        return reconstruction_metrics(volume, reference, self.data_range, self.clip)
 
-    def check(self) -> None:
-        """Raise before any long computation if an output exists or is an input (and start the clock).
-
-        Raises:
-            FileExistsError: an output exists and ``overwrite`` is False.
-            ValueError: an output path is one of ``inputs``.
-        """
-        paths = list(self.paths().values())
-        for path in paths:
-            if any(Path(p).resolve() == path.resolve() for p in self.inputs):
-                raise ValueError(f"refusing to write the output over the input file '{path}'; choose another prefix.")
-        existing = [p for p in paths if p.exists()]
-        if existing and not self.overwrite:
-            raise FileExistsError(
-                f"outputs exist: {', '.join(map(str, existing))}; choose another output_dir or seed, or pass "
-                "overwrite=True."
-            )
-        self._started = time.perf_counter()
+    def save_png(
+        self, path: Path, volume: torch.Tensor, reference: Any | None, baselines: Mapping[str, Any]
+    ) -> None:
+        """Write the preview of ``volume`` ``(D, H, W)``: its three orthogonal mid-slices on ``display_range``."""
+        save_orthogonal_slices_png(
+            volume.float().numpy(), path, title=self.prefix, overwrite=self.overwrite, inputs=self.inputs,
+            vmin=self.display_range[0], vmax=self.display_range[1],
+        )
 
     def __call__(
         self,
@@ -178,7 +145,8 @@ class ReconstructionWriter:
         Args:
             volume: the reconstruction.
             reference: the ground truth for metrics, or ``None``.
-            baselines: named volumes (e.g. ``{"pseudo_inverse": ...}``) scored against ``reference`` too.
+            baselines: named volumes (e.g. ``{"pseudo_inverse": ...}``; ``None`` entries are skipped) scored against
+                ``reference`` too (and shown by subclasses' :meth:`save_png`).
             affine: 4x4 affine to write instead of the MetaTensor's (identity for plain tensors).
 
         Returns:
@@ -186,44 +154,26 @@ class ReconstructionWriter:
 
         Raises:
             FileExistsError: an output exists and ``overwrite`` is False.
-            TypeError, ValueError: bad volumes (see :func:`reconstruction_metrics`).
+            TypeError, ValueError: bad volumes (see :meth:`metrics`).
         """
-        data = _as_volume(volume, "volume")
-        if affine is None:
-            affine = volume.affine if isinstance(volume, MetaTensor) else torch.eye(4, dtype=torch.float64)
-        affine = np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu().reshape(-1, 4, 4)[0])
-        metrics = None if reference is None else reconstruction_metrics(data, reference, self.data_range, self.clip)
-        baseline_metrics = {
-            name: reconstruction_metrics(value, reference, self.data_range, self.clip)
-            for name, value in (baselines or {}).items()
-            if reference is not None and value is not None
-        }
-        if self._started is None:
-            self.check()
-        elapsed = time.perf_counter() - (self._started or time.perf_counter())
+        data = as_volume(volume, "volume")
+        affine = as_affine(affine, volume)
+        baselines = {name: value for name, value in (baselines or {}).items() if value is not None}
+        metrics = None if reference is None else self.metrics(data, reference)
+        baseline_metrics = (
+            {} if reference is None else {name: self.metrics(value, reference) for name, value in baselines.items()}
+        )
+        elapsed = self.seconds_since_check()
         paths = self.paths()
         array = data.float().numpy()
-        save_nifti(array, paths["nifti"], affine=affine, overwrite=self.overwrite, inputs=self.inputs)
-        save_orthogonal_slices_png(
-            array, paths["png"], title=self.prefix, overwrite=self.overwrite, inputs=self.inputs,
-            vmin=self.display_range[0], vmax=self.display_range[1],
-        )
+        self.save_nifti(array, paths["nifti"], affine)
+        self.save_png(paths["png"], data, reference, baselines)
         content = {
             **self.info,
             "seconds": round(elapsed, 3),
-            "nifti": paths["nifti"].name,
-            "png": paths["png"].name,
-            "shape": list(array.shape),
-            "affine": affine.tolist(),
+            **self.describe(array, affine, nifti=paths["nifti"], png=paths["png"]),
             "statistics": volume_statistics(array),
             "metrics": metrics,
             "baselines": baseline_metrics,
         }
-        target = paths["metrics"]
-        if target.exists() and not self.overwrite:
-            raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it.")
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(content, indent=2, default=str))
-        os.replace(tmp, target)
-        self._started = None
-        return content
+        return self.write_summary(paths["metrics"], content)

@@ -14,39 +14,20 @@ file atomically.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 from scipy.stats import spearmanr
 
-from medgen.data.io import save_nifti, save_orthogonal_slices_png
-from medgen.engines.writers import volume_statistics
+from medgen.engines.metrics import as_volume
+from medgen.engines.writers import OutputWriter, as_affine, volume_statistics
 
 __all__ = ["SemanticSynthesisWriter", "class_intensity_statistics"]
 
 STAGES = ("highres", "lowres")
-
-
-def _volume(x: Any, name: str) -> np.ndarray:
-    """A ``(H, W, D)`` float64 array from ``(H, W, D)`` or with leading singleton batch/channel axes."""
-    if isinstance(x, MetaTensor):
-        x = x.as_tensor()
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a tensor or numpy array, got {type(x).__name__}.")
-    while x.ndim > 3 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 3:
-        raise ValueError(f"{name} must be one volume (H, W, D), (1, H, W, D) or (1, 1, H, W, D), got {x.shape}.")
-    return x.astype(np.float64)
 
 
 def class_intensity_statistics(
@@ -77,7 +58,7 @@ def class_intensity_statistics(
     Raises:
         TypeError, ValueError: inputs that are not one volume each, of the same shape.
     """
-    data, classes = _volume(image, "image"), _volume(labels, "labels")
+    data, classes = as_volume(image, "image").numpy(), as_volume(labels, "labels").numpy()
     if data.shape != classes.shape:
         raise ValueError(f"image {data.shape} and labels {classes.shape} must have the same shape.")
     if not np.array_equal(classes, np.round(classes)):
@@ -121,7 +102,7 @@ def class_intensity_statistics(
     return result
 
 
-class SemanticSynthesisWriter:
+class SemanticSynthesisWriter(OutputWriter):
     """Write the result of a label-map-conditioned synthesis (high-res volume, optional low-res stage) and its scores.
 
     Files: ``<prefix>_highres.nii.gz`` / ``.png``, ``<prefix>_lowres.nii.gz`` / ``.png`` (when a low-res volume is
@@ -152,70 +133,34 @@ class SemanticSynthesisWriter:
         expected_values: Mapping[int, float] | None = None,
         display_range: tuple[float, float] | None = (-1.0, 1.0),
         overwrite: bool = False,
-        inputs: Sequence[str | os.PathLike] = (),
+        inputs: Sequence[str | os.PathLike | None] = (),
     ) -> None:
-        if not isinstance(prefix, str) or not prefix or os.sep in prefix or "/" in prefix:
-            raise ValueError(f"prefix must be a non-empty file-name prefix without '/', got {prefix!r}.")
-        self.output_dir = Path(output_dir)
-        self.prefix = prefix
-        self.info = dict(info or {})
+        super().__init__(output_dir, prefix, info, overwrite, inputs)
         self.class_names = {int(k): str(v) for k, v in (class_names or {}).items()}
         self.contrasts = {str(k): [list(g) for g in v] for k, v in (contrasts or {}).items()}
         self.expected_values = (
             None if expected_values is None else {int(k): float(v) for k, v in expected_values.items()}
         )
         self.display_range = (None, None) if display_range is None else tuple(float(v) for v in display_range)
-        self.overwrite = bool(overwrite)
-        self.inputs = tuple(str(p) for p in inputs if p)
-        self._started: float | None = None
 
     def paths(self, stages: Sequence[str] = STAGES) -> dict[str, Path]:
-        """The files written: ``{"<stage>_nifti", "<stage>_png", ..., "stats"}``."""
+        """The files written: ``{"<stage>_nifti", "<stage>_png", ..., "stats"}`` (``stages`` as :meth:`check`'s)."""
         paths = {}
         for stage in stages:
-            paths[f"{stage}_nifti"] = self.output_dir / f"{self.prefix}_{stage}.nii.gz"
-            paths[f"{stage}_png"] = self.output_dir / f"{self.prefix}_{stage}.png"
-        paths["stats"] = self.output_dir / f"{self.prefix}_stats.json"
+            paths[f"{stage}_nifti"] = self.target(f"_{stage}.nii.gz")
+            paths[f"{stage}_png"] = self.target(f"_{stage}.png")
+        paths["stats"] = self.target("_stats.json")
         return paths
 
-    def check(self, stages: Sequence[str] = STAGES) -> None:
-        """Raise before any long computation if an output exists or is an input (and start the clock).
-
-        Raises:
-            FileExistsError: an output exists and ``overwrite`` is False.
-            ValueError: an output path is one of ``inputs``.
-        """
-        paths = list(self.paths(stages).values())
-        for path in paths:
-            if any(Path(p).resolve() == path.resolve() for p in self.inputs):
-                raise ValueError(f"refusing to write the output over the input file '{path}'; choose another prefix.")
-        existing = [p for p in paths if p.exists()]
-        if existing and not self.overwrite:
-            raise FileExistsError(
-                f"outputs exist: {', '.join(map(str, existing))}; choose another output_dir or seed, or pass "
-                "overwrite=True."
-            )
-        self._started = time.perf_counter()
-
     def _stage(self, stage: str, volume: Any, labels: Any, paths: Mapping[str, Path]) -> dict[str, Any]:
-        data = _volume(volume, f"{stage} volume")
-        affine = volume.affine if isinstance(volume, MetaTensor) else torch.eye(4, dtype=torch.float64)
-        affine = np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu().reshape(-1, 4, 4)[0])
+        data = as_volume(volume, f"{stage} volume").numpy()
+        affine = as_affine(None, volume)
         scores = class_intensity_statistics(data, labels, self.class_names, self.contrasts, self.expected_values)
         array = data.astype(np.float32)
-        save_nifti(array, paths[f"{stage}_nifti"], affine=affine, overwrite=self.overwrite, inputs=self.inputs)
-        save_orthogonal_slices_png(
-            array, paths[f"{stage}_png"], title=f"{self.prefix} {stage}", overwrite=self.overwrite,
-            inputs=self.inputs, vmin=self.display_range[0], vmax=self.display_range[1],
+        entry = self.save_volume(
+            array, paths[f"{stage}_nifti"], paths[f"{stage}_png"], affine, f"{self.prefix} {stage}", self.display_range
         )
-        return {
-            "nifti": paths[f"{stage}_nifti"].name,
-            "png": paths[f"{stage}_png"].name,
-            "shape": list(array.shape),
-            "affine": affine.tolist(),
-            "statistics": volume_statistics(array),
-            **scores,
-        }
+        return {**entry, "statistics": volume_statistics(array), **scores}
 
     def __call__(
         self, highres: Any, labels: Any, lowres: Any | None = None, lowres_labels: Any | None = None
@@ -238,19 +183,10 @@ class SemanticSynthesisWriter:
         if lowres is not None and lowres_labels is None:
             raise ValueError("lowres_labels must be given with lowres.")
         stages = STAGES if lowres is not None else STAGES[:1]
-        if self._started is None:
-            self.check(stages)
-        elapsed = time.perf_counter() - (self._started or time.perf_counter())
+        elapsed = self.seconds_since_check(stages)
         paths = self.paths(stages)
         content: dict[str, Any] = {**self.info, "seconds": round(elapsed, 3)}
         content["highres"] = self._stage("highres", highres, labels, paths)
         if lowres is not None:
             content["lowres"] = self._stage("lowres", lowres, lowres_labels, paths)
-        target = paths["stats"]
-        if target.exists() and not self.overwrite:
-            raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it.")
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(content, indent=2, default=str))
-        os.replace(tmp, target)
-        self._started = None
-        return content
+        return self.write_summary(paths["stats"], content)

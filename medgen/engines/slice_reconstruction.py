@@ -3,29 +3,34 @@
 2D methods (PaDIS) reconstruct a stack of slices, often a single one, for which the volume metrics of
 :func:`medgen.engines.reconstruction.reconstruction_metrics` (SSIM in all three planes) are undefined.
 :func:`slice_metrics` scores a slice stack the 2D way, with MONAI's :class:`~monai.metrics.PSNRMetric` and
-:class:`~monai.metrics.SSIMMetric`: PSNR over all voxels jointly and per slice, SSIM as the 2D SSIM of every slice
-(and their mean). :class:`SliceReconstructionWriter` is :class:`~medgen.engines.reconstruction.ReconstructionWriter`
-(same files, same no-overwrite and atomic-write rules) with these metrics and a PNG that puts the middle slice of the
-reconstruction next to the baselines and the reference.
+:class:`~monai.metrics.SSIMMetric` through :mod:`medgen.engines.metrics`: PSNR over all voxels jointly and per slice,
+SSIM as the 2D SSIM of every slice (and their mean). :class:`SliceReconstructionWriter` is
+:class:`~medgen.engines.reconstruction.ReconstructionWriter` (same files, same no-overwrite and atomic-write rules)
+with these metrics and a PNG that puts the middle slice of the reconstruction next to the baselines and the reference.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.metrics import PSNRMetric, SSIMMetric
 
-from medgen.data.io import _temporary_name, _target, save_nifti
-from medgen.engines.reconstruction import ReconstructionWriter, _as_volume
-from medgen.engines.writers import volume_statistics
+from medgen.engines.metrics import (
+    as_volume,
+    check_same_shape,
+    check_ssim_window,
+    clip_pair,
+    error_statistics,
+    psnr,
+    slices_along,
+    ssim_2d,
+)
+from medgen.engines.reconstruction import ReconstructionWriter
+from medgen.engines.writers import save_panel_grid_png
 
 __all__ = ["SliceReconstructionWriter", "save_slice_comparison_png", "slice_metrics"]
 
@@ -47,6 +52,10 @@ def slice_metrics(
 ) -> dict[str, Any]:
     """PSNR and 2D SSIM of a stack of slices against a reference (PaDIS' evaluation, with MONAI's metrics).
 
+    PaDIS' definition: a fixed ``data_range`` on clipped images (as :func:`~medgen.engines.reconstruction.
+    reconstruction_metrics`, unlike :func:`~medgen.engines.kspace.hfs_metrics`), but SSIM only in the plane of the
+    slices (TPDM scores all three planes) and PSNR also per slice.
+
     Args:
         volume: the reconstruction ``(D, H, W)`` (or with leading singleton batch/channel axes), the slices stacked
             along ``slice_axis`` (e.g. ``(X, Y, 1)`` for one axial slice).
@@ -65,25 +74,17 @@ def slice_metrics(
             ``win_size``.
     """
     axis = _check_slice_axis(slice_axis)
-    x, ref = _as_volume(volume, "volume"), _as_volume(reference, "reference")
-    if x.shape != ref.shape:
-        raise ValueError(f"volume {tuple(x.shape)} and reference {tuple(ref.shape)} must have the same shape.")
-    plane = [s for d, s in enumerate(x.shape) if d != axis]
-    if min(plane) < win_size:
-        raise ValueError(f"the slices ({plane[0]} x {plane[1]}) must be at least win_size={win_size} for SSIM.")
-    if clip is not None:
-        x, ref = x.clamp(*clip), ref.clamp(*clip)
-    slices, ref_slices = (v.movedim(axis, 0).unsqueeze(1) for v in (x, ref))  # (S, 1, h, w)
-    psnr = PSNRMetric(max_val=data_range, reduction="mean")(x[None, None], ref[None, None])
-    per_slice_psnr = PSNRMetric(max_val=data_range, reduction="none")(slices, ref_slices).flatten()
-    per_slice_ssim = SSIMMetric(spatial_dims=2, data_range=data_range, win_size=win_size, reduction="none")(
-        slices, ref_slices
-    ).flatten()
+    x, ref = as_volume(volume, "volume"), as_volume(reference, "reference")
+    check_same_shape(x, ref)
+    check_ssim_window([s for d, s in enumerate(x.shape) if d != axis], win_size)
+    x, ref = clip_pair(x, ref, clip)
+    slices, ref_slices = slices_along(x, axis), slices_along(ref, axis)
+    per_slice_psnr = psnr(slices, ref_slices, data_range, reduction="none").flatten()
+    per_slice_ssim = ssim_2d(slices, ref_slices, data_range, win_size, reduction="none").flatten()
     return {
-        "psnr": float(psnr.mean()),
+        "psnr": float(psnr(x[None, None], ref[None, None], data_range).mean()),
         "ssim": float(per_slice_ssim.mean()),
-        "mse": float(torch.mean((x - ref) ** 2)),
-        "mae": float(torch.mean((x - ref).abs())),
+        **error_statistics(x, ref),
         "per_slice": {"psnr": per_slice_psnr.tolist(), "ssim": per_slice_ssim.tolist()},
     }
 
@@ -116,40 +117,20 @@ def save_slice_comparison_png(
     Raises:
         ValueError: no panels or a panel that is not 2D; FileExistsError as :func:`medgen.data.save_nifti`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     if not panels:
         raise ValueError("panels must hold at least one named image.")
     images = {}
     for name, image in panels.items():
-        array = _as_volume(image[..., None] if getattr(image, "ndim", 0) == 2 else image, str(name)).numpy()
+        array = as_volume(image[..., None] if getattr(image, "ndim", 0) == 2 else image, str(name)).numpy()
         if array.ndim != 3 or array.shape[-1] != 1:
             raise ValueError(f"panel {name!r} must be a 2D image (H, W), got shape {tuple(array.shape)}.")
         images[str(name)] = array[..., 0].astype(np.float32)
-    target = _target(path, overwrite, inputs, (".png",))
     everything = np.concatenate([a.ravel() for a in images.values()])
     lo = float(np.percentile(everything, 0.5)) if vmin is None else vmin
     hi = float(np.percentile(everything, 99.5)) if vmax is None else vmax
-    figure = Figure(figsize=(3 * len(images), 3.4), dpi=100)
-    for i, (name, image) in enumerate(images.items()):
-        axis = figure.add_subplot(1, len(images), i + 1)
-        axis.imshow(image.T, cmap=cmap, vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
-        axis.set_title(name, fontsize=9)
-        axis.axis("off")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    tmp = _temporary_name(target, ".png")
-    try:
-        figure.savefig(str(tmp), format="png")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    return save_panel_grid_png(
+        [list(images.items())], path, title=title, overwrite=overwrite, inputs=inputs, vmin=lo, vmax=hi, cmap=cmap
+    )
 
 
 class SliceReconstructionWriter(ReconstructionWriter):
@@ -178,7 +159,7 @@ class SliceReconstructionWriter(ReconstructionWriter):
         prefix: str = "reconstruction",
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
-        inputs: tuple[str | os.PathLike, ...] | list[str | os.PathLike] = (),
+        inputs: Sequence[str | os.PathLike | None] = (),
         data_range: float = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
@@ -193,74 +174,21 @@ class SliceReconstructionWriter(ReconstructionWriter):
         """:func:`slice_metrics` with this writer's settings."""
         return slice_metrics(volume, reference, self.slice_axis, self.data_range, self.clip, self.win_size)
 
-    def __call__(
-        self,
-        volume: torch.Tensor,
-        reference: Any | None = None,
-        baselines: Mapping[str, Any] | None = None,
-        affine: Any | None = None,
-    ) -> dict[str, Any]:
-        """Write ``volume`` (a ``(D, H, W)`` slice stack, leading singleton axes allowed; a MetaTensor's affine is
-        used).
-
-        Args:
-            volume: the reconstruction.
-            reference: the ground truth for metrics, or ``None``.
-            baselines: named volumes (e.g. ``{"fbp": ...}``) shown in the PNG and, with a reference, scored too.
-            affine: 4x4 affine to write instead of the MetaTensor's (identity for plain tensors).
-
-        Returns:
-            the content written to the metrics JSON.
-
-        Raises:
-            FileExistsError: an output exists and ``overwrite`` is False.
-            TypeError, ValueError: bad volumes (see :func:`slice_metrics`).
-        """
-        data = _as_volume(volume, "volume")
-        if affine is None:
-            affine = volume.affine if isinstance(volume, MetaTensor) else torch.eye(4, dtype=torch.float64)
-        affine = np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu().reshape(-1, 4, 4)[0])
-        baselines = {name: value for name, value in (baselines or {}).items() if value is not None}
-        metrics = None if reference is None else self.metrics(data, reference)
-        baseline_metrics = (
-            {} if reference is None else {name: self.metrics(value, reference) for name, value in baselines.items()}
-        )
-        if self._started is None:
-            self.check()
-        elapsed = time.perf_counter() - (self._started or time.perf_counter())
-        paths = self.paths()
-        array = data.float().numpy()
-        middle = data.shape[self.slice_axis] // 2
+    def save_png(
+        self, path: Path, volume: torch.Tensor, reference: Any | None, baselines: Mapping[str, Any]
+    ) -> None:
+        """Write the middle slice (along ``slice_axis``) of every baseline, of ``volume`` and of ``reference`` side by
+        side on ``display_range`` (:func:`save_slice_comparison_png`)."""
+        middle = volume.shape[self.slice_axis] // 2
 
         def middle_slice(v: Any) -> torch.Tensor:
-            return _as_volume(v, "panel").select(self.slice_axis, middle)
+            return as_volume(v, "panel").select(self.slice_axis, middle)
 
         panels = {name: middle_slice(value) for name, value in baselines.items()}
-        panels[self.prefix] = middle_slice(data)
+        panels[self.prefix] = middle_slice(volume)
         if reference is not None:
             panels["reference"] = middle_slice(reference)
-        save_nifti(array, paths["nifti"], affine=affine, overwrite=self.overwrite, inputs=self.inputs)
         save_slice_comparison_png(
-            panels, paths["png"], title=None, overwrite=self.overwrite, inputs=self.inputs,
+            panels, path, title=None, overwrite=self.overwrite, inputs=self.inputs,
             vmin=self.display_range[0], vmax=self.display_range[1],
         )
-        content = {
-            **self.info,
-            "seconds": round(elapsed, 3),
-            "nifti": paths["nifti"].name,
-            "png": paths["png"].name,
-            "shape": list(array.shape),
-            "affine": affine.tolist(),
-            "statistics": volume_statistics(array),
-            "metrics": metrics,
-            "baselines": baseline_metrics,
-        }
-        target = paths["metrics"]
-        if target.exists() and not self.overwrite:
-            raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it.")
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(content, indent=2, default=str))
-        os.replace(tmp, target)
-        self._started = None
-        return content
-
