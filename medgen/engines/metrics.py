@@ -133,25 +133,23 @@ def error_statistics(x: torch.Tensor, reference: torch.Tensor) -> dict[str, floa
     return {"mse": float(torch.mean((x - reference) ** 2)), "mae": float(torch.mean((x - reference).abs()))}
 
 
-def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float, reduction: str = "mean") -> torch.Tensor:
-    """PSNR in dB, ``20 log10(data_range) - 10 log10(MSE)`` (MONAI's :class:`~monai.metrics.PSNRMetric`).
+def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float) -> torch.Tensor:
+    """PSNR in dB of each item, ``20 log10(data_range) - 10 log10(MSE)`` (MONAI's :class:`~monai.metrics.PSNRMetric`).
 
     Args:
         x: ``(B, C, *spatial)`` images; the MSE of each item is over all its channels and voxels.
         reference: the same shape.
         data_range: the peak value ``max_val`` (intensity units of the images).
-        reduction: MONAI reduction over the batch (``"mean"``, ``"none"``: one value per item).
 
     Returns:
-        the reduced PSNR (``"none"``: shape ``(B, 1)``).
+        ``(B, 1)``: one PSNR per item (a MONAI metric's call does not reduce; its ``reduction`` only acts in
+        ``aggregate``).
     """
-    return PSNRMetric(max_val=data_range, reduction=reduction)(x, reference)
+    return PSNRMetric(max_val=data_range)(x, reference)
 
 
-def ssim_2d(
-    x: torch.Tensor, reference: torch.Tensor, data_range: float, win_size: int = 11, reduction: str = "mean"
-) -> torch.Tensor:
-    """2D SSIM of image pairs (MONAI's :class:`~monai.metrics.SSIMMetric`: Gaussian window of ``win_size`` pixels,
+def ssim_2d(x: torch.Tensor, reference: torch.Tensor, data_range: float, win_size: int = 11) -> torch.Tensor:
+    """2D SSIM of each image pair (MONAI's :class:`~monai.metrics.SSIMMetric`: Gaussian window of ``win_size`` pixels,
     sigma 1.5, ``k1 = 0.01``, ``k2 = 0.03``, mean over the valid window positions).
 
     Args:
@@ -159,11 +157,8 @@ def ssim_2d(
         reference: the same shape.
         data_range: the intensity range ``L`` of the SSIM constants ``(k1 L)^2``, ``(k2 L)^2``.
         win_size: the window size; ``H, W >= win_size``.
-        reduction: MONAI reduction over the images (``"mean"``, ``"none"``: one value per image).
 
     Returns:
-        the reduced SSIM (``"none"``: shape ``(S, 1)``).
+        ``(S, 1)``: one SSIM per image.
     """
-    return SSIMMetric(
-        spatial_dims=2, data_range=data_range, win_size=win_size, kernel_sigma=1.5, reduction=reduction
-    )(x, reference)
+    return SSIMMetric(spatial_dims=2, data_range=data_range, win_size=win_size, kernel_sigma=1.5)(x, reference)

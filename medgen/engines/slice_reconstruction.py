@@ -79,8 +79,8 @@ def slice_metrics(
     check_ssim_window([s for d, s in enumerate(x.shape) if d != axis], win_size)
     x, ref = clip_pair(x, ref, clip)
     slices, ref_slices = slices_along(x, axis), slices_along(ref, axis)
-    per_slice_psnr = psnr(slices, ref_slices, data_range, reduction="none").flatten()
-    per_slice_ssim = ssim_2d(slices, ref_slices, data_range, win_size, reduction="none").flatten()
+    per_slice_psnr = psnr(slices, ref_slices, data_range).flatten()
+    per_slice_ssim = ssim_2d(slices, ref_slices, data_range, win_size).flatten()
     return {
         "psnr": float(psnr(x[None, None], ref[None, None], data_range).mean()),
         "ssim": float(per_slice_ssim.mean()),
