@@ -1,5 +1,5 @@
-"""medgen.engines.writers: the OutputWriter base (names, checks before the run, atomic summary), atomic writes, affines,
-panel grids, state dicts, and GeneratedVolumeWriter (files, affine, statistics, refusal to overwrite before sampling)."""
+"""medgen.engines.writers: the OutputWriter base (names, checks before the run, atomic summary), atomic writes,
+affines, panel grids, state dicts, and GeneratedVolumeWriter (files, affine, statistics, no overwrite before sampling)."""
 
 from __future__ import annotations
 
