@@ -27,17 +27,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from medgen.networks.checkpoint import unwrap_network
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
 __all__ = ["ExponentialMovingAverage", "unwrap_network"]
-
-
-def unwrap_network(network: nn.Module) -> nn.Module:
-    """The plain module inside ``DataParallel`` / ``DistributedDataParallel`` wrappers (``network`` otherwise)."""
-    while isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        network = network.module
-    return network
 
 
 class ExponentialMovingAverage(nn.Module):

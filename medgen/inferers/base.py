@@ -25,6 +25,7 @@ from torch import nn
 
 from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
 from medgen.inferers.loop import SamplingLoop, make_generator
+from medgen.networks.checkpoint import unwrap_network
 from medgen.physics.base import check_choice
 
 __all__ = [
@@ -55,11 +56,6 @@ def tensor_digest(t: torch.Tensor | None) -> str | None:
     plain = t.as_tensor() if isinstance(t, MetaTensor) else t
     data = plain.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
     return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(plain.shape)}-{plain.dtype}"
-
-
-def unwrap_network(network: Any) -> Any:
-    """The module inside ``DataParallel``/``DistributedDataParallel`` (their attributes live on ``.module``)."""
-    return network.module if isinstance(network, nn.Module) and hasattr(network, "module") else network
 
 
 def network_parameter(network: Any) -> torch.Tensor | None:

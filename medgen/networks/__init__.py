@@ -12,6 +12,7 @@ from medgen.networks.checkpoint import (
     load_state_dict_checked,
     read_checkpoint,
     strip_prefix,
+    unwrap_network,
 )
 from medgen.networks.convert import OFFICIAL_KINDS, from_official
 from medgen.networks.ddpm import DDPMUNet, ddpm_from_official
@@ -63,5 +64,6 @@ __all__ = [
     "sdm_unet_from_official",
     "slab_z_position_channel",
     "strip_prefix",
+    "unwrap_network",
     "wavunet_from_official",
 ]

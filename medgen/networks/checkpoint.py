@@ -138,3 +138,12 @@ def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.de
     with torch.device("meta"):
         network = factory()
     return network.to_empty(device=device)
+
+
+def unwrap_network(network: Any) -> Any:
+    """The module inside (possibly nested) ``DataParallel``/``DistributedDataParallel`` wrappers; anything else is
+    returned unchanged (plain modules, callables). Only these wrappers are unwrapped: a network that merely has a
+    child called ``module`` is left as it is."""
+    while isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        network = network.module
+    return network
