@@ -5,7 +5,6 @@ configuration."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -23,6 +22,8 @@ from monai.bundle import ConfigParser, run, verify_net_in_out
 from medgen.engines.kspace import hfs_metrics, load_kspace_sample
 from medgen.networks.ddpm import DDPMUNet
 from medgen.physics.mri import ifft2c
+from tests.bundles.helpers import assert_apache_licence, bundle_metadata, sha1
+
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "hfssde_mri"
 CONFIGS = BUNDLE / "configs"
@@ -31,24 +32,13 @@ SAMPLE = BUNDLE / "sample" / "phantom_seed7_kspace.npz"
 REFERENCE = BUNDLE / "sample" / "phantom_seed7_reference.npz"
 
 
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def test_metadata_has_the_monai_fields():
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
-                "intended_use", "references"):
-        assert meta.get(key), key
-    assert meta["version"] in meta["changelog"]
-    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    meta = bundle_metadata(BUNDLE)
     assert any("2208.05481" in r for r in meta["references"])
     image = meta["network_data_format"]["inputs"]["image"]
     assert image["num_channels"] == 2 and image["format"] == "kspace"
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
-    licence = (BUNDLE / "LICENSE").read_text()
-    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
+    assert_apache_licence(BUNDLE)
     for name in ("inference.json", "train.json", "multi_gpu_train.json", "logging.conf", "official_ddpm_hfssde.json",
                  "inference_official_320.json"):
         assert (CONFIGS / name).is_file(), name

@@ -5,7 +5,6 @@ super-resolution variants, training two iterations into a temporary bundle copy 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,8 @@ from monai.bundle import ConfigParser, run, verify_net_in_out
 from medgen.engines.slice_reconstruction import slice_metrics
 from medgen.networks.songunet import PatchEDMPrecond, patch_position_channels
 from medgen.physics.ct import ParallelBeamCT
+from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1
+
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "padis_ct"
 CONFIGS = BUNDLE / "configs"
@@ -31,32 +32,13 @@ MODEL = BUNDLE / "models" / "model.pt"
 FAST = {"steps": 2, "inner_iterations": 1, "sigma_max": 0.05, "progress": False}
 
 
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def exception_chain(error: BaseException) -> list[BaseException]:
-    chain, exc = [], error
-    while exc is not None:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
 def test_metadata_has_the_monai_fields():
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
-                "intended_use", "references"):
-        assert meta.get(key), key
-    assert meta["version"] in meta["changelog"]
-    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    meta = bundle_metadata(BUNDLE)
     assert any("2406.02462" in r for r in meta["references"])
     inputs = meta["network_data_format"]["inputs"]
     assert inputs["image"]["num_channels"] == 1 and inputs["x_pos"]["num_channels"] == 2
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 1
-    licence = (BUNDLE / "LICENSE").read_text()
-    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
+    assert_apache_licence(BUNDLE)
     for name in ("inference.json", "inference_deblur.json", "inference_superres.json", "inference_official_256.json",
                  "official_padis_ddpmpp.json", "train.json", "multi_gpu_train.json", "make_sample.json",
                  "logging.conf"):

@@ -6,7 +6,6 @@ tests/engines/test_semantic_writer.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ import torch
 from monai.bundle import ConfigParser, run
 
 from medgen.networks.sdm_unet import SDMUNet
+from tests.bundles.helpers import assert_apache_licence, bundle_metadata, sha1
+
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "sdm_ctca"
 CONFIGS = BUNDLE / "configs"
@@ -28,26 +29,15 @@ MODELS = {name: BUNDLE / "models" / f"{name}.pt" for name in ("lowres", "highres
 SAMPLE = BUNDLE / "sample" / "cta_labels_seed7.nii.gz"
 
 
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def test_metadata_has_the_monai_fields():
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
-                "intended_use", "references"):
-        assert meta.get(key), key
-    assert meta["version"] in meta["changelog"]
-    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    meta = bundle_metadata(BUNDLE)
     assert any("2207.00050" in r for r in meta["references"])
     assert any("Manubolgia/semantic-diffusion-model" in r for r in meta["references"])
     labels = meta["network_data_format"]["inputs"]["labels"]
     assert labels["num_channels"] == 1 and labels["value_range"] == [0, 8] and len(labels["channel_def"]) == 1
     image = meta["network_data_format"]["outputs"]["image"]
     assert image["type"] == "image" and image["value_range"] == [-1, 1]
-    licence = (BUNDLE / "LICENSE").read_text()
-    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
+    assert_apache_licence(BUNDLE)
     for name in ("inference.json", "inference_official.json", "train_lowres.json", "train_highres.json",
                  "multi_gpu_train.json", "logging.conf", "official_sdm_lr.json", "official_sdm_hr.json"):
         assert (CONFIGS / name).is_file(), name

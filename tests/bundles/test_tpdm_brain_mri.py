@@ -4,7 +4,6 @@ iterations into a temporary bundle copy (and resuming), verify_net_in_out, the o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ from monai.bundle import ConfigParser, run, verify_net_in_out
 from medgen.engines.reconstruction import reconstruction_metrics
 from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint
 from medgen.networks.ncsnpp import NCSNpp
+from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1
+
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "tpdm_brain_mri"
 CONFIGS = BUNDLE / "configs"
@@ -29,32 +30,14 @@ SAMPLE = BUNDLE / "sample" / "brain_phantom_seed7.nii.gz"
 LOWRES = BUNDLE / "sample" / "brain_phantom_seed7_z4.nii.gz"
 
 
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def exception_chain(exc: BaseException | None) -> list[BaseException]:
-    chain = []
-    while exc is not None:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
 def test_metadata_and_files():
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
-                "intended_use", "references"):
-        assert meta.get(key), key
-    assert meta["version"] in meta["changelog"]
-    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    meta = bundle_metadata(BUNDLE)
     assert any("2303.08440" in r for r in meta["references"])
     inputs = meta["network_data_format"]["inputs"]
     assert inputs["image"]["num_channels"] == 1 and inputs["image"]["modality"] == "MR"
     assert inputs["sigma"]["value_range"] == [0.01, 15.0]
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 1
-    assert (BUNDLE / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert_apache_licence(BUNDLE)
     for name in ("inference.json", "inference_csmri.json", "inference_uncond.json", "inference_official_256.json",
                  "official_ncsnpp_256.json", "train.json", "multi_gpu_train.json", "logging.conf"):
         assert (CONFIGS / name).is_file(), name

@@ -4,7 +4,6 @@ no overwrite), training two iterations into a temporary bundle copy (and resumin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,30 +18,21 @@ import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
 from medgen.networks.guided_unet import GuidedUNet
+from tests.bundles.helpers import assert_apache_licence, bundle_metadata, sha1
+
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "wdm_brain_mri"
 CONFIGS = BUNDLE / "configs"
 MODEL = BUNDLE / "models" / "model.pt"
 
 
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def test_metadata_has_the_monai_fields():
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
-                "intended_use", "references"):
-        assert meta.get(key), key
-    assert meta["version"] in meta["changelog"]
-    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    meta = bundle_metadata(BUNDLE)
     assert any("2402.19043" in r for r in meta["references"])
     image = meta["network_data_format"]["inputs"]["image"]
     assert image["num_channels"] == 8 and image["format"] == "latent"
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 8
-    licence = (BUNDLE / "LICENSE").read_text()
-    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
+    assert_apache_licence(BUNDLE)
     for name in ("inference.json", "train.json", "multi_gpu_train.json", "logging.conf", "official_unet_128.json",
                  "inference_official_128.json"):
         assert (CONFIGS / name).is_file(), name

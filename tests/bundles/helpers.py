@@ -1,0 +1,41 @@
+"""Checks every medgen bundle test shares (MONAI bundle spec and model-zoo conventions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+MONAI_METADATA_FIELDS = (
+    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
+    "description", "authors", "copyright", "network_data_format", "intended_use", "references",
+)  # fmt: skip
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and every exception it was raised from or during (MONAI wraps errors raised inside configs)."""
+    chain = []
+    while exc is not None:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def bundle_metadata(bundle: Path) -> dict[str, Any]:
+    """``configs/metadata.json`` after checking the MONAI fields, the changelog entry and the medgen requirement."""
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    for key in MONAI_METADATA_FIELDS:
+        assert meta.get(key), key
+    assert meta["version"] in meta["changelog"]
+    assert meta["required_packages_version"]["medgen"] == "0.1.0"
+    return meta
+
+
+def assert_apache_licence(bundle: Path) -> None:
+    licence = (bundle / "LICENSE").read_text()
+    assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
