@@ -154,8 +154,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
     - 3D inpainting (listed as future work in WDM's README): with a ``mask`` (1 = known) and a ``known`` volume,
       before every reverse step the known image's coefficients are forward-noised to the current level, both states
       are transformed to IMAGE space, combined there with the mask, and transformed back (RePaint, Lugmayr et al.
-      2022); after the last step the clean known image is pasted the same way. ``jump_length``/``jump_n_sample`` add RePaint's resampling
-      jumps (:func:`repaint_schedule`). Combining in image space keeps the mask exact at voxel resolution, which a
+      2022); after the last step the clean known image is pasted the same way. ``jump_length``/``jump_n_sample``
+      add RePaint's resampling jumps (:func:`repaint_schedule`). Combining in image space keeps the mask exact at voxel resolution, which a
       mask on the half-resolution coefficients could not.
 
     Args:
