@@ -155,8 +155,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
       before every reverse step the known image's coefficients are forward-noised to the current level, both states
       are transformed to IMAGE space, combined there with the mask, and transformed back (RePaint, Lugmayr et al.
       2022); after the last step the clean known image is pasted the same way. ``jump_length``/``jump_n_sample``
-      add RePaint's resampling jumps (:func:`repaint_schedule`). Combining in image space keeps the mask exact at voxel resolution, which a
-      mask on the half-resolution coefficients could not.
+      add RePaint's resampling jumps (:func:`repaint_schedule`). Combining in image space keeps the mask exact at
+      voxel resolution, which a mask on the half-resolution coefficients could not.
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
