@@ -55,7 +55,10 @@ def test_sample_is_reproduced_by_its_script_and_is_consistent(tmp_path: Path):
         a, b = load_kspace_sample(new, ()), load_kspace_sample(shipped, ())
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+            # float32 FFTs round differently per CPU (SIMD path, thread count): an error of a few ulps of the
+            # largest value is rounding, a wrong seed or phantom differs by O(1) of it.
+            scale = float(b[key].abs().max())
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5 * scale)
     sample, reference = load_kspace_sample(SAMPLE), load_kspace_sample(REFERENCE, ["image"])["image"]
     assert sample["kspace"].shape == sample["sensitivity_maps"].shape == (3, 8, 64, 64)
     assert reference.shape == (3, 1, 64, 64) and reference.dtype == torch.complex64
