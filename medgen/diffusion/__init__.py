@@ -30,6 +30,8 @@ from medgen.diffusion.samplers import (
 from medgen.diffusion.gaussian import (
     GaussianDiffusion,
     space_timesteps,
+    wdm_diffusion,
+    sdm_diffusion,
     MODEL_MEAN_TYPES,
     MODEL_VAR_TYPES,
 )
@@ -78,6 +80,8 @@ __all__ = [
     "NORM_REDUCTIONS",
     "GaussianDiffusion",
     "space_timesteps",
+    "wdm_diffusion",
+    "sdm_diffusion",
     "MODEL_MEAN_TYPES",
     "MODEL_VAR_TYPES",
     "denoised_from_score",

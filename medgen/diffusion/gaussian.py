@@ -38,7 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["GaussianDiffusion", "space_timesteps", "MODEL_MEAN_TYPES", "MODEL_VAR_TYPES"]
+from medgen.diffusion.schedules import cosine_beta_schedule, linear_beta_schedule
+
+__all__ = ["GaussianDiffusion", "space_timesteps", "wdm_diffusion", "sdm_diffusion", "MODEL_MEAN_TYPES", "MODEL_VAR_TYPES"]
 
 MODEL_MEAN_TYPES = ("epsilon", "start_x", "previous_x")
 MODEL_VAR_TYPES = ("fixed_large", "fixed_small", "learned", "learned_range")
@@ -426,3 +428,25 @@ class GaussianDiffusion(nn.Module):
         mean = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
         nonzero = (t != 0).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         return {"sample": mean + nonzero * sigma * noise, "pred_xstart": out["pred_xstart"]}
+
+
+def wdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
+    """WDM/cWDM's diffusion: linear betas over ``num_timesteps`` (1000), ``x0`` prediction, fixed-large variance.
+
+    Returns:
+        the process as the official ``create_gaussian_diffusion`` builds it (a ``SpacedDiffusion`` over all steps,
+        i.e. betas recomputed from the cumulative products).
+    """
+    diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps), "start_x", "fixed_large")
+    return diffusion.respace(range(num_timesteps))
+
+
+def sdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
+    """The CTCA SDM diffusion: cosine betas over ``num_timesteps`` (1000), epsilon prediction, learned-range variance.
+
+    Returns:
+        the process as the official ``create_gaussian_diffusion`` builds it (a ``SpacedDiffusion`` over all steps,
+        i.e. betas recomputed from the cumulative products).
+    """
+    diffusion = GaussianDiffusion(cosine_beta_schedule(num_timesteps), "epsilon", "learned_range")
+    return diffusion.respace(range(num_timesteps))

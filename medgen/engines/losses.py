@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medgen.diffusion.gaussian import GaussianDiffusion
+from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.losses import wavelet_diffusion_loss
 
 __all__ = ["WaveletDiffusionTrainingLoss"]
@@ -23,7 +23,7 @@ class WaveletDiffusionTrainingLoss:
     ``x0`` prediction and the Haar coefficients of the images (LLL divided by ``lll_scale``).
 
     Args:
-        diffusion: an ``x0``-predicting process (default: :func:`~medgen.inferers.wavelet.wdm_diffusion`, 1000
+        diffusion: an ``x0``-predicting process (default: :func:`~medgen.diffusion.gaussian.wdm_diffusion`, 1000
             linear steps).
         lll_scale: WDM's LLL divisor (3).
 
@@ -34,8 +34,6 @@ class WaveletDiffusionTrainingLoss:
 
     def __init__(self, diffusion: GaussianDiffusion | None = None, lll_scale: float = 3.0) -> None:
         if diffusion is None:
-            from medgen.inferers.wavelet import wdm_diffusion
-
             diffusion = wdm_diffusion()
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")

@@ -35,7 +35,7 @@ from monai.transforms import Resize, ScaleIntensity
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from medgen.diffusion.gaussian import GaussianDiffusion
+from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.losses import hybrid_loss
 from medgen.engines.ema import unwrap_network
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
@@ -206,7 +206,7 @@ class SemanticDiffusionTrainingLoss:
     and ``reference_channels`` attributes (``DataParallel``/``DDP`` are unwrapped).
 
     Args:
-        diffusion: the process; default :func:`~medgen.inferers.slab.sdm_diffusion` (1000 cosine steps, epsilon
+        diffusion: the process; default :func:`~medgen.diffusion.gaussian.sdm_diffusion` (1000 cosine steps, epsilon
             prediction, learned-range variance).
         drop_rate: probability of dropping an item's conditioning (official ``--drop_rate``; README fine-tuning 0.2).
         image_channels: channels ``C`` of the image at the front of the pack.
@@ -220,8 +220,6 @@ class SemanticDiffusionTrainingLoss:
         self, diffusion: GaussianDiffusion | None = None, drop_rate: float = 0.0, image_channels: int = 1
     ) -> None:
         if diffusion is None:
-            from medgen.inferers.slab import sdm_diffusion
-
             diffusion = sdm_diffusion()
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")

@@ -42,9 +42,8 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 
-from medgen.diffusion.gaussian import GaussianDiffusion
+from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.guidance import classifier_free_guidance
-from medgen.diffusion.schedules import cosine_beta_schedule
 from medgen.inferers.base import DiffusionSamplingInferer, check_int, check_number, unwrap_network
 from medgen.physics.base import check_choice
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
@@ -63,17 +62,6 @@ BLEND_MODES = ("linear", "cosine", "constant")
 OFFICIAL_THRESHOLD = 0.999
 
 Network = Callable[..., torch.Tensor]
-
-
-def sdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
-    """The CTCA SDM diffusion: cosine betas over ``num_timesteps`` (1000), epsilon prediction, learned-range variance.
-
-    Returns:
-        the process as the official ``create_gaussian_diffusion`` builds it (a ``SpacedDiffusion`` over all steps,
-        i.e. betas recomputed from the cumulative products).
-    """
-    diffusion = GaussianDiffusion(cosine_beta_schedule(num_timesteps), "epsilon", "learned_range")
-    return diffusion.respace(range(num_timesteps))
 
 
 def _check_slab_settings(slab_depth: int, overlap: int, last_slab: str) -> None:

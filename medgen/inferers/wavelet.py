@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 
-from medgen.diffusion.gaussian import GaussianDiffusion
-from medgen.diffusion.schedules import linear_beta_schedule
+from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.inferers.base import (
     DiffusionSamplingInferer,
     check_int,
@@ -44,17 +43,6 @@ from medgen.networks.wavunet import WavUNet
 from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
 
 __all__ = ["WaveletDiffusionInferer", "repaint_schedule", "wdm_diffusion"]
-
-
-def wdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
-    """WDM/cWDM's diffusion: linear betas over ``num_timesteps`` (1000), ``x0`` prediction, fixed-large variance.
-
-    Returns:
-        the process as the official ``create_gaussian_diffusion`` builds it (a ``SpacedDiffusion`` over all steps,
-        i.e. betas recomputed from the cumulative products).
-    """
-    diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps), "start_x", "fixed_large")
-    return diffusion.respace(range(num_timesteps))
 
 
 def repaint_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> list[int]:

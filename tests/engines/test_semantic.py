@@ -13,7 +13,7 @@ from medgen.engines.semantic import (
     pack_semantic_input,
     semantic_slab_items,
 )
-from medgen.inferers.slab import sdm_diffusion
+from medgen.diffusion.gaussian import sdm_diffusion
 from medgen.networks.sdm_unet import SDMUNet, one_hot_labels, reference_for_slab, slab_z_position_channel
 
 

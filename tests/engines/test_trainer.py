@@ -16,7 +16,7 @@ from medgen.diffusion.losses import wavelet_diffusion_loss
 from medgen.engines.ema import ExponentialMovingAverage
 from medgen.engines.losses import WaveletDiffusionTrainingLoss
 from medgen.engines.trainer import DiffusionTrainingStep, iteration_generator
-from medgen.inferers.wavelet import wdm_diffusion
+from medgen.diffusion.gaussian import wdm_diffusion
 from medgen.networks.guided_unet import GuidedUNet
 
 
