@@ -68,7 +68,8 @@ def relative_l2(a: Any, b: Any) -> float:
 
 def machine() -> dict[str, Any]:
     """Context printed with every benchmark: torch version, threads, CPU."""
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    cpu = platform.processor() or platform.machine()
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu}
 
 
 def emit(record: Mapping[str, Any]) -> None:

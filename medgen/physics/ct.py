@@ -576,7 +576,7 @@ class ParallelBeamCT(LinearOperator):
         return forward, adjoint
 
     def _project(self, images: torch.Tensor) -> torch.Tensor:
-        """``A``: ``(N, H, W) -> (N, num_detectors, num_angles)`` without autograd (the sparse matrix or grid_sample)."""
+        """``A``: ``(N, H, W) -> (N, num_detectors, num_angles)`` without autograd (sparse matrix or grid_sample)."""
         n = images.shape[0]
         if self._use_matrices(images.device, images.dtype):
             forward, _ = self._matrices(images.device, images.dtype)

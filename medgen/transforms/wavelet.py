@@ -27,8 +27,9 @@ Conventions (shared by every function here):
   odd sizes and crashes when ``D > max(H, W)``; neither problem exists here (there is no official-bug mode to keep:
   for every size the official code handles, the results agree).
 
-The Haar path is a blocked butterfly (additions into a preallocated output, no per-call matrices); other wavelets use strided 1D convolutions with
-PyWavelets' filter banks and periodic extension, matching ``pywt.dwtn(x, wavelet, mode="periodization")``.
+The Haar path is a blocked butterfly (additions into a preallocated output, no per-call matrices); other wavelets use
+strided 1D convolutions with PyWavelets' filter banks and periodic extension, matching
+``pywt.dwtn(x, wavelet, mode="periodization")``.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ def _split_bands(coeffs: torch.Tensor, layout: str) -> tuple[torch.Tensor, int]:
 _CPU_BLOCK_BYTES = 2**18
 
 
-def _block_ranges(channels: int, half_depth: int, slab_bytes: int, device: torch.device) -> list[tuple[int, int, int, int]]:
+def _block_ranges(
+    channels: int, half_depth: int, slab_bytes: int, device: torch.device
+) -> list[tuple[int, int, int, int]]:
     """``(c0, c1, i0, i1)`` blocks of channels and of depth pairs covering one batch item.
 
     A slab is one pair of ``(H, W)`` planes (``slab_bytes`` bytes). Small volumes are grouped several channels per
