@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -129,6 +130,37 @@ def channels_to_complex(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
 _CONVENTIONS = ("ortho", "tpdm")
 
 
+def _centring_factors(size: int, centred_input: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Phase factors that turn the shifts around a length-``size`` FFT into products: ``(pre, post)``.
+
+    ``fftshift(fft(x)) = fft(pre * x)`` and ``fftshift(fft(ifftshift(x))) = post * fft(pre * x)``, with
+    ``b = size // 2``, ``pre[j] = exp(2 pi i b j / size)`` and ``post[k] = exp(2 pi i (k - b) b / size)``. For an even
+    size both are real signs: ``pre[j] = (-1)^j`` and ``post[k] = (-1)^(k - b)``.
+
+    Args:
+        size: FFT length.
+        centred_input: whether the input is centred too (``ifftshift`` first, :func:`fft2c`), which needs ``post``.
+
+    Returns:
+        ``(pre, post)`` 1-D float64 (even size) or complex128 tensors; ``post`` is ``None`` when not needed.
+    """
+    b = size // 2
+    j = torch.arange(size, dtype=torch.float64)
+    if size % 2 == 0:
+        pre = 1 - 2 * (j % 2)
+        post = 1 - 2 * ((j - b) % 2) if centred_input else None
+        return pre, post
+    # phases reduced modulo the period first, so they stay exact for any size
+    pre = torch.polar(torch.ones(size, dtype=torch.float64), 2 * math.pi * ((b * j) % size) / size)
+    post = torch.polar(torch.ones(size, dtype=torch.float64), 2 * math.pi * (((j - b) * b) % size) / size)
+    return pre, (post if centred_input else None)
+
+
+def _broadcasts_into(factor: torch.Tensor, t: torch.Tensor) -> bool:
+    """Whether ``t *= factor`` keeps ``t``'s shape (and dtype), so the product can be taken in place."""
+    return torch.broadcast_shapes(factor.shape, t.shape) == t.shape and torch.result_type(t, factor) == t.dtype
+
+
 class CartesianMRI(LinearOperator):
     """Undersampled Cartesian MRI, single- or multi-coil: ``A x = M * F(S x)``, ``A^H y = sum_c conj(S_c) F^H(M * y)``.
 
@@ -215,6 +247,8 @@ class CartesianMRI(LinearOperator):
         maps_real = None if sensitivity_maps is None else torch.view_as_real(sensitivity_maps.resolve_conj()).clone()
         self.register_buffer("sensitivity_maps_real", maps_real)
         self._closed_form_pinv = self._is_scaled_partial_isometry()
+        # the centring shifts folded into the maps (or an image-side factor) and the mask, per device and dtype
+        self._folded: tuple[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod
     def from_hfs(cls, mask: torch.Tensor, csm: torch.Tensor | None) -> CartesianMRI:
@@ -262,16 +296,39 @@ class CartesianMRI(LinearOperator):
         fully_sampled = bool(torch.all(mask == 1))
         return fully_sampled and bool(torch.all(((energy - 1).abs() < tol) | (energy < tol)))
 
-    def _fft(self, x: torch.Tensor) -> torch.Tensor:
-        return fft2c(x) if self.convention == "ortho" else fft2_tpdm(x)
+    def _folded_factors(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """``(image_factor, mask_factor, adjoint_mask_factor)`` on ``device`` for the real ``dtype``.
 
-    def _fft_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        if self.convention == "ortho":
-            return ifft2c(y)
-        return ifft2_tpdm(y) * (y.shape[-2] * y.shape[-1])
+        With ``F x = post * fft(pre * x)`` (:func:`_centring_factors` per axis), ``A x = (M post) * fft((S pre) x)``
+        and ``A^H y = sum_c conj(S_c pre) * ifft(conj(M post) * y_c)``: one product, one FFT and one mask product per
+        direction. ``image_factor`` is ``S pre`` (or ``pre`` without maps); the factors are real when they can be.
+        """
+        maps = self.sensitivity_maps_real
+        key = (device, dtype, self.mask.data_ptr(), self.mask._version)
+        key += (None,) if maps is None else (maps.data_ptr(), maps._version)
+        if self._folded is not None and self._folded[0] == key:
+            return self._folded[1]
+        height, width = self.mask.shape[-2:]
+        centred = self.convention == "ortho"
+        pre_h, post_h = _centring_factors(height, centred)
+        pre_w, post_w = _centring_factors(width, centred)
+        complex_dtype = (torch.ones((), dtype=dtype) * 1j).dtype
+        with torch.no_grad():
+            pre = pre_h[:, None] * pre_w[None, :]
+            mask = self.mask.to(torch.float64)
+            if post_h is not None:
+                mask = mask * (post_h[:, None] * post_w[None, :])
+            image_factor = pre if self.sensitivity_maps is None else self.sensitivity_maps.to(torch.complex128) * pre
+            image_factor = image_factor.to(device=device, dtype=complex_dtype if image_factor.is_complex() else dtype)
+            mask_factor = mask.to(device=device, dtype=complex_dtype if mask.is_complex() else dtype)
+            adjoint_mask = mask_factor.conj().resolve_conj() if mask_factor.is_complex() else mask_factor
+        factors = (image_factor, mask_factor, adjoint_mask)
+        self._folded = (key, factors)
+        return factors
 
-    def _mask_for(self, y: torch.Tensor) -> torch.Tensor:
-        return self.mask.to(device=y.device, dtype=y.real.dtype)
+    def _fft_norms(self) -> tuple[str, str]:
+        """``norm`` arguments of the forward FFT and of the inverse FFT that is its adjoint."""
+        return ("ortho", "ortho") if self.convention == "ortho" else ("backward", "forward")
 
     def _check(self, t: torch.Tensor, name: str, channels: int) -> None:
         check_tensor(t, name, min_ndim=3, layout="(B, C, ..., H, W)")
@@ -299,10 +356,9 @@ class CartesianMRI(LinearOperator):
             x = channels_to_complex(x)
         elif not x.is_complex():
             x = torch.complex(x, torch.zeros_like(x))
-        if self.sensitivity_maps is not None:
-            x = x * self.sensitivity_maps
-        y = self._fft(x)
-        y = y * self._mask_for(y)
+        image_factor, mask_factor, _ = self._folded_factors(x.device, x.real.dtype)
+        y = torch.fft.fft2(x * image_factor, norm=self._fft_norms()[0])
+        y = y.mul_(mask_factor) if _broadcasts_into(mask_factor, y) else y * mask_factor
         return complex_to_channels(y) if self.channels else y
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -319,9 +375,13 @@ class CartesianMRI(LinearOperator):
         y = channels_to_complex(y) if self.channels else y
         if not y.is_complex():
             y = torch.complex(y, torch.zeros_like(y))
-        x = self._fft_adjoint(y * self._mask_for(y))
-        if self.sensitivity_maps is not None:
-            x = torch.sum(torch.conj(self.sensitivity_maps) * x, dim=1, keepdim=True)
+        image_factor, _, adjoint_mask = self._folded_factors(y.device, y.real.dtype)
+        x = torch.fft.ifft2(y * adjoint_mask, norm=self._fft_norms()[1])
+        if self.sensitivity_maps is None:
+            image_factor = image_factor.conj()
+            x = x.mul_(image_factor) if _broadcasts_into(image_factor, x) else x * image_factor
+        else:
+            x = torch.linalg.vecdot(image_factor, x, dim=1).unsqueeze(1)
         return self._to_image(x)
 
     def _to_image(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,9 @@ from medgen.transforms.wavelet import (
     HaarIDWT3DD,
     HaarIDWT3DDict,
 )
+from medgen.transforms.espirit import (
+    espirit_maps,
+)
 from medgen.transforms.kspace import (
     RandomSource,
     equispaced_mask,
@@ -107,6 +110,7 @@ __all__ = [
     "MASK_TYPES",
     "birdcage_sensitivity_maps",
     "estimate_sensitivity_maps",
+    "espirit_maps",
     "KspaceUndersample",
     "KspaceUndersampled",
     "KspaceUndersampleD",

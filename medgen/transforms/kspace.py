@@ -26,6 +26,7 @@ from monai.utils import TransformBackends, ensure_tuple_rep
 
 from medgen.physics.base import check_choice
 from medgen.physics.mri import CartesianMRI, ifft2c
+from medgen.transforms.espirit import check_espirit_options, espirit_maps
 from medgen.transforms.utils import apply_to_keys, as_plain_tensor, restore_type
 
 __all__ = [
@@ -815,25 +816,54 @@ class SimulateMultiCoild(Randomizable, MapTransform):
 
 
 class EstimateCoilSensitivity(Transform):
-    """Estimate coil sensitivities from the ACS region of multi-coil k-space (:func:`estimate_sensitivity_maps`).
+    """Estimate coil sensitivities from the ACS region of multi-coil k-space.
+
+    ``method="acs"`` (default): low-resolution images over their RSS (:func:`estimate_sensitivity_maps`).
+    ``method="espirit"``: ESPIRiT (:func:`medgen.transforms.espirit.espirit_maps`, as sigpy's ``EspiritCalib``) on
+    the central ``acs_lines x acs_lines`` block (``min(acs_lines, acs_rows)`` when ``acs_rows`` is given), with maps
+    zero outside the object.
 
     Args:
         acs_lines: central fully sampled columns.
         acs_rows: central rows to use, ``None`` for all (1-D Cartesian sampling).
-        threshold: zero the maps where the low-resolution RSS is below ``threshold * max``.
+        threshold: ``"acs"`` only: zero the maps where the low-resolution RSS is below ``threshold * max``.
+        method: ``"acs"`` or ``"espirit"``.
+        kernel_width: ``"espirit"`` only: k-space kernel width.
+        svd_threshold: ``"espirit"`` only: relative singular-value threshold of the calibration matrix.
+        crop: ``"espirit"`` only: eigenvalue threshold below which the maps are zero.
+        grid_stride: ``"espirit"`` only: eigen-decomposition grid stride (``1``: every pixel).
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, acs_lines: int = 24, acs_rows: int | None = None, threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        acs_lines: int = 24,
+        acs_rows: int | None = None,
+        threshold: float = 0.0,
+        method: str = "acs",
+        kernel_width: int = 6,
+        svd_threshold: float = 0.02,
+        crop: float = 0.95,
+        grid_stride: int = 2,
+    ) -> None:
         for name, value in (("acs_lines", acs_lines), ("acs_rows", 1 if acs_rows is None else acs_rows)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if not 0 <= threshold < 1:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
+        check_choice(method, "method", ("acs", "espirit"))
+        calib_width = int(acs_lines if acs_rows is None else min(acs_lines, acs_rows))
+        if method == "espirit":
+            check_espirit_options(calib_width, kernel_width, svd_threshold, crop, grid_stride)
         self.acs_lines = acs_lines
         self.acs_rows = acs_rows
         self.threshold = threshold
+        self.method = method
+        self.espirit = dict(
+            calib_width=calib_width, kernel_width=kernel_width, threshold=svd_threshold, crop=crop,
+            grid_stride=grid_stride,
+        )
 
     def __call__(self, kspace: Any) -> Any:
         """
@@ -843,7 +873,10 @@ class EstimateCoilSensitivity(Transform):
         Returns:
             ``(Nc, ..., H, W)`` complex maps, of the input's type.
         """
-        maps = estimate_sensitivity_maps(as_plain_tensor(kspace), self.acs_lines, self.acs_rows, self.threshold)
+        if self.method == "espirit":
+            maps = espirit_maps(as_plain_tensor(kspace), **self.espirit)
+        else:
+            maps = estimate_sensitivity_maps(as_plain_tensor(kspace), self.acs_lines, self.acs_rows, self.threshold)
         return restore_type(maps, kspace)
 
 
@@ -853,7 +886,8 @@ class EstimateCoilSensitivityd(MapTransform):
     Args:
         keys: keys of multi-coil k-space.
         maps_keys: output key(s), one per key.
-        acs_lines, acs_rows, threshold: see :py:class:`EstimateCoilSensitivity`.
+        acs_lines, acs_rows, threshold, method, kernel_width, svd_threshold, crop, grid_stride: see
+            :py:class:`EstimateCoilSensitivity`.
     """
 
     backend = EstimateCoilSensitivity.backend
@@ -866,10 +900,17 @@ class EstimateCoilSensitivityd(MapTransform):
         acs_rows: int | None = None,
         threshold: float = 0.0,
         allow_missing_keys: bool = False,
+        method: str = "acs",
+        kernel_width: int = 6,
+        svd_threshold: float = 0.02,
+        crop: float = 0.95,
+        grid_stride: int = 2,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.maps_keys = ensure_tuple_rep(maps_keys, len(self.keys))
-        self.estimate = EstimateCoilSensitivity(acs_lines, acs_rows, threshold)
+        self.estimate = EstimateCoilSensitivity(
+            acs_lines, acs_rows, threshold, method, kernel_width, svd_threshold, crop, grid_stride
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         return apply_to_keys(self, data, self.estimate, self.maps_keys)

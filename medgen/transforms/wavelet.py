@@ -27,8 +27,9 @@ Conventions (shared by every function here):
   odd sizes and crashes when ``D > max(H, W)``; neither problem exists here (there is no official-bug mode to keep:
   for every size the official code handles, the results agree).
 
-The Haar path is reshape/butterfly based (no per-call matrices); other wavelets use strided 1D convolutions with
-PyWavelets' filter banks and periodic extension, matching ``pywt.dwtn(x, wavelet, mode="periodization")``.
+The Haar path is a blocked butterfly (additions into a preallocated output, no per-call matrices); other wavelets use
+strided 1D convolutions with PyWavelets' filter banks and periodic extension, matching
+``pywt.dwtn(x, wavelet, mode="periodization")``.
 """
 
 from __future__ import annotations
@@ -159,14 +160,196 @@ def _split_bands(coeffs: torch.Tensor, layout: str) -> tuple[torch.Tensor, int]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Haar (butterfly) path
+# Haar (blocked butterfly) path
 # ----------------------------------------------------------------------------------------------------------------
-def _haar_butterfly(y: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """Unnormalised Haar butterfly ``(a, b) -> (a + b, a - b)`` along each size-2 axis in ``dims``."""
-    for dim in dims:
-        a, b = y.select(dim, 0), y.select(dim, 1)
-        y = torch.stack((a + b, a - b), dim=dim)
-    return y
+# On the CPU the volume is transformed in blocks of whole (H, W) slab pairs whose working set (the block, two
+# intermediates of its size and its output) stays in the L2 cache, so the data travel through main memory once, as in a
+# copy. Other devices transform each batch item in one block (one kernel per butterfly).
+_CPU_BLOCK_BYTES = 2**18
+
+
+def _block_ranges(
+    channels: int, half_depth: int, slab_bytes: int, device: torch.device
+) -> list[tuple[int, int, int, int]]:
+    """``(c0, c1, i0, i1)`` blocks of channels and of depth pairs covering one batch item.
+
+    A slab is one pair of ``(H, W)`` planes (``slab_bytes`` bytes). Small volumes are grouped several channels per
+    block; large ones are split along the depth.
+    """
+    if device.type != "cpu":
+        return [(0, channels, 0, half_depth)]
+    slabs = max(1, _CPU_BLOCK_BYTES // max(1, slab_bytes))
+    if slabs >= half_depth:
+        per_block = max(1, slabs // half_depth)
+        return [(c, min(c + per_block, channels), 0, half_depth) for c in range(0, channels, per_block)]
+    return [(c, c + 1, i, min(i + slabs, half_depth)) for c in range(channels) for i in range(0, half_depth, slabs)]
+
+
+def _as_real_elements(x: torch.Tensor) -> torch.Tensor:
+    """A real view of ``x`` with a trailing element axis: size 2 (real, imaginary) for complex, 1 for real."""
+    return torch.view_as_real(x) if x.is_complex() else x.unsqueeze(-1)
+
+
+def _band_view(coeffs: torch.Tensor, layout: str, channels: int) -> torch.Tensor:
+    """``(B, 8C, d, h, w[, e])`` coefficients as a ``(B, C, 8, d, h, w[, e])`` view in either layout."""
+    b, _, *rest = coeffs.shape
+    if layout == "channel":
+        return coeffs.view(b, channels, 8, *rest)
+    return coeffs.view(b, 8, channels, *rest).transpose(1, 2)
+
+
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _pairs_as_complex(t: torch.Tensor) -> torch.Tensor | None:
+    """``t`` (real, trailing axes ``(..., 2, 1)``) as complex numbers ``t[..., 0] + i t[..., 1]``, or ``None`` when
+    its dtype or strides do not allow the view."""
+    if t.dtype not in _COMPLEX_OF or t.shape[-1] != 1:
+        return None
+    pairs = t.squeeze(-1)
+    if pairs.stride(-1) != 1 or pairs.storage_offset() % 2 or any(s % 2 for s in pairs.stride()[:-1]):
+        return None
+    return torch.view_as_complex(pairs)
+
+
+def _blocks(t: torch.Tensor, c0: int, c1: int, i0: int, i1: int, channel_dim: int) -> torch.Tensor:
+    """``t`` narrowed to channels ``c0:c1`` at ``channel_dim`` and depth pairs ``i0:i1`` at the next axis."""
+    return t.narrow(channel_dim, c0, c1 - c0).narrow(channel_dim + 1, i0, i1 - i0)
+
+
+def _haar_analysis(x: torch.Tensor, lll_scale: float, layout: str) -> torch.Tensor:
+    """Orthonormal 3D Haar analysis of an even-sized ``(B, C, D, H, W)`` batch (no autograd, no checks).
+
+    Per block: the W butterfly (reading the block once), then H, then D written straight into the output's eight
+    subband planes. For real float32/float64 data the W butterfly and the ``(1/sqrt(2))^3`` weight are one complex
+    product: a sample pair ``a + i b`` times ``S (1 + i)`` is ``S (a - b) + i S (a + b)``, the (high, low) pair. Other
+    dtypes use two additions and a scaling into the same (high, low) layout.
+    """
+    b, c, d, h, w = x.shape
+    d2, h2, w2 = d // 2, h // 2, w // 2
+    out = torch.empty((b, 8 * c, d2, h2, w2), dtype=x.dtype, device=x.device)
+    src = _as_real_elements(x)  # (B, C, D, H, W, e)
+    e = src.shape[-1]
+    src = src.unflatten(2, (d2, 2)).unflatten(-2, (w2, 2))  # (B, C, d2, 2d, H, w2, 2, e)
+    # output as (B, 2d, 2h, 2w, C, d2, h2, w2, e)
+    dst = _band_view(_as_real_elements(out), layout, c).unflatten(2, (2, 2, 2)).permute(0, 2, 3, 4, 1, 5, 6, 7, 8)
+    blocks = _block_ranges(c, d2, 2 * h * w * e * src.element_size(), x.device)
+    largest = max((c1 - c0) * (i1 - i0) for c0, c1, i0, i1 in blocks) * 2 * h * w * e
+    storage = src.new_empty(2, largest)
+    weight = complex(_HAAR_SCALE, _HAAR_SCALE)
+    fast = _pairs_as_complex(src) is not None and _pairs_as_complex(storage[0, :2].view(1, 2, 1)) is not None
+    buffers: dict[tuple[int, int], tuple] = {}
+    for batch in range(b):
+        source, target = src[batch], dst[batch]
+        source_pairs = _pairs_as_complex(source) if fast else None
+        for c0, c1, i0, i1 in blocks:
+            n, k = c1 - c0, i1 - i0
+            if (n, k) not in buffers:
+                first = storage[0, : n * k * 2 * h * w * e].view(n, k, 2, h, w2, 2, e)  # (.., w2, [high, low], e)
+                rows = first.unflatten(3, (h2, 2))  # (n, k, 2d, h2, 2h, w2, 2w, e)
+                second = storage[1, : first.numel()].view(2, n, k, 2, h2, w2, 2, e)  # (2h, n, k, 2d, h2, w2, 2w, e)
+                buffers[n, k] = (first, _pairs_as_complex(first) if fast else None, rows[..., 0, :, :, :],
+                                 rows[..., 1, :, :, :], second[0], second[1], second[:, :, :, 0], second[:, :, :, 1])
+            first, first_pairs, rows_low, rows_high, second_low, second_high, low_d, high_d = buffers[n, k]
+            if fast:
+                torch.mul(_blocks(source_pairs, c0, c1, i0, i1, 0), weight, out=first_pairs)
+            else:
+                block = _blocks(source, c0, c1, i0, i1, 0)  # (n, k, 2d, H, w2, 2, e)
+                torch.add(block[..., 0, :], block[..., 1, :], out=first[..., 1, :])
+                torch.sub(block[..., 0, :], block[..., 1, :], out=first[..., 0, :])
+                first.mul_(_HAAR_SCALE)
+            torch.add(rows_low, rows_high, out=second_low)
+            torch.sub(rows_low, rows_high, out=second_high)
+            out_block = _blocks(target, c0, c1, i0, i1, 3)  # (2d, 2h, 2w, n, k, h2, w2, e)
+            # W band 0 (low) is slot 1 of the (high, low) pairs
+            torch.add(low_d[..., 1, :], high_d[..., 1, :], out=out_block[0, :, 0])
+            torch.sub(low_d[..., 1, :], high_d[..., 1, :], out=out_block[1, :, 0])
+            torch.add(low_d[..., 0, :], high_d[..., 0, :], out=out_block[0, :, 1])
+            torch.sub(low_d[..., 0, :], high_d[..., 0, :], out=out_block[1, :, 1])
+            if lll_scale != 1.0:
+                out_block[0, 0, 0].mul_(1.0 / lll_scale)
+    return out
+
+
+def _haar_synthesis(coeffs: torch.Tensor, lll_scale: float, layout: str) -> torch.Tensor:
+    """Inverse of :func:`_haar_analysis`: ``(B, 8C, d, h, w)`` -> ``(B, C, 2d, 2h, 2w)`` (no autograd, no checks).
+
+    Per block: the D butterfly reading the eight subband planes into (high, low) pairs along W, then H, then W
+    written into the output's interleaved samples. For real float32/float64 data the W butterfly and the weight are
+    one complex product: ``high + i low`` times ``S (1 - i)`` is ``S (low + high) + i S (low - high)``.
+    """
+    b, c8, d2, h2, w2 = coeffs.shape
+    c = c8 // 8
+    h, w = 2 * h2, 2 * w2
+    out = torch.empty((b, c, 2 * d2, h, w), dtype=coeffs.dtype, device=coeffs.device)
+    # coefficients as (B, 2d, 2h, 2w, C, d2, h2, w2, e)
+    src = _band_view(_as_real_elements(coeffs), layout, c).unflatten(2, (2, 2, 2)).permute(0, 2, 3, 4, 1, 5, 6, 7, 8)
+    e = src.shape[-1]
+    dst = _as_real_elements(out).unflatten(2, (d2, 2)).unflatten(-2, (w2, 2))  # (B, C, d2, 2d, H, w2, 2w, e)
+    blocks = _block_ranges(c, d2, 2 * h * w * e * src.element_size(), coeffs.device)
+    largest = max((c1 - c0) * (i1 - i0) for c0, c1, i0, i1 in blocks) * 2 * h * w * e
+    storage = src.new_empty(2, largest)
+    weight = complex(_HAAR_SCALE, -_HAAR_SCALE)
+    fast = _pairs_as_complex(dst) is not None and _pairs_as_complex(storage[1, :2].view(1, 2, 1)) is not None
+    buffers: dict[tuple[int, int], tuple] = {}
+    for batch in range(b):
+        source, target = src[batch], dst[batch]
+        target_pairs = _pairs_as_complex(target) if fast else None
+        for c0, c1, i0, i1 in blocks:
+            n, k = c1 - c0, i1 - i0
+            if (n, k) not in buffers:
+                first = storage[0, : n * k * 2 * h * w * e].view(2, n, k, 2, h2, w2, 2, e)  # (2h, n, k, 2d, .., 2w, e)
+                second = storage[1, : first.numel()].view(n, k, 2, h2, 2, w2, 2, e)  # (n, k, 2d, h2, 2h, w2, 2w, e)
+                flat = second.flatten(3, 4)  # (n, k, 2d, H, w2, [high, low], e)
+                buffers[n, k] = (first, first[:, :, :, 0], first[:, :, :, 1], second[..., 0, :, :, :],
+                                 second[..., 1, :, :, :], flat, _pairs_as_complex(flat) if fast else None)
+            first, low_d, high_d, second_low, second_high, flat, flat_pairs = buffers[n, k]
+            block = _blocks(source, c0, c1, i0, i1, 3)  # (2d, 2h, 2w, n, k, h2, w2, e)
+            torch.add(block[0, :, 0], block[1, :, 0], out=low_d[..., 1, :])
+            torch.sub(block[0, :, 0], block[1, :, 0], out=high_d[..., 1, :])
+            torch.add(block[0, :, 1], block[1, :, 1], out=low_d[..., 0, :])
+            torch.sub(block[0, :, 1], block[1, :, 1], out=high_d[..., 0, :])
+            if lll_scale != 1.0:  # redo the LLL pair with the band scaled: s LLL +- HLL
+                lll, hll = block[0, 0, 0], block[1, 0, 0]
+                torch.mul(lll, lll_scale, out=high_d[0, ..., 1, :])
+                torch.add(high_d[0, ..., 1, :], hll, out=low_d[0, ..., 1, :])
+                high_d[0, ..., 1, :].sub_(hll)
+            torch.add(first[0], first[1], out=second_low)
+            torch.sub(first[0], first[1], out=second_high)
+            if fast:
+                torch.mul(flat_pairs, weight, out=_blocks(target_pairs, c0, c1, i0, i1, 0))
+            else:
+                out_block = _blocks(target, c0, c1, i0, i1, 0)  # (n, k, 2d, H, w2, 2w, e)
+                flat.mul_(_HAAR_SCALE)
+                torch.add(flat[..., 1, :], flat[..., 0, :], out=out_block[..., 0, :])
+                torch.sub(flat[..., 1, :], flat[..., 0, :], out=out_block[..., 1, :])
+    return out
+
+
+class _HaarAnalysis(torch.autograd.Function):
+    """:func:`_haar_analysis` with its adjoint (the synthesis with the reciprocal LLL scale) as backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lll_scale: float, layout: str) -> torch.Tensor:  # type: ignore[override]
+        ctx.lll_scale, ctx.layout = lll_scale, layout
+        return _haar_analysis(x, lll_scale, layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return _HaarSynthesis.apply(grad.contiguous(), 1.0 / ctx.lll_scale, ctx.layout), None, None
+
+
+class _HaarSynthesis(torch.autograd.Function):
+    """:func:`_haar_synthesis` with its adjoint (the analysis with the reciprocal LLL scale) as backward."""
+
+    @staticmethod
+    def forward(ctx, coeffs: torch.Tensor, lll_scale: float, layout: str) -> torch.Tensor:  # type: ignore[override]
+        ctx.lll_scale, ctx.layout = lll_scale, layout
+        return _haar_synthesis(coeffs, lll_scale, layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return _HaarAnalysis.apply(grad, 1.0 / ctx.lll_scale, ctx.layout), None, None
 
 
 def haar_dwt3d(
@@ -192,15 +375,9 @@ def haar_dwt3d(
     _check_volume(x, "x")
     _check_options(lll_scale, padding_mode, layout)
     x = _pad_to_even(x, padding_mode)
-    b, c, d, h, w = x.shape
-    d2, h2, w2 = d // 2, h // 2, w // 2
-    y = _haar_butterfly(x.reshape(b, c, d2, 2, h2, 2, w2, 2), dims=(3, 5, 7))
-    if layout == "channel":
-        y, band_dim = y.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c, 8, d2, h2, w2), 2
-    else:
-        y, band_dim = y.permute(0, 3, 5, 7, 1, 2, 4, 6).reshape(b, 8, c, d2, h2, w2), 1
-    y = _scale_bands(y, band_dim, lll_scale, _HAAR_SCALE, inverse=False)
-    return y.reshape(b, 8 * c, d2, h2, w2)
+    if x.numel() == 0:
+        return x.new_empty(x.shape[0], 8 * x.shape[1], *(n // 2 for n in x.shape[2:]))
+    return _HaarAnalysis.apply(x, float(lll_scale), layout)
 
 
 def haar_idwt3d(
@@ -227,16 +404,10 @@ def haar_idwt3d(
     """
     _check_volume(coeffs, "coeffs", channels_multiple_of=8)
     _check_options(lll_scale, None, layout)
-    b, c8, d2, h2, w2 = coeffs.shape
-    out_size = _resolve_output_size((d2, h2, w2), output_size)
-    c = c8 // 8
-    y, band_dim = _split_bands(coeffs, layout)
-    y = _scale_bands(y, band_dim, lll_scale, _HAAR_SCALE, inverse=True)
-    if layout == "channel":
-        y = y.reshape(b, c, 2, 2, 2, d2, h2, w2).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    else:
-        y = y.reshape(b, 2, 2, 2, c, d2, h2, w2).permute(0, 4, 5, 1, 6, 2, 7, 3)
-    x = _haar_butterfly(y, dims=(3, 5, 7)).reshape(b, c, 2 * d2, 2 * h2, 2 * w2)
+    out_size = _resolve_output_size(coeffs.shape[2:], output_size)
+    if coeffs.numel() == 0:
+        return coeffs.new_empty(coeffs.shape[0], coeffs.shape[1] // 8, *out_size)
+    x = _HaarSynthesis.apply(coeffs, float(lll_scale), layout)
     return x[:, :, : out_size[0], : out_size[1], : out_size[2]]
 
 

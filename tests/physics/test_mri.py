@@ -185,3 +185,29 @@ def test_buffers_move_with_module():
     op = CartesianMRI(torch.ones(4, 4), maps).to(torch.float64)
     assert op.mask.dtype == torch.float64 and op.sensitivity_maps.dtype == torch.complex128
     torch.testing.assert_close(op.sensitivity_maps, maps.to(torch.complex128))
+
+
+@pytest.mark.parametrize("convention", ["ortho", "tpdm"])
+@pytest.mark.parametrize("size", [(8, 10), (9, 7), (6, 5)])
+@pytest.mark.parametrize("coils", [0, 3])
+def test_folded_shifts_equal_the_shifted_ffts(convention, size, coils):
+    # A and A^H apply the centring shifts as factors folded into the maps and the mask; they must equal the
+    # definitions with explicit (i)fftshifts for even and odd sizes
+    h, w = size
+    mask = (torch.rand(h, w, generator=_gen(20)) > 0.4).double()
+    maps = _normalised_maps(2, coils, h, w, 21) if coils else None
+    op = CartesianMRI(mask, maps, convention=convention)
+    x = torch.randn(2, 1, h, w, dtype=torch.complex128, generator=_gen(22))
+    y = torch.randn(2, max(coils, 1), h, w, dtype=torch.complex128, generator=_gen(23))
+    coil_images = x if maps is None else maps * x
+    if convention == "ortho":
+        expected_forward = mask * fft2c(coil_images)
+        back = ifft2c(mask * y)
+    else:
+        expected_forward = mask * fft2_tpdm(coil_images)
+        back = ifft2_tpdm(mask * y) * (h * w)
+    expected_adjoint = back if maps is None else torch.sum(maps.conj() * back, dim=1, keepdim=True)
+    torch.testing.assert_close(op(x), expected_forward, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(op.adjoint(y), expected_adjoint, atol=1e-12, rtol=1e-12)
+    # the folded factors follow a dtype change of the input
+    torch.testing.assert_close(op(x.to(torch.complex64)), expected_forward.to(torch.complex64), atol=1e-5, rtol=1e-5)

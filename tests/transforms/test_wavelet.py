@@ -259,3 +259,78 @@ def test_transform_accepts_numpy_and_rejects_batched():
     np.testing.assert_allclose(np.asarray(out[0]), block_sums / 8**0.5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"\(C, D, H, W\)"):
         HaarDWT3D()(torch.zeros(1, 1, 4, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the blocked butterfly: every block shape, dtype path, memory layout and the autograd adjoint
+# ---------------------------------------------------------------------------------------------------------------
+def _reference_dwt(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """float64 PyWavelets oracle in the requested layout."""
+    b, c = x.shape[:2]
+    stack = np.stack(
+        [np.stack([_pywt_stack(x[i, j].double().numpy(), "haar", "periodization") for j in range(c)]) for i in range(b)]
+    )  # (B, C, 8, d, h, w)
+    out = torch.from_numpy(stack)
+    if layout == "subband":
+        out = out.transpose(1, 2)
+    return out.reshape(b, 8 * c, *out.shape[3:])
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2**11, 2**40])  # one slab per block, several, whole volumes
+@pytest.mark.parametrize("layout", ["channel", "subband"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_blocked_paths_match_pywt(monkeypatch, block_bytes, layout, dtype):
+    import medgen.transforms.wavelet as wavelet
+
+    monkeypatch.setattr(wavelet, "_CPU_BLOCK_BYTES", block_bytes)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 10, 6, 8, generator=g).to(dtype)
+    expected = _reference_dwt(x, layout)
+    tol = 2e-3 if dtype == torch.float16 else 1e-5
+    coeffs = haar_dwt3d(x, layout=layout)
+    assert coeffs.dtype == dtype
+    torch.testing.assert_close(coeffs.double(), expected, atol=tol, rtol=tol)
+    scaled = haar_dwt3d(x, lll_scale=3.0, layout=layout).double()
+    torch.testing.assert_close(scaled[:, :3] if layout == "subband" else scaled[:, ::8], (
+        expected[:, :3] if layout == "subband" else expected[:, ::8]) / 3.0, atol=tol, rtol=tol)
+    recon = haar_idwt3d(scaled.to(dtype), lll_scale=3.0, layout=layout)
+    torch.testing.assert_close(recon.double(), x.double(), atol=4 * tol, rtol=4 * tol)
+
+
+def test_complex_blocked_equals_real_and_imaginary_parts(monkeypatch):
+    import medgen.transforms.wavelet as wavelet
+
+    monkeypatch.setattr(wavelet, "_CPU_BLOCK_BYTES", 2**11)
+    g = torch.Generator().manual_seed(6)
+    z = torch.complex(torch.randn(1, 2, 6, 4, 8, generator=g), torch.randn(1, 2, 6, 4, 8, generator=g))
+    for layout in ("channel", "subband"):
+        cz = haar_dwt3d(z, lll_scale=3.0, layout=layout)
+        torch.testing.assert_close(cz.real, haar_dwt3d(z.real, lll_scale=3.0, layout=layout))
+        torch.testing.assert_close(cz.imag, haar_dwt3d(z.imag, lll_scale=3.0, layout=layout))
+        torch.testing.assert_close(haar_idwt3d(cz, lll_scale=3.0, layout=layout), z, atol=1e-5, rtol=1e-5)
+
+
+def test_non_contiguous_inputs():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 6, 8, 10, generator=g)
+    channels_last = x.contiguous(memory_format=torch.channels_last_3d)
+    # the W stride is not 1 here, so the real-arithmetic W butterfly runs instead of the complex product: rounding only
+    torch.testing.assert_close(haar_dwt3d(channels_last), haar_dwt3d(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(haar_dwt3d(x[:, 1:3]), haar_dwt3d(x)[:, 8:24], atol=0, rtol=0)
+    coeffs = haar_dwt3d(x, layout="subband")
+    transposed = coeffs.transpose(3, 4).contiguous().transpose(3, 4)
+    torch.testing.assert_close(haar_idwt3d(transposed, layout="subband"), x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["channel", "subband"])
+def test_gradients_are_the_adjoints(layout):
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 2, 4, 2, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    c = torch.randn(1, 16, 2, 1, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: haar_dwt3d(v, lll_scale=3.0, layout=layout), (x,))
+    assert torch.autograd.gradcheck(lambda v: haar_idwt3d(v, lll_scale=3.0, layout=layout), (c,))
+    assert torch.autograd.gradgradcheck(lambda v: haar_idwt3d(v, lll_scale=3.0, layout=layout), (c,))
+    # <A x, c> = <x, A^T c> with A^T = the gradient
+    y = haar_dwt3d(x, lll_scale=3.0, layout=layout)
+    (grad,) = torch.autograd.grad((y * c).sum(), x)
+    torch.testing.assert_close((grad * x).sum(), (y * c).sum())
