@@ -190,7 +190,8 @@ class Solver(ABC):
     stopping) for any :class:`~medgen.physics.base.LinearOperator`.
 
     Subclasses set :attr:`settings_class` and implement :meth:`_run` (one solve at given lambdas with given stopping
-    rules); the parameter choice, checks and the info record live here.
+    rules); the parameter choice, checks and the info record live here. Solves run without autograd
+    (``torch.no_grad``): use the result as data (a baseline, a warm start, a consistency target).
 
     Args:
         operator: the forward operator ``A``; its buffers' device must match the measurements'.
@@ -256,7 +257,7 @@ class Solver(ABC):
                 :func:`~medgen.solvers.parameter.estimate_noise_std`). Unused by the other rules.
             reference: the ground truth ``(B, ...)`` shaped like ``A^H y`` (a real reference with a complex image is
                 compared in magnitude). Required by the ``"oracle"`` rule; otherwise only scored in ``info.psnr``.
-            problem: solver-specific inputs (e.g. ``x_ref`` of :class:`~medgen.solvers.cg.CGLS`).
+            problem: solver-specific inputs (e.g. ``x_ref`` of :class:`~medgen.solvers.cgls.CGLS`).
 
         Returns:
             ``(x, info)``: images ``(B, ...)`` and a :class:`SolverInfo`.
@@ -272,9 +273,12 @@ class Solver(ABC):
             reference = self._check_reference(reference, rhs, rule)
             lam = getattr(self.settings, "lam", None)
             lam = lam if lam is None or isinstance(lam, str) else self._lam_tensor(lam, rhs)
-            noise, target = None, None
+            noise = self._check_noise_std(noise_std, y) if rule == "discrepancy" else None
+            context = self._prepare(y, rhs, **problem)
+            target = None
             if rule == "discrepancy":
-                noise = self._noise_std(noise_std, y)
+                if noise is None:
+                    noise = estimate_noise_std(y, self.operator, self.settings.noise_method)
                 unknowns = rhs[0].numel() * (2 if rhs.is_complex() else 1)
                 target = discrepancy_target(
                     noise,
@@ -283,7 +287,6 @@ class Solver(ABC):
                     self.settings.discrepancy_tau,
                     least_squares_residual(self.operator, y, rhs, self.settings.incompatibility_iterations),
                 )
-            context = self._prepare(y, rhs, **problem)
             result = self._solve_with_rule(rule, lam, y, rhs, x0, reference, target, context)
             x = result["x"]
             residual = batch_norm(self.operator(x) - y)
@@ -431,10 +434,11 @@ class Solver(ABC):
         dtype = rhs.dtype if reference.is_complex() else (rhs.real.dtype if rhs.is_complex() else rhs.dtype)
         return reference.to(device=rhs.device, dtype=dtype)
 
-    def _noise_std(self, noise_std: float | torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
-        dtype = y.real.dtype if y.is_complex() else y.dtype
+    @staticmethod
+    def _check_noise_std(noise_std: float | torch.Tensor | None, y: torch.Tensor) -> torch.Tensor | None:
         if noise_std is None:
-            return estimate_noise_std(y, self.operator, self.settings.noise_method).to(dtype)
+            return None
+        dtype = y.real.dtype if y.is_complex() else y.dtype
         value = torch.as_tensor(noise_std, dtype=dtype, device=y.device)
         if value.ndim == 0:
             value = value.expand(y.shape[0])
