@@ -118,10 +118,27 @@ def validate_metadata(meta: str | Path | Mapping[str, Any]) -> None:
             meta_file.write_text(json.dumps(meta))
         else:
             meta_file = Path(meta)
-        if "schema" not in _read_json_object(meta_file):
+        content = _read_json_object(meta_file)
+        if "schema" not in content:
             raise ValueError(f"'{meta_file}' has no 'schema' field (the URL of its metadata schema).")
-        verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA_PATH), hash_val=SCHEMA_SHA256,
-                        hash_type="sha256")
+        try:
+            verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA_PATH), hash_val=SCHEMA_SHA256,
+                            hash_type="sha256")
+        except ValueError as e:
+            raise ValueError(_schema_error(content) or str(e)) from e
+
+
+def _schema_error(content: Mapping[str, Any]) -> str | None:
+    """The most relevant schema violation, with the path of the field (MONAI's message omits it and names the
+    bundle's schema URL although the shipped copy was used)."""
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft7Validator(json.loads(SCHEMA_PATH.read_text())).iter_errors(content))
+    if error is None:
+        return None
+    field = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+    return f"metadata field '{field}': {error.message} (schema {SCHEMA_PATH.name}, shipped with medgen)."
 
 
 @dataclass(frozen=True)
