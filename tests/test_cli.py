@@ -108,15 +108,17 @@ def test_convert_help_lists_its_kinds():
     assert "``" not in shown and ":data:" not in shown
 
 
-def test_zoo_help_and_errors(tmp_path):
+def test_zoo_help_and_errors(tmp_path, capsys):
+    from medgen.cli import zoo_download
+
     result = run_cli("zoo", "download", "--help")
     shown = result.stdout + result.stderr
     assert "never runs anything from the bundle" in shown and "``" not in shown
     (tmp_path / "index.json").write_text(json.dumps({"format": "medgen-zoo-index/1", "bundles": []}))
-    result = run_cli("zoo", "download", "tpdm_brain_mri", "--index", str(tmp_path), "--bundle_dir", str(tmp_path / "b"))
-    assert result.returncode == 1
-    assert "medgen zoo: LookupError: bundle 'tpdm_brain_mri' is not in the zoo" in result.stderr
-    assert "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as error:  # a refused operation: one line on stderr, exit status 1
+        zoo_download("tpdm_brain_mri", str(tmp_path), bundle_dir=str(tmp_path / "b"))
+    assert error.value.code == 1
+    assert "medgen zoo: LookupError: bundle 'tpdm_brain_mri' is not in the zoo" in capsys.readouterr().err
 
 
 def test_zoo_pack_index_list_download_commands(tmp_path, capsys):

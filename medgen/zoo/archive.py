@@ -117,7 +117,10 @@ def large_file_entries(
     for weight in weights:
         path = Path(bundle_dir) / weight
         if not path.is_file():
-            raise FileNotFoundError(f"weights '{weight}' not found in '{bundle_dir}'.")
+            raise FileNotFoundError(
+                f"weights '{weight}' (metadata 'networks') not found in '{bundle_dir}'; official checkpoints are "
+                "converted into it with `medgen convert`."
+            )
         url = f"{name}_v{version}/{weight}"
         if base_url:
             url = base_url.rstrip("/") + "/" + url

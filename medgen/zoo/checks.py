@@ -86,7 +86,9 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _run_check(report: VerifyReport, name: str, check: Callable[[], str | None]) -> None:
+def _run_check(report: VerifyReport, name: str, check: Callable[[], str | tuple[None, str] | None]) -> None:
+    """Run one check and record it: a returned string is the detail of a pass, ``(None, reason)`` a check that did
+    not apply, an exception a failure."""
     start = time.perf_counter()
     try:
         detail = check()
