@@ -35,7 +35,7 @@ def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mappin
 
     Raises:
         TypeError: ``checkpoint`` is neither a path nor a mapping.
-        FileNotFoundError: the path does not exist.
+        FileNotFoundError: the path does not exist (the message names `medgen convert`, which makes official ones).
     """
     if isinstance(checkpoint, Mapping):
         return checkpoint
@@ -43,7 +43,11 @@ def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mappin
         raise TypeError(f"checkpoint must be a path or a mapping (state dict), got {type(checkpoint).__name__}.")
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: '{path}'.")
+        raise FileNotFoundError(
+            f"checkpoint file not found: '{path}'. Official checkpoints are converted into this file with "
+            f"`medgen convert KIND OFFICIAL_CHECKPOINT --config CONFIG --output {path}` (see `medgen convert --help` "
+            "and the bundle's docs/README.md)."
+        )
     if path.suffix == ".pkl":
         from medgen.networks.edm_pickle import load_edm_snapshot
 

@@ -14,6 +14,7 @@ generator, which is not available here).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable, Transform
-from monai.utils import TransformBackends, ensure_tuple_rep
+from monai.transforms import MapTransform, RandomizableTransform, Transform
+from monai.utils import TransformBackends, deprecated, ensure_tuple_rep
 
+from medgen import __version__
 from medgen.physics.base import check_choice
 from medgen.physics.mri import CartesianMRI, ifft2c
 from medgen.transforms.espirit import check_espirit_options, espirit_maps
@@ -41,6 +43,15 @@ __all__ = [
     "MASK_TYPES",
     "birdcage_sensitivity_maps",
     "estimate_sensitivity_maps",
+    "DEFAULT_MASK_KWARGS",
+    "RandKspaceUndersample",
+    "RandKspaceUndersampled",
+    "RandKspaceUndersampleD",
+    "RandKspaceUndersampleDict",
+    "RandSimulateMultiCoil",
+    "RandSimulateMultiCoild",
+    "RandSimulateMultiCoilD",
+    "RandSimulateMultiCoilDict",
     "KspaceUndersample",
     "KspaceUndersampled",
     "KspaceUndersampleD",
@@ -555,21 +566,63 @@ def estimate_sensitivity_maps(
     return maps
 
 
-class KspaceUndersample(Randomizable, Transform):
-    """Undersample k-space with a Cartesian mask and return the masked k-space and the zero-filled image.
+DEFAULT_MASK_KWARGS: dict[str, dict[str, Any]] = {
+    "equispaced": {"acc": 4, "acs_lines": 8},
+    "low_frequency": {"acs_lines": 16},
+    "random": {"acc": 4, "acs_lines": 8},
+    "variable_density": {"acc": 4, "acs_lines": 8},
+    "center": {"length": 24},
+    "poisson": {"accel": 4},
+}
+"""Mask-generator arguments used when a transform gets ``mask_kwargs=None``: acceleration 4 with 8 ACS columns, which
+fits images from 32 columns up."""
+
+
+def _mask_arguments(mask_type: str, mask_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The generator arguments of ``mask_type``: the defaults, or ``mask_kwargs`` after checking that it names every
+    required argument and no unknown one (so a bad setting fails when the transform is built, not when called)."""
+    if mask_kwargs is None:
+        return dict(DEFAULT_MASK_KWARGS[mask_type])
+    parameters = inspect.signature(MASK_TYPES[mask_type]).parameters
+    accepted = set(parameters) - {"shape", "rng"}
+    unknown = sorted(set(mask_kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"mask_kwargs {unknown} are not arguments of mask_type '{mask_type}'; it takes {sorted(accepted)}.")
+    required = sorted(
+        name for name in accepted if parameters[name].default is inspect.Parameter.empty and name not in mask_kwargs
+    )
+    if required:
+        raise ValueError(f"mask_kwargs for mask_type '{mask_type}' must give {required} (e.g. "
+                         f"{DEFAULT_MASK_KWARGS[mask_type]}), got {dict(mask_kwargs)}.")
+    return dict(mask_kwargs)
+
+
+def _check_prob(prob: float) -> None:
+    # RandomizableTransform clips prob to [0, 1] silently
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be a probability in [0, 1], got {prob!r}.")
+
+
+class RandKspaceUndersample(RandomizableTransform):
+    """Undersample k-space with a random Cartesian mask and return the masked k-space and the zero-filled image.
 
     Uses :class:`medgen.physics.mri.CartesianMRI`: ``y = M * F(S x)`` and ``x_zf = A^H y``. Without sensitivity maps
     every channel is transformed separately (``(C, ..., H, W)`` -> ``(C, ..., H, W)``); with maps ``(Nc, ..., H, W)``
     the image must have one channel and ``x_zf = sum_c conj(S_c) F^H(M y_c)`` has one channel.
 
-    The mask is either fixed (``mask``) or built per call by :func:`make_mask` from ``mask_type`` and
-    ``mask_kwargs`` over the last two axes; random types draw from ``self.R`` (see ``set_random_state``).
-    The mask of the last call is kept in ``self.mask``.
+    With probability ``prob`` the mask is built for the call by :func:`make_mask` from ``mask_type`` and
+    ``mask_kwargs`` over the last two axes, drawing from ``self.R`` (seed it with ``set_random_state`` so a pipeline
+    repeats); otherwise the k-space is kept whole (a mask of ones: the outputs have the same types and shapes). A
+    fixed ``mask`` replaces the generator. The mask is drawn before the ``prob`` coin, and with ``prob=1`` no coin is
+    drawn, so a seeded ``RandomState`` gives the mask :func:`make_mask` gives with it (HFS-SDE's random streams). The
+    mask of the last call is kept in ``self.mask``.
 
     Args:
+        prob: probability of undersampling.
         mask: fixed ``(H, W)`` (or broadcastable) mask, or ``None`` to build one per call.
         mask_type: key of :data:`MASK_TYPES` when ``mask`` is ``None``.
-        mask_kwargs: arguments of the mask generator, e.g. ``{"acc": 4, "acs_lines": 24}``.
+        mask_kwargs: arguments of the mask generator, e.g. ``{"acc": 4, "acs_lines": 24}``; ``None`` for
+            :data:`DEFAULT_MASK_KWARGS` of ``mask_type``.
         input_type: ``"image"`` (``x`` in, k-space computed) or ``"kspace"`` (centred k-space in, masked).
         convention: Fourier convention of :class:`CartesianMRI` (``"ortho"`` or ``"tpdm"``).
     """
@@ -578,26 +631,37 @@ class KspaceUndersample(Randomizable, Transform):
 
     def __init__(
         self,
+        prob: float = 1.0,
         mask: torch.Tensor | np.ndarray | None = None,
-        mask_type: str = "equispaced",
+        mask_type: str = "random",
         mask_kwargs: Mapping[str, Any] | None = None,
         input_type: str = "image",
         convention: str = "ortho",
     ) -> None:
+        _check_prob(prob)
+        RandomizableTransform.__init__(self, prob)
         check_choice(input_type, "input_type", _INPUT_TYPES)
         if mask is None:
             check_choice(mask_type, "mask_type", sorted(MASK_TYPES))
+            self.mask_kwargs = _mask_arguments(mask_type, mask_kwargs)
+        else:
+            self.mask_kwargs = dict(mask_kwargs or {})
         self.fixed_mask = None if mask is None else torch.as_tensor(mask)
         self.mask_type = mask_type
-        self.mask_kwargs = dict(mask_kwargs or {})
         self.input_type = input_type
         self.convention = convention
         self.mask: torch.Tensor | None = self.fixed_mask
 
     def randomize(self, data: Sequence[int]) -> None:
-        """Build ``self.mask`` for the spatial shape ``data = (H, W)`` (a no-op with a fixed mask)."""
-        if self.fixed_mask is None:
-            self.mask = make_mask(self.mask_type, tuple(data), rng=self.R, **self.mask_kwargs)
+        """Build ``self.mask`` for the spatial shape ``data = (H, W)``, then draw whether to apply it."""
+        mask = self.fixed_mask
+        if mask is None:
+            mask = make_mask(self.mask_type, tuple(data), rng=self.R, **self.mask_kwargs)
+        if self.prob < 1.0:
+            super().randomize(None)
+        else:
+            self._do_transform = True
+        self.mask = mask if self._do_transform else torch.ones(tuple(data), dtype=torch.float32)
 
     def __call__(
         self, img: Any, sensitivity_maps: Any | None = None, randomize: bool = True
@@ -606,7 +670,7 @@ class KspaceUndersample(Randomizable, Transform):
         Args:
             img: image ``(C, ..., H, W)`` (real or complex) or centred k-space (complex) per ``input_type``.
             sensitivity_maps: optional ``(Nc, ..., H, W)`` complex maps (image input then has ``C = 1``).
-            randomize: build a new mask (else reuse ``self.mask``).
+            randomize: draw a new mask (else reuse ``self.mask``).
 
         Returns:
             ``(kspace, zero_filled)``: masked k-space ``(Nc or C, ..., H, W)`` complex and the zero-filled image
@@ -643,11 +707,11 @@ class KspaceUndersample(Randomizable, Transform):
         return restore_type(kspace, img), restore_type(zero_filled, img)
 
 
-class KspaceUndersampled(Randomizable, MapTransform):
-    """Dictionary-based wrapper of :py:class:`KspaceUndersample`.
+class RandKspaceUndersampled(RandomizableTransform, MapTransform):
+    """Dictionary-based wrapper of :py:class:`RandKspaceUndersample`.
 
     For every key, writes the masked k-space to ``kspace_keys``, the zero-filled image to ``zero_filled_keys``
-    and the mask (one per call, shared by the keys) to ``mask_key``.
+    and the mask (one per call, shared by the keys; all ones when the ``prob`` coin says no) to ``mask_key``.
 
     Args:
         keys: keys of the images (or k-spaces with ``input_type="kspace"``).
@@ -655,11 +719,11 @@ class KspaceUndersampled(Randomizable, MapTransform):
         zero_filled_keys: output key(s) of the zero-filled image, one per key.
         mask_key: output key of the ``(H, W)`` mask (``None``: not written).
         maps_key: key of ``(Nc, ..., H, W)`` sensitivity maps to use, or ``None`` (single/independent channels).
-        mask, mask_type, mask_kwargs, input_type, convention: see :py:class:`KspaceUndersample`.
+        prob, mask, mask_type, mask_kwargs, input_type, convention: see :py:class:`RandKspaceUndersample`.
         allow_missing_keys: don't raise for missing keys.
     """
 
-    backend = KspaceUndersample.backend
+    backend = RandKspaceUndersample.backend
 
     def __init__(
         self,
@@ -668,29 +732,32 @@ class KspaceUndersampled(Randomizable, MapTransform):
         zero_filled_keys: KeysCollection = "zero_filled",
         mask_key: Hashable | None = "mask",
         maps_key: Hashable | None = None,
+        prob: float = 1.0,
         mask: torch.Tensor | np.ndarray | None = None,
-        mask_type: str = "equispaced",
+        mask_type: str = "random",
         mask_kwargs: Mapping[str, Any] | None = None,
         input_type: str = "image",
         convention: str = "ortho",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
         self.kspace_keys = ensure_tuple_rep(kspace_keys, len(self.keys))
         self.zero_filled_keys = ensure_tuple_rep(zero_filled_keys, len(self.keys))
         self.mask_key = mask_key
         self.maps_key = maps_key
-        self.undersample = KspaceUndersample(mask, mask_type, mask_kwargs, input_type, convention)
+        self.undersample = RandKspaceUndersample(prob, mask, mask_type, mask_kwargs, input_type, convention)
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> KspaceUndersampled:
+    ) -> RandKspaceUndersampled:
         super().set_random_state(seed, state)
         self.undersample.set_random_state(seed, state)
         return self
 
     def randomize(self, data: Sequence[int]) -> None:
         self.undersample.randomize(data)
+        self._do_transform = self.undersample._do_transform
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -706,16 +773,17 @@ class KspaceUndersampled(Randomizable, MapTransform):
         return d
 
 
-class SimulateMultiCoil(Randomizable, Transform):
+class RandSimulateMultiCoil(RandomizableTransform):
     """Multiply a single-channel image by simulated coil sensitivities: ``x -> (S_c x)_c``.
 
-    The maps come from :func:`birdcage_sensitivity_maps` (``sum_c |S_c|^2 = 1`` everywhere); with
-    ``random_rotation`` the coil ring is rotated by an angle drawn from ``self.R`` at every call. The maps of the
-    last call are kept in ``self.sensitivity_maps``.
+    The maps come from :func:`birdcage_sensitivity_maps` (``sum_c |S_c|^2 = 1`` everywhere). With probability
+    ``prob`` the coil ring is rotated by an angle drawn uniformly in ``[0, 2 pi)`` from ``self.R`` (added to
+    ``rotation``); otherwise it sits at ``rotation`` (``prob=0``: a fixed ring). The angle is drawn before the coin
+    and no coin is drawn with ``prob=1``. The maps of the last call are kept in ``self.sensitivity_maps``.
 
     Args:
         num_coils, coil_distance, loop_radius, phase_cycles, rotation: see :func:`birdcage_sensitivity_maps`.
-        random_rotation: add a uniform random angle in ``[0, 2 pi)`` per call.
+        prob: probability of a random rotation.
     """
 
     backend = [TransformBackends.TORCH]
@@ -727,8 +795,10 @@ class SimulateMultiCoil(Randomizable, Transform):
         loop_radius: float = 0.8,
         phase_cycles: float = 0.5,
         rotation: float = 0.0,
-        random_rotation: bool = False,
+        prob: float = 1.0,
     ) -> None:
+        _check_prob(prob)
+        RandomizableTransform.__init__(self, prob)
         _check_coil_geometry(num_coils, coil_distance, loop_radius)
         self.map_kwargs = {
             "num_coils": num_coils,
@@ -737,18 +807,28 @@ class SimulateMultiCoil(Randomizable, Transform):
             "phase_cycles": phase_cycles,
         }
         self.rotation = rotation
-        self.random_rotation = random_rotation
         self._angle = rotation
         self.sensitivity_maps: torch.Tensor | None = None
 
     def randomize(self, data: Any = None) -> None:
-        self._angle = self.rotation + (self.R.uniform(0, 2 * math.pi) if self.random_rotation else 0.0)
+        """Draw the ring's angle for the next call."""
+        self._angle = self.rotation
+        if self.prob <= 0.0:
+            self._do_transform = False
+            return
+        offset = self.R.uniform(0, 2 * math.pi)
+        if self.prob < 1.0:
+            super().randomize(None)
+        else:
+            self._do_transform = True
+        if self._do_transform:
+            self._angle = self.rotation + offset
 
     def __call__(self, img: Any, randomize: bool = True) -> Any:
         """
         Args:
             img: ``(1, ..., H, W)`` image, real or complex.
-            randomize: draw a new rotation (only with ``random_rotation``).
+            randomize: draw a new rotation.
 
         Returns:
             ``(Nc, ..., H, W)`` complex coil images, of the input's type.
@@ -766,17 +846,119 @@ class SimulateMultiCoil(Randomizable, Transform):
         return restore_type(maps * x, img)
 
 
-class SimulateMultiCoild(Randomizable, MapTransform):
-    """Dictionary-based wrapper of :py:class:`SimulateMultiCoil`: replaces each key by its coil images and writes
-    the maps to ``maps_key``.
+class RandSimulateMultiCoild(RandomizableTransform, MapTransform):
+    """Dictionary-based wrapper of :py:class:`RandSimulateMultiCoil`: replaces each key by its coil images and
+    writes the maps to ``maps_key`` (one ring per call, shared by the keys).
 
     Args:
         keys: keys of single-channel images.
         maps_key: output key of the ``(Nc, ..., H, W)`` maps.
-        kwargs: see :py:class:`SimulateMultiCoil`.
+        num_coils, coil_distance, loop_radius, phase_cycles, rotation, prob: see :py:class:`RandSimulateMultiCoil`.
+        allow_missing_keys: don't raise for missing keys.
     """
 
-    backend = SimulateMultiCoil.backend
+    backend = RandSimulateMultiCoil.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        maps_key: Hashable = "sensitivity_maps",
+        num_coils: int = 8,
+        coil_distance: float = 1.5,
+        loop_radius: float = 0.8,
+        phase_cycles: float = 0.5,
+        rotation: float = 0.0,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.maps_key = maps_key
+        self.simulate = RandSimulateMultiCoil(num_coils, coil_distance, loop_radius, phase_cycles, rotation, prob)
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandSimulateMultiCoild:
+        super().set_random_state(seed, state)
+        self.simulate.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        self.simulate.randomize()
+        self._do_transform = self.simulate._do_transform
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            d[key] = self.simulate(d[key], randomize=False)
+            d[self.maps_key] = restore_type(self.simulate.sensitivity_maps, d[key])
+        return d
+
+
+_RENAMED = "renamed to {new} (MONAI's naming of random transforms, with prob); this name keeps its old defaults"
+
+
+@deprecated(since="0.1.0", msg_suffix=_RENAMED.format(new="RandKspaceUndersample") + " (mask_type='equispaced').",
+            version_val=__version__)
+class KspaceUndersample(RandKspaceUndersample):
+    """Deprecated name of :py:class:`RandKspaceUndersample` with ``prob=1`` and ``mask_type="equispaced"``."""
+
+    def __init__(
+        self,
+        mask: torch.Tensor | np.ndarray | None = None,
+        mask_type: str = "equispaced",
+        mask_kwargs: Mapping[str, Any] | None = None,
+        input_type: str = "image",
+        convention: str = "ortho",
+    ) -> None:
+        super().__init__(1.0, mask, mask_type, mask_kwargs, input_type, convention)
+
+
+@deprecated(since="0.1.0", msg_suffix=_RENAMED.format(new="RandKspaceUndersampled") + " (mask_type='equispaced').",
+            version_val=__version__)
+class KspaceUndersampled(RandKspaceUndersampled):
+    """Deprecated name of :py:class:`RandKspaceUndersampled` with ``prob=1`` and ``mask_type="equispaced"``."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        kspace_keys: KeysCollection = "kspace",
+        zero_filled_keys: KeysCollection = "zero_filled",
+        mask_key: Hashable | None = "mask",
+        maps_key: Hashable | None = None,
+        mask: torch.Tensor | np.ndarray | None = None,
+        mask_type: str = "equispaced",
+        mask_kwargs: Mapping[str, Any] | None = None,
+        input_type: str = "image",
+        convention: str = "ortho",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, kspace_keys, zero_filled_keys, mask_key, maps_key, 1.0, mask, mask_type, mask_kwargs,
+                         input_type, convention, allow_missing_keys)
+
+
+@deprecated(since="0.1.0", msg_suffix=_RENAMED.format(new="RandSimulateMultiCoil") +
+            " (random_rotation=True is prob=1, False is prob=0).", version_val=__version__)
+class SimulateMultiCoil(RandSimulateMultiCoil):
+    """Deprecated name of :py:class:`RandSimulateMultiCoil`: ``random_rotation`` is ``prob`` 1 or 0."""
+
+    def __init__(
+        self,
+        num_coils: int = 8,
+        coil_distance: float = 1.5,
+        loop_radius: float = 0.8,
+        phase_cycles: float = 0.5,
+        rotation: float = 0.0,
+        random_rotation: bool = False,
+    ) -> None:
+        super().__init__(num_coils, coil_distance, loop_radius, phase_cycles, rotation, float(random_rotation))
+
+
+@deprecated(since="0.1.0", msg_suffix=_RENAMED.format(new="RandSimulateMultiCoild") +
+            " (random_rotation=True is prob=1, False is prob=0).", version_val=__version__)
+class SimulateMultiCoild(RandSimulateMultiCoild):
+    """Deprecated name of :py:class:`RandSimulateMultiCoild`: ``random_rotation`` is ``prob`` 1 or 0."""
 
     def __init__(
         self,
@@ -790,29 +972,8 @@ class SimulateMultiCoild(Randomizable, MapTransform):
         random_rotation: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.maps_key = maps_key
-        self.simulate = SimulateMultiCoil(
-            num_coils, coil_distance, loop_radius, phase_cycles, rotation, random_rotation
-        )
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> SimulateMultiCoild:
-        super().set_random_state(seed, state)
-        self.simulate.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        self.simulate.randomize()
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.simulate(d[key], randomize=False)
-            d[self.maps_key] = restore_type(self.simulate.sensitivity_maps, d[key])
-        return d
+        super().__init__(keys, maps_key, num_coils, coil_distance, loop_radius, phase_cycles, rotation,
+                         float(random_rotation), allow_missing_keys)
 
 
 class EstimateCoilSensitivity(Transform):
@@ -981,6 +1142,8 @@ class CoilCombined(MapTransform):
         return apply_to_keys(self, data, lambda img: self.combine(img, maps))
 
 
+RandKspaceUndersampleD = RandKspaceUndersampleDict = RandKspaceUndersampled
+RandSimulateMultiCoilD = RandSimulateMultiCoilDict = RandSimulateMultiCoild
 KspaceUndersampleD = KspaceUndersampleDict = KspaceUndersampled
 SimulateMultiCoilD = SimulateMultiCoilDict = SimulateMultiCoild
 EstimateCoilSensitivityD = EstimateCoilSensitivityDict = EstimateCoilSensitivityd

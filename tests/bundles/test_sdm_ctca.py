@@ -33,10 +33,13 @@ def test_metadata_has_the_monai_fields():
     meta = bundle_metadata(BUNDLE)
     assert any("2207.00050" in r for r in meta["references"])
     assert any("Manubolgia/semantic-diffusion-model" in r for r in meta["references"])
-    labels = meta["network_data_format"]["inputs"]["labels"]
+    labels = meta["generated_data_format"]["inputs"]["labels"]
     assert labels["num_channels"] == 1 and labels["value_range"] == [0, 8] and len(labels["channel_def"]) == 1
-    image = meta["network_data_format"]["outputs"]["image"]
+    image = meta["generated_data_format"]["outputs"]["image"]
     assert image["type"] == "image" and image["value_range"] == [-1, 1]
+    for block, label_channels in (("network_data_format", 9), ("highres_network_data_format", 10)):
+        assert meta[block]["inputs"]["y"]["num_channels"] == label_channels
+        assert meta[block]["outputs"]["pred"]["num_channels"] == 2
     assert_apache_licence(BUNDLE)
     for name in ("inference.json", "inference_official.json", "train_lowres.json", "train_highres.json",
                  "multi_gpu_train.json", "logging.conf", "official_sdm_lr.json", "official_sdm_hr.json"):

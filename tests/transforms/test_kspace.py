@@ -17,9 +17,15 @@ from medgen.transforms.kspace import (
     CoilCombined,
     EstimateCoilSensitivity,
     EstimateCoilSensitivityd,
+    DEFAULT_MASK_KWARGS,
     KspaceUndersample,
     KspaceUndersampled,
     KspaceUndersampleD,
+    RandKspaceUndersample,
+    RandKspaceUndersampled,
+    RandKspaceUndersampleD,
+    RandSimulateMultiCoil,
+    RandSimulateMultiCoild,
     SimulateMultiCoil,
     SimulateMultiCoild,
     birdcage_sensitivity_maps,
@@ -143,7 +149,7 @@ def test_mask_bad_inputs():
 
 def test_kspace_undersample_image_single_coil(phantom):
     img = MetaTensor(phantom, affine=torch.diag(torch.tensor([2.0, 2.0, 1.0, 1.0])), meta={"id": "p"})
-    t = KspaceUndersample(mask_type="equispaced", mask_kwargs={"acc": 4, "acs_lines": 8})
+    t = RandKspaceUndersample(mask_type="equispaced", mask_kwargs={"acc": 4, "acs_lines": 8})
     kspace, zf = t(img)
     mask = equispaced_mask(64, 4, 8)
     torch.testing.assert_close(kspace.as_tensor(), mask * fft2c(phantom.to(torch.complex64)))
@@ -154,21 +160,21 @@ def test_kspace_undersample_image_single_coil(phantom):
 
 def test_kspace_undersample_multicoil_and_kspace_input(phantom):
     maps = birdcage_sensitivity_maps((64, 64), num_coils=4)
-    t = KspaceUndersample(mask=center_square_mask(64, 16), convention="ortho")
+    t = RandKspaceUndersample(mask=center_square_mask(64, 16), convention="ortho")
     kspace, zf = t(phantom, sensitivity_maps=maps)
     op = CartesianMRI(center_square_mask(64, 16), maps[None])
     torch.testing.assert_close(kspace, op(phantom[None])[0])
     torch.testing.assert_close(zf, op.adjoint(op(phantom[None]))[0])
     assert kspace.shape == (4, 64, 64) and zf.shape == (1, 64, 64)
     full_k = fft2c(maps * phantom)
-    k2, zf2 = KspaceUndersample(mask=center_square_mask(64, 16), input_type="kspace")(full_k, maps)
+    k2, zf2 = RandKspaceUndersample(mask=center_square_mask(64, 16), input_type="kspace")(full_k, maps)
     torch.testing.assert_close(k2, kspace)
     torch.testing.assert_close(zf2, zf)
 
 
 def test_kspace_undersampled_dict_seeded_repeat(phantom):
     def run(seed):
-        t = KspaceUndersampled(
+        t = RandKspaceUndersampled(
             "image", kspace_keys="k", zero_filled_keys="zf", mask_key="m",
             mask_type="random", mask_kwargs={"acc": 4, "acs_lines": 8},
         )
@@ -180,11 +186,11 @@ def test_kspace_undersampled_dict_seeded_repeat(phantom):
     assert torch.equal(a["m"], b["m"]) and not torch.equal(a["m"], c["m"])
     assert a["m"][0].sum() == 16
     torch.testing.assert_close(a["zf"], ifft2c(a["m"] * fft2c(phantom.to(torch.complex64))))
-    assert KspaceUndersampleD is KspaceUndersampled
+    assert RandKspaceUndersampleD is RandKspaceUndersampled
 
 
 def test_simulate_multicoil_maps_normalised(phantom):
-    sim = SimulateMultiCoil(num_coils=6)
+    sim = RandSimulateMultiCoil(num_coils=6, prob=0.0)
     coils = sim(phantom)
     maps = sim.sensitivity_maps
     assert coils.shape == (6, 64, 64) and coils.is_complex()
@@ -198,7 +204,7 @@ def test_simulate_multicoil_maps_normalised(phantom):
 
 def test_simulate_multicoild_random_rotation(phantom):
     def run(seed):
-        t = SimulateMultiCoild("image", maps_key="maps", num_coils=4, random_rotation=True)
+        t = RandSimulateMultiCoild("image", maps_key="maps", num_coils=4)
         t.set_random_state(seed)
         return t({"image": phantom})
 
@@ -248,7 +254,7 @@ def test_kspace_undersampled_dict_keeps_meta_for_every_output(phantom):
     affine = torch.diag(torch.tensor([0.7, 0.7, 3.0, 1.0], dtype=torch.float64))
     image = MetaTensor(phantom, affine=affine, meta={"filename_or_obj": "slice.nii.gz"})
     maps = birdcage_sensitivity_maps((64, 64), num_coils=4)
-    t = KspaceUndersampled(
+    t = RandKspaceUndersampled(
         "image", kspace_keys="k", zero_filled_keys="zf", maps_key="maps", mask=equispaced_mask(64, 4, acs_lines=8)
     )
     out = t({"image": image, "maps": maps})
@@ -269,11 +275,11 @@ def test_transform_arguments_checked_at_construction():
     with pytest.raises(ValueError, match="threshold"):
         EstimateCoilSensitivity(threshold=1.5)
     with pytest.raises(ValueError, match="num_coils"):
-        SimulateMultiCoil(num_coils=0)
+        RandSimulateMultiCoil(num_coils=0)
     with pytest.raises(ValueError, match="input_type"):
-        KspaceUndersample(input_type="sinogram")
+        RandKspaceUndersample(input_type="sinogram")
     with pytest.raises(ValueError, match="mask_type"):
-        KspaceUndersample(mask_type="radial")
+        RandKspaceUndersample(mask_type="radial")
     with pytest.raises(ValueError, match="input_type"):
         CoilCombine(input_type="sinogram")
 
@@ -289,3 +295,87 @@ def test_coil_combine(phantom):
     torch.testing.assert_close(d["k"], phantom.to(torch.complex64), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="sensitivity_maps"):
         CoilCombine()(coils, maps[:2])
+
+
+def test_random_transforms_follow_monai_conventions(phantom):
+    from monai.transforms import Compose, RandomizableTransform
+
+    for cls in (RandKspaceUndersample, RandKspaceUndersampled, RandSimulateMultiCoil, RandSimulateMultiCoild):
+        assert issubclass(cls, RandomizableTransform)
+    # seeded pipelines repeat: Compose.set_random_state seeds every random transform
+    def pipeline(seed):
+        chain = Compose([RandSimulateMultiCoild("coils", maps_key="maps", num_coils=4),
+                         RandKspaceUndersampled("image", maps_key="maps", prob=0.5)])
+        chain.set_random_state(seed)
+        return [chain({"image": phantom, "coils": phantom}) for _ in range(6)]
+
+    first, again, other = pipeline(7), pipeline(7), pipeline(8)
+    for a, b in zip(first, again):
+        assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["maps"], b["maps"])
+    assert any(not torch.equal(a["mask"], c["mask"]) for a, c in zip(first, other))
+    # prob = 0.5 over 6 calls with this seed: some calls undersample, some keep the whole k-space
+    full = [bool(d["mask"].min() == 1) for d in first]
+    assert any(full) and not all(full)
+
+
+def test_prob_zero_keeps_the_whole_kspace(phantom):
+    kspace, zero_filled = RandKspaceUndersample(prob=0.0)(phantom)
+    torch.testing.assert_close(kspace, fft2c(phantom.to(torch.complex64)))
+    torch.testing.assert_close(zero_filled.real, phantom, atol=1e-6, rtol=0)
+    sim = RandSimulateMultiCoil(num_coils=4, rotation=0.3, prob=0.0)
+    sim.set_random_state(1)
+    sim(phantom)
+    torch.testing.assert_close(sim.sensitivity_maps, birdcage_sensitivity_maps((64, 64), num_coils=4, rotation=0.3))
+
+
+def test_seeded_mask_equals_make_mask_with_the_same_state(phantom):
+    """prob=1 draws no coin: the mask stream is the generator's (HFS-SDE's np.random streams stay reproducible)."""
+    t = RandKspaceUndersample(mask_type="variable_density", mask_kwargs={"acc": 4, "acs_lines": 8})
+    t.set_random_state(5)
+    rng = np.random.RandomState(5)
+    for _ in range(3):
+        t(phantom)
+        assert torch.equal(t.mask, make_mask("variable_density", (64, 64), rng=rng, acc=4, acs_lines=8))
+
+
+@pytest.mark.parametrize("mask_type", sorted(DEFAULT_MASK_KWARGS))
+def test_defaults_work(phantom, mask_type):
+    out = RandKspaceUndersampled("image", mask_type=mask_type)({"image": phantom})
+    assert out["kspace"].shape == (1, 64, 64) and 0 < float(out["mask"].mean()) < 1
+    small = torch.rand(1, 32, 32)  # the defaults fit 32 columns
+    assert RandKspaceUndersample(mask_type=mask_type)(small)[0].shape == (1, 32, 32)
+
+
+def test_mask_arguments_checked_at_construction():
+    with pytest.raises(ValueError, match=r"must give \['acc'\]"):
+        RandKspaceUndersample(mask_type="random", mask_kwargs={"acs_lines": 8})
+    with pytest.raises(ValueError, match=r"\['accel'\]"):
+        RandKspaceUndersampled("image", mask_type="poisson", mask_kwargs={"calib": 8})
+    with pytest.raises(ValueError, match="not arguments of mask_type 'equispaced'"):
+        RandKspaceUndersample(mask_type="equispaced", mask_kwargs={"acc": 4, "acceleration": 2})
+    with pytest.raises(ValueError, match="prob"):
+        RandKspaceUndersample(prob=1.5)
+
+
+def test_old_names_are_deprecated_aliases_with_their_defaults(phantom):
+    with pytest.warns(FutureWarning, match="RandKspaceUndersampled"):
+        old = KspaceUndersampled("image")  # failed at call time before: equispaced without arguments
+    out = old({"image": phantom})
+    torch.testing.assert_close(out["mask"], equispaced_mask(64, **DEFAULT_MASK_KWARGS["equispaced"]))
+    assert isinstance(old, RandKspaceUndersampled) and KspaceUndersampleD is KspaceUndersampled
+    with pytest.warns(FutureWarning, match="RandKspaceUndersample"):
+        k_old, _ = KspaceUndersample(mask_type="equispaced", mask_kwargs={"acc": 4, "acs_lines": 8})(phantom)
+    k_new, _ = RandKspaceUndersample(mask_type="equispaced", mask_kwargs={"acc": 4, "acs_lines": 8})(phantom)
+    torch.testing.assert_close(k_old, k_new)
+
+    def maps(transform):
+        transform.set_random_state(3)
+        return transform({"image": phantom})["maps"]
+
+    with pytest.warns(FutureWarning, match="RandSimulateMultiCoild"):
+        old_random = SimulateMultiCoild("image", maps_key="maps", num_coils=4, random_rotation=True)
+    assert torch.equal(maps(old_random), maps(RandSimulateMultiCoild("image", maps_key="maps", num_coils=4)))
+    with pytest.warns(FutureWarning, match="RandSimulateMultiCoil"):
+        fixed = SimulateMultiCoil(num_coils=4, rotation=0.2)
+    fixed(phantom)
+    torch.testing.assert_close(fixed.sensitivity_maps, birdcage_sensitivity_maps((64, 64), num_coils=4, rotation=0.2))

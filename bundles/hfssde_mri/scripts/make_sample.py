@@ -19,7 +19,7 @@ import torch
 
 from medgen.engines.kspace import phantom_mri_slices, save_kspace_sample
 from medgen.physics.mri import fft2c
-from medgen.transforms.kspace import CoilCombine, EstimateCoilSensitivity, SimulateMultiCoil
+from medgen.transforms.kspace import CoilCombine, EstimateCoilSensitivity, RandSimulateMultiCoil
 
 SEED = 7
 IMAGE_SIZE = 64
@@ -33,7 +33,7 @@ SPACING_MM = 3.5  # a 224 mm field of view on 64 pixels
 
 def make_sample(output_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     slices = phantom_mri_slices([SEED], IMAGE_SIZE, NUM_SLICES, slice_range=SLICE_RANGE)
-    simulate = SimulateMultiCoil(NUM_COILS, rotation=COIL_ROTATION)
+    simulate = RandSimulateMultiCoil(NUM_COILS, rotation=COIL_ROTATION, prob=0.0)  # a fixed coil ring
     kspace = torch.stack([fft2c(simulate(image)) for image in slices])  # (S, Nc, H, W)
     estimate = EstimateCoilSensitivity(acs_lines=CALIBRATION_LINES)
     maps = torch.stack([estimate(k) for k in kspace])
