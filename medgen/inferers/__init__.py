@@ -14,8 +14,6 @@ from medgen.inferers.base import (
     tensor_digest,
     unwrap_network,
     network_parameter,
-    check_int,
-    check_number,
     respace_diffusion,
     diffusion_fingerprint,
 )
@@ -64,8 +62,6 @@ __all__ = [
     "tensor_digest",
     "unwrap_network",
     "network_parameter",
-    "check_int",
-    "check_number",
     "respace_diffusion",
     "diffusion_fingerprint",
     "PerpendicularSliceInferer",

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from torch import nn
 from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
 from medgen.inferers.loop import SamplingLoop, make_generator
 from medgen.networks.checkpoint import unwrap_network
-from medgen.physics.base import check_choice
+from medgen.checks import check_choice, check_int
 
 __all__ = [
     "SamplingInferer",
@@ -35,8 +34,6 @@ __all__ = [
     "tensor_digest",
     "unwrap_network",
     "network_parameter",
-    "check_int",
-    "check_number",
     "respace_diffusion",
     "diffusion_fingerprint",
 ]
@@ -75,46 +72,6 @@ def network_parameter(network: Any) -> torch.Tensor | None:
                 if parameter.is_floating_point():
                     return parameter
     return None
-
-
-def check_int(value: Any, name: str, minimum: int = 1, *, allow_none: bool = False) -> int | None:
-    """``value`` if it is an ``int`` (not ``bool``) ``>= minimum`` (or ``None`` when allowed).
-
-    Raises:
-        ValueError: naming ``name``, the expected range and the received value.
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
-    return value
-
-
-def check_number(
-    value: Any,
-    name: str,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    open_low: bool = False,
-    open_high: bool = False,
-    allow_none: bool = False,
-) -> float | None:
-    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open.
-
-    Raises:
-        TypeError: ``value`` is not a number.
-        ValueError: ``value`` is NaN or outside the range (the message names ``name``, the range and the value).
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}, got {type(value).__name__}.")
-    value = float(value)
-    if math.isnan(value) or value < low or value > high or (open_low and value == low) or (open_high and value == high):
-        bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-        raise ValueError(f"{name} must be in {bounds}, got {value}.")
-    return value
 
 
 def respace_diffusion(

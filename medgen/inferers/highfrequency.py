@@ -25,8 +25,9 @@ from medgen.diffusion.samplers import (
     reverse_diffusion_predictor,
 )
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE, ScoreFn
-from medgen.inferers.base import SamplingInferer, check_int, check_number, network_parameter
-from medgen.physics.base import check_choice
+from medgen.inferers.base import SamplingInferer, network_parameter
+from medgen.checks import check_int, check_number
+from medgen.checks import check_choice
 from medgen.physics.mri import CartesianMRI, channels_to_complex, complex_to_channels
 
 __all__ = ["HighFrequencySpaceInferer", "KSpaceMeasurement", "SDE_PRESETS"]

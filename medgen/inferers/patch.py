@@ -43,9 +43,11 @@ from monai.utils import convert_to_tensor
 
 from medgen.diffusion.guidance import dps_gradient
 from medgen.diffusion.schedules import karras_sigmas
-from medgen.inferers.base import SamplingInferer, check_int, check_number, unwrap_network
+from medgen.inferers.base import SamplingInferer, unwrap_network
+from medgen.checks import check_int, check_number
 from medgen.networks.songunet import patch_position_channels
-from medgen.physics.base import LinearOperator, check_choice
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
 

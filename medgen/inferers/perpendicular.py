@@ -35,8 +35,10 @@ from medgen.diffusion.guidance import (
 )
 from medgen.diffusion.samplers import NORM_REDUCTIONS, langevin_corrector, reverse_diffusion_predictor
 from medgen.diffusion.sde import VESDE
-from medgen.inferers.base import SamplingInferer, check_int, check_number, network_parameter
-from medgen.physics.base import LinearOperator, check_choice
+from medgen.inferers.base import SamplingInferer, network_parameter
+from medgen.checks import check_int, check_number
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
 

@@ -44,8 +44,9 @@ from monai.data import MetaTensor
 
 from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.guidance import classifier_free_guidance
-from medgen.inferers.base import DiffusionSamplingInferer, check_int, check_number, unwrap_network
-from medgen.physics.base import check_choice
+from medgen.inferers.base import DiffusionSamplingInferer, unwrap_network
+from medgen.checks import check_int, check_number
+from medgen.checks import check_choice
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
 
 __all__ = [

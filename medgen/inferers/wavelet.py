@@ -33,11 +33,10 @@ from monai.data import MetaTensor
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.inferers.base import (
     DiffusionSamplingInferer,
-    check_int,
-    check_number,
     network_parameter,
     unwrap_network,
 )
+from medgen.checks import check_int, check_number
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.networks.wavunet import WavUNet
 from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d

@@ -3,49 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LinearOperator", "inner_product", "check_tensor", "check_positive_int", "check_choice"]
-
-
-def check_tensor(value: Any, name: str, min_ndim: int = 0, layout: str = "", real_floating: bool = False) -> None:
-    """Raise a clear error unless ``value`` is a tensor with at least ``min_ndim`` dims (real floating if asked).
-
-    Args:
-        value: the argument to check.
-        name: its name, used in the message.
-        min_ndim: minimum number of dimensions.
-        layout: the expected layout, quoted in the message (e.g. ``"(..., H, W)"``).
-        real_floating: also require a real floating-point dtype.
-
-    Raises:
-        TypeError: if ``value`` is not a ``torch.Tensor``, or not real floating point when ``real_floating``.
-        ValueError: if it has fewer than ``min_ndim`` dims.
-    """
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}.")
-    if value.ndim < min_ndim:
-        layout = f" {layout}" if layout else ""
-        raise ValueError(f"{name} must have at least {min_ndim} dims{layout}, got shape {tuple(value.shape)}.")
-    if real_floating and (value.is_complex() or not value.is_floating_point()):
-        raise TypeError(f"{name} must be a real floating-point tensor, got dtype {value.dtype}.")
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    """``value`` if it is an ``int`` (not ``bool``) ``>= 1``, else a ``ValueError`` naming ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return value
-
-
-def check_choice(value: Any, name: str, choices: Sequence[Any]) -> None:
-    """Raise a ``ValueError`` naming ``name`` and the allowed ``choices`` unless ``value`` is one of them."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+__all__ = ["LinearOperator", "inner_product"]
 
 
 def inner_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

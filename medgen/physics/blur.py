@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_positive_int, check_tensor
 
 __all__ = ["Blur", "Downsample", "gaussian_kernel", "uniform_kernel"]
 

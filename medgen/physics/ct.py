@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_positive_int, check_tensor
 
 __all__ = ["ParallelBeamCT", "FBP_FILTERS", "fbp_filter_response"]
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
-from medgen.physics.base import LinearOperator, check_choice, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_tensor
 
 __all__ = [
     "fft2c",

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_positive_int, check_tensor
 
 __all__ = ["ZAxisAverage", "decoupling_matrix"]
 

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_positive_int, check_tensor
 from medgen.solvers.linalg import batch_norm, num_measurements
 from medgen.solvers.parameter import (
     NOISE_METHODS,

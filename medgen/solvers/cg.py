@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-from medgen.physics.base import check_positive_int, check_tensor
+from medgen.checks import check_positive_int, check_tensor
 from medgen.solvers.linalg import batch_inner_product, batch_norm, per_item
 from medgen.solvers.stopping import State, StoppingRule, iterate
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from medgen.physics.base import check_choice
+from medgen.checks import check_choice
 from medgen.solvers.base import STOPPING_RULES, Solver, SolverSettings, check_lam
 from medgen.solvers.cg import ResidualBelow, cg_iterate
 from medgen.solvers.linalg import batch_norm, per_item

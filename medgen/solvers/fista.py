@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from medgen.physics.base import check_choice
+from medgen.checks import check_choice
 from medgen.solvers.base import Solver, SolverSettings, check_lam, check_positive
 from medgen.solvers.linalg import operator_norm_bound, per_item
 from medgen.solvers.proximal import soft_threshold

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from medgen.physics.base import LinearOperator, check_positive_int, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_positive_int, check_tensor
 
 __all__ = [
     "batch_inner_product",

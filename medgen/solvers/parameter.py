@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 import torch
 
-from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_positive_int, check_tensor
 from medgen.physics.mri import CartesianMRI, channels_to_complex
 from medgen.solvers.cg import cg_solve
 from medgen.solvers.linalg import batch_norm, per_item

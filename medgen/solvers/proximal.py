@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from medgen.physics.base import check_tensor
+from medgen.checks import check_tensor
 from medgen.solvers.linalg import per_item
 
 __all__ = ["soft_threshold", "project_box"]

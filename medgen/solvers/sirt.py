@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from medgen.physics.base import check_choice
+from medgen.checks import check_choice
 from medgen.solvers.base import STOPPING_RULES, Solver, SolverSettings, check_box, check_positive
 from medgen.solvers.linalg import batch_norm
 from medgen.solvers.proximal import project_box

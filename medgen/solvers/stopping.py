@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from medgen.physics.base import check_positive_int
+from medgen.checks import check_positive_int
 from medgen.solvers.linalg import batch_norm, per_item
 
 __all__ = ["State", "StoppingRule", "RelativeChange", "DiscrepancyReached", "BestIterate", "iterate"]

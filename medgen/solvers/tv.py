@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medgen.physics.base import check_choice, check_positive_int, check_tensor
+from medgen.checks import check_choice, check_positive_int, check_tensor
 from medgen.solvers.base import Solver, SolverSettings, check_box, check_lam, check_positive
 from medgen.solvers.linalg import batch_norm, operator_norm_bound, per_item
 from medgen.solvers.proximal import project_box

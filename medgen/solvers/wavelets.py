@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgen.physics.base import LinearOperator, check_choice, check_tensor
+from medgen.physics.base import LinearOperator
+from medgen.checks import check_choice, check_tensor
 
 __all__ = ["OrthonormalWavelet", "max_wavelet_levels"]
 

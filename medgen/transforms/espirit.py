@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medgen.physics.base import check_positive_int
+from medgen.checks import check_positive_int
 
 __all__ = ["espirit_maps", "check_espirit_options"]
 

@@ -26,7 +26,7 @@ from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends, deprecated, ensure_tuple_rep
 
 from medgen import __version__
-from medgen.physics.base import check_choice
+from medgen.checks import check_choice
 from medgen.physics.mri import CartesianMRI, ifft2c
 from medgen.transforms.espirit import check_espirit_options, espirit_maps
 from medgen.transforms.utils import apply_to_keys, as_plain_tensor, restore_type

@@ -48,7 +48,7 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type
 
-from medgen.physics.base import check_choice
+from medgen.checks import check_choice
 from medgen.transforms.utils import apply_to_keys, as_floating_tensor
 
 __all__ = [

@@ -11,13 +11,12 @@ from medgen.diffusion.schedules import linear_beta_schedule
 from medgen.inferers.base import (
     DiffusionSamplingInferer,
     SamplingInferer,
-    check_int,
-    check_number,
     network_parameter,
     respace_diffusion,
     tensor_digest,
     unwrap_network,
 )
+from medgen.checks import check_int, check_number
 from tests.inferers.conftest import run_docstring_example
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medgen.physics.base import LinearOperator, check_choice, check_positive_int, check_tensor, inner_product
+from medgen.physics.base import LinearOperator, inner_product
+from medgen.checks import check_choice, check_positive_int, check_tensor
 from tests.physics.helpers import relative_adjoint_error
 
 

@@ -187,7 +187,7 @@ def test_official_weights_pack_as_their_own_version(tmp_path: Path, tpdm_with_of
     assert meta["version"] == "1.0.0+official" and "0.1.1" in meta["changelog"]
     assert meta["networks"]["network_def"]["weights"] == ["models/bmr_zsr_256_yz.pt", "models/bmr_zsr_256_xy.pt"]
     digest = hashlib.sha256((bundle / "models" / "bmr_zsr_256_yz.pt").read_bytes()).hexdigest()
-    assert f'url: "tpdm_brain_mri_v1.0.0+official/models/bmr_zsr_256_yz.pt"' in large_files and digest in large_files
+    assert 'url: "tpdm_brain_mri_v1.0.0+official/models/bmr_zsr_256_yz.pt"' in large_files and digest in large_files
 
     # the demo version packs as from the repository: same files (not the converted weights), same checksums
     # (except the official configuration this test replaced)

@@ -1,0 +1,87 @@
+"""Argument checks shared by every medgen package: each error names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["check_tensor", "check_positive_int", "check_choice", "check_int", "check_number"]
+
+
+def check_tensor(value: Any, name: str, min_ndim: int = 0, layout: str = "", real_floating: bool = False) -> None:
+    """Raise a clear error unless ``value`` is a tensor with at least ``min_ndim`` dims (real floating if asked).
+
+    Args:
+        value: the argument to check.
+        name: its name, used in the message.
+        min_ndim: minimum number of dimensions.
+        layout: the expected layout, quoted in the message (e.g. ``"(..., H, W)"``).
+        real_floating: also require a real floating-point dtype.
+
+    Raises:
+        TypeError: if ``value`` is not a ``torch.Tensor``, or not real floating point when ``real_floating``.
+        ValueError: if it has fewer than ``min_ndim`` dims.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}.")
+    if value.ndim < min_ndim:
+        layout = f" {layout}" if layout else ""
+        raise ValueError(f"{name} must have at least {min_ndim} dims{layout}, got shape {tuple(value.shape)}.")
+    if real_floating and (value.is_complex() or not value.is_floating_point()):
+        raise TypeError(f"{name} must be a real floating-point tensor, got dtype {value.dtype}.")
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` if it is an ``int`` (not ``bool``) ``>= 1``, else a ``ValueError`` naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any]) -> None:
+    """Raise a ``ValueError`` naming ``name`` and the allowed ``choices`` unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+
+
+def check_int(value: Any, name: str, minimum: int = 1, *, allow_none: bool = False) -> int | None:
+    """``value`` if it is an ``int`` (not ``bool``) ``>= minimum`` (or ``None`` when allowed).
+
+    Raises:
+        ValueError: naming ``name``, the expected range and the received value.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
+    return value
+
+
+def check_number(
+    value: Any,
+    name: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open.
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is NaN or outside the range (the message names ``name``, the range and the value).
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}, got {type(value).__name__}.")
+    value = float(value)
+    if math.isnan(value) or value < low or value > high or (open_low and value == low) or (open_high and value == high):
+        bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be in {bounds}, got {value}.")
+    return value
