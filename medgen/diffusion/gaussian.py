@@ -32,6 +32,7 @@ network predicts ``x0 = 0``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -254,6 +255,13 @@ class GaussianDiffusion(nn.Module):
             self._extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
             + self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
         )
+
+    def q_step(self, x: torch.Tensor, t: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One forward step ``x_{t+1} ~ q(x_{t+1} | x_t) = N(sqrt(1 - beta_{t+1}) x_t, beta_{t+1} I)`` (RePaint's
+        resampling jump); ``t = -1`` noises a clean ``x_0`` to ``x_0`` of the process."""
+        beta = float(self.betas[t + 1])
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return math.sqrt(1.0 - beta) * x + math.sqrt(beta) * noise
 
     def q_posterior_mean_variance(
         self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor

@@ -33,13 +33,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from medgen.checks import check_choice, check_int, check_number
+from medgen.diffusion.consistency import DataConsistency, StepContext
+from medgen.diffusion.gaussian import GaussianDiffusion
+from medgen.diffusion.priors import Prior, as_noise_model, tweedie
 from medgen.diffusion.sde import SDE, ScoreFn, as_time, batch_broadcast
 
 __all__ = [
     "Guidance",
+    "normal_like",
+    "score_function",
+    "PCSettings",
+    "PREDICTORS",
+    "pc_step",
+    "langevin_step",
+    "padis_pc_step",
+    "PADIS_DATA_STEP_CAP",
+    "PADIS_DATA_STEP_RATE",
+    "DISCRETE_SAMPLERS",
+    "repaint_schedule",
+    "discrete_step",
     "reverse_diffusion_predictor",
     "euler_maruyama_predictor",
     "langevin_corrector",
@@ -52,9 +70,19 @@ Guidance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NORM_REDUCTIONS = ("batch_mean", "per_sample")
 
 
+def normal_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``torch.randn_like(x)`` drawn from ``generator``.
+
+    It keeps ``x``'s memory layout and fills it in memory order (on the CPU a non-contiguous tensor also goes through
+    another sampling kernel), so on a permuted slice stack its values differ from ``randn(x.shape)``; TPDM draws its
+    noise this way on permuted volumes. For a contiguous ``x`` it equals ``randn(x.shape)``.
+    """
+    return torch.empty_like(x).normal_(generator=generator)
+
+
 def _noise(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
     if noise is None:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return normal_like(x, generator)
     if noise.shape != x.shape:
         raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}.")
     return noise
@@ -218,3 +246,300 @@ def langevin_corrector(
         x_mean = x + batch_broadcast(step, x) * direction
         x = x_mean + batch_broadcast(torch.sqrt(step * 2), x) * sde.project(z)
     return _finish(x, x_mean, score, return_score)
+
+
+# ------------------------------------------------------------------------------------------- step rules
+# Each step rule is one short function over (prior, state, schedule point, consistency, generator). The consistency
+# hooks (:mod:`medgen.diffusion.consistency`) are called at the same places by every rule: ``guidance`` inside the
+# update, ``denoised`` on the denoised estimate, ``apply`` after the update.
+
+
+def score_function(prior: Prior, sde: SDE, generator: torch.Generator | None = None) -> ScoreFn:
+    """``score_fn(x, t) = prior.score(x, sde.noise_level(t))``, the prior rescaled to the SDE's noise model."""
+    prior = as_noise_model(prior, sde.noise_model)
+    return lambda x, t: prior.score(x, sde.noise_level(t), generator=generator)
+
+
+def _guidance(consistency: DataConsistency | None) -> Guidance | None:
+    if consistency is None or type(consistency).guidance is DataConsistency.guidance:
+        return None
+    return consistency.guidance
+
+
+@dataclass(frozen=True)
+class PCSettings:
+    """Settings of :func:`pc_step`.
+
+    Attributes:
+        snr: Langevin signal-to-noise ratio (TPDM 0.16; HFS-SDE 0.16, accelerated 0.32).
+        corrector_steps: Langevin steps before the predictor (0: predictor only).
+        predictor: ``"reverse_diffusion"`` (score_sde/TPDM, VE baselines) or ``"euler_maruyama"`` (HFS-SDE, VP).
+        norm_reduction: Langevin norms ``"batch_mean"`` (score_sde/TPDM/HFS-SDE: one step size per minibatch) or
+            ``"per_sample"``.
+    """
+
+    snr: float = 0.16
+    corrector_steps: int = 1
+    predictor: str = "reverse_diffusion"
+    norm_reduction: str = "batch_mean"
+
+    def __post_init__(self) -> None:
+        check_number(self.snr, "snr", 0.0, open_low=True)
+        check_int(self.corrector_steps, "corrector_steps", 0)
+        check_choice(self.predictor, "predictor", PREDICTORS)
+        check_choice(self.norm_reduction, "norm_reduction", NORM_REDUCTIONS)
+
+
+PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+
+
+def pc_step(
+    prior: Prior,
+    x: torch.Tensor,
+    t: torch.Tensor | float,
+    sde: SDE,
+    settings: PCSettings = PCSettings(),
+    *,
+    corrector_consistency: DataConsistency | None = None,
+    predictor_consistency: DataConsistency | None = None,
+    noise: Sequence[torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One predictor-corrector step at ``t``: the Langevin corrector, then the predictor (TPDM's and HFS-SDE's order).
+
+    After each sub-step its consistency term is applied to ``x`` and ``x_mean`` with the sub-step's input ``x_in``,
+    the denoised estimate ``x0_hat = (x_in + sigma^2 s(x_in)) / m`` from the score the sub-step used (through the
+    network, under ``torch.enable_grad``, when the term needs the graph: DPS) and ``sigma = sde.noise_level(t)``.
+
+    Args:
+        prior: the prior (rescaled to the SDE's noise model).
+        x: state ``(B, C, *spatial)``.
+        t: continuous time(s), scalar or ``(B,)``.
+        sde: the SDE (VE for TPDM, HFS/VP/VE for HFS-SDE).
+        settings: :class:`PCSettings`.
+        corrector_consistency: term after (and inside) the corrector.
+        predictor_consistency: term after (and inside) the predictor.
+        noise: the standard normal draws of the sub-steps (one tensor per Langevin step, then the predictor's);
+            drawn from ``generator`` (layout-preserving, :func:`normal_like`) after each score otherwise.
+        generator: random generator on ``x``'s device.
+
+    Returns:
+        ``(x, x_mean)`` of the predictor, detached.
+    """
+    t = as_time(t, x)
+    score_fn = score_function(prior, sde, generator)
+    sigma = sde.noise_level(t)
+    sub_steps: list[tuple[str, DataConsistency | None]] = []
+    if settings.corrector_steps:
+        sub_steps.append(("corrector", corrector_consistency))
+    sub_steps.append(("predictor", predictor_consistency))
+    draws = list(noise) if noise is not None else None
+    x = x.detach()
+    for kind, consistency in sub_steps:
+        needs_graph = consistency is not None and consistency.requires_graph
+        with torch.enable_grad() if needs_graph else torch.no_grad():
+            x_in = x.detach().requires_grad_(needs_graph)
+            common: dict[str, Any] = {"guidance": _guidance(consistency), "generator": generator, "return_score": True}
+            if kind == "corrector":
+                count = settings.corrector_steps
+                z = None if draws is None else [draws.pop(0) for _ in range(count)]
+                x, x_mean, score = langevin_corrector(
+                    x_in, t, sde, score_fn, settings.snr, n_steps=count, norm_reduction=settings.norm_reduction,
+                    noise=z, **common,
+                )
+            else:
+                predictor = reverse_diffusion_predictor if settings.predictor == "reverse_diffusion" else (
+                    euler_maruyama_predictor
+                )
+                z = None if draws is None else draws.pop(0)
+                x, x_mean, score = predictor(x_in, t, sde, score_fn, noise=z, **common)
+            if consistency is not None:
+                x0_hat = consistency.denoised(tweedie(x_in, score, sigma, sde.noise_model))
+                context = StepContext(x_in=x_in, x0_hat=x0_hat, sigma=sigma, generator=generator)
+                x, x_mean = consistency.apply(context, x, x_mean)
+        x, x_mean = x.detach(), x_mean.detach()
+    return x, x_mean
+
+
+def langevin_step(
+    prior: Prior,
+    x: torch.Tensor,
+    sigma: float,
+    alpha: float,
+    *,
+    consistency: DataConsistency | None = None,
+    step_size: float = 1.0,
+    add_noise: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One Langevin step at a fixed noise level (PaDIS' inner loop): ``x <- x + alpha/2 s(x) + sqrt(alpha) z``.
+
+    ``s = (D' - x) / sigma^2`` with ``D' = consistency.denoised(D(x, sigma))``; then ``consistency.apply`` with the
+    step's input, ``D`` (through the network for DPS) and ``step_size``. PaDIS' ``dps`` solver is this step with
+    ``alpha = sigma^2 / 2`` and :class:`~medgen.diffusion.consistency.DPS`; its ``langevin`` solver uses
+    ``alpha = sigma^2`` with a residual-normalised gradient (``step_size = min(40, 200 sigma)``) or DDNM's
+    :class:`~medgen.diffusion.consistency.RangeNullSpace`.
+
+    Args:
+        prior: a VE prior (e.g. :class:`~medgen.diffusion.priors.PatchPrior`).
+        x: state.
+        sigma: noise level.
+        alpha: Langevin step.
+        consistency: data-consistency term.
+        step_size: passed to the term.
+        add_noise: draw ``z`` (PaDIS: not at the last level).
+        generator: random generator (noise, and the prior's own randomness).
+
+    Returns:
+        the new state, detached.
+    """
+    prior = as_noise_model(prior, "ve")
+    needs_graph = consistency is not None and consistency.requires_graph
+    x_in = x.detach()
+    with torch.enable_grad() if needs_graph else torch.no_grad():
+        x_in.requires_grad_(needs_graph)
+        denoised = prior.denoise(x_in, sigma, generator=generator)
+    with torch.no_grad():
+        used = denoised if consistency is None else consistency.denoised(denoised.detach())
+        score = (used - x_in.detach()) / sigma**2
+        new = x_in.detach() + alpha / 2 * score
+        if add_noise:
+            new = new + math.sqrt(alpha) * normal_like(new, generator)
+    if consistency is not None:
+        context = StepContext(x_in=x_in, x0_hat=denoised, sigma=sigma, step_size=step_size, generator=generator)
+        with torch.enable_grad() if needs_graph else torch.no_grad():
+            (new,) = consistency.apply(context, new)
+    return new.detach()
+
+
+def _grouped(t: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Norms of consecutive groups of ``group_size`` items of ``t``, broadcastable to ``t`` (one group: 0-d)."""
+    if group_size >= t.shape[0]:
+        return torch.linalg.vector_norm(t)
+    norms = torch.linalg.vector_norm(t.reshape(t.shape[0] // group_size, -1), dim=1)
+    return norms.repeat_interleave(group_size).view(-1, *[1] * (t.ndim - 1))
+
+
+def padis_pc_step(
+    prior: Prior,
+    x: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    snr: float,
+    *,
+    consistency: DataConsistency | None = None,
+    group_size: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """PaDIS' predictor-corrector step (``pc_sampling``) between two noise levels, official formulas kept.
+
+    Predictor ``x <- x + (sigma^2 - sigma'^2) s + sqrt(sigma^2 - sigma'^2) z``, data step (``step_size = 1``);
+    corrector with the SAME patch offsets, ``D`` at ``sigma`` but ``s = (D - x) / sigma'^2``,
+    ``eps = 2 snr ||z|| / ||s||`` (not squared, PaDIS' quirk), ``x <- x + eps s + sqrt(2 eps) z``; data step with
+    ``step_size = min(40, 200 sigma)``. Norms are over groups of ``group_size`` canvases (PaDIS: one image).
+
+    Returns:
+        the new state.
+    """
+    offsets = prior.draw_offsets(x.shape[0], generator, x.device) if hasattr(prior, "draw_offsets") else None
+    extra = {} if offsets is None else {"offsets": offsets}
+    with torch.no_grad():
+        score = (prior.denoise(x, sigma, generator=generator, **extra) - x) / sigma**2
+        x = x + (sigma**2 - sigma_next**2) * score
+        x = x + math.sqrt(sigma**2 - sigma_next**2) * normal_like(x, generator)
+        if consistency is not None:
+            (x,) = consistency.apply(StepContext(x_in=x, sigma=sigma, generator=generator), x)
+        z = normal_like(x, generator)
+        score = (prior.denoise(x, sigma, generator=generator, **extra) - x) / sigma_next**2
+        eps = 2 * snr * _grouped(z, group_size) / _grouped(score, group_size)
+        x = x + eps * score
+        x = x + torch.sqrt(2 * eps) * z
+        if consistency is not None:
+            step = min(PADIS_DATA_STEP_CAP, sigma * PADIS_DATA_STEP_RATE)
+            (x,) = consistency.apply(StepContext(x_in=x, sigma=sigma, step_size=step, generator=generator), x)
+    return x
+
+
+PADIS_DATA_STEP_CAP = 40.0
+PADIS_DATA_STEP_RATE = 200.0
+"""PaDIS' Langevin/PC data step size factor ``min(40, 200 sigma)`` (hard-coded in its inverse_nodist.py)."""
+
+DISCRETE_SAMPLERS = ("ddpm", "ddim")
+
+
+def repaint_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> list[int]:
+    """The noise levels a RePaint sampler visits (Lugmayr et al., CVPR 2022), from ``num_steps - 1`` down to ``-1``.
+
+    Level ``l`` means ``x_l`` of the (respaced) process and ``-1`` the clean sample. Going down one level is a reverse
+    diffusion step at ``t = l``; going up one level (a "resampling jump") re-noises with ``q(x_{l+1} | x_l)``.
+    Every ``jump_length`` levels (counted from 0) the sampler goes back up ``jump_length`` levels, ``jump_n_sample - 1``
+    times, so each such segment is denoised ``jump_n_sample`` times. ``jump_n_sample = 1`` gives the plain descent
+    ``num_steps - 1, ..., 0, -1``.
+
+    Args:
+        num_steps: number of steps ``T`` of the process.
+        jump_length: levels per jump (RePaint: 10).
+        jump_n_sample: passes over each jumped segment (RePaint: 10; 1 disables jumps).
+
+    Returns:
+        the list of levels, starting at ``num_steps - 1`` and ending at ``-1``.
+
+    Raises:
+        ValueError: a count is not a positive integer.
+    """
+    for name, value in (("num_steps", num_steps), ("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
+        check_int(value, name, 1)
+    remaining_jumps = {j: jump_n_sample - 1 for j in range(0, num_steps - jump_length, jump_length)}
+    level, levels = num_steps - 1, [num_steps - 1]
+    while level >= 0:
+        level -= 1
+        levels.append(level)
+        if remaining_jumps.get(level, 0) > 0:
+            remaining_jumps[level] -= 1
+            for _ in range(jump_length):
+                level += 1
+                levels.append(level)
+    return levels
+
+
+
+def discrete_step(
+    diffusion: GaussianDiffusion,
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    consistency: DataConsistency | None = None,
+    clip_denoised: bool = False,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """One reverse step of a discrete process (ancestral DDPM ``p_sample`` or DDIM), with RePaint-style consistency.
+
+    Before the step, ``consistency.apply`` runs with ``noise_to_level = q_sample(., t)`` (the known state noised to
+    ``x_t``'s level); the model is called first, then the step's noise is drawn (guided-diffusion's order).
+
+    Args:
+        diffusion: the (respaced) process.
+        model: ``model(x_t, model_t)``.
+        x: ``x_t``.
+        t: integer timesteps ``(B,)`` of the respaced process.
+        sampler: ``"ddpm"`` or ``"ddim"``.
+        eta: DDIM's noise scale.
+        consistency: e.g. :class:`~medgen.diffusion.consistency.RePaint`.
+        clip_denoised: clamp ``x0`` to ``[-1, 1]``.
+        denoised_fn: applied to the ``x0`` prediction first (WDM's image-space clipping).
+        generator: random generator.
+
+    Returns:
+        dict with ``sample`` (``x_{t-1}``) and ``pred_xstart`` (the ``x0`` prediction used).
+    """
+    if consistency is not None:
+        noise_to_level = lambda x0: diffusion.q_sample(x0, t, generator=generator)  # noqa: E731
+        (x,) = consistency.apply(StepContext(x_in=x, generator=generator, noise_to_level=noise_to_level), x)
+    kwargs = {"clip_denoised": clip_denoised, "denoised_fn": denoised_fn, "generator": generator}
+    if sampler == "ddim":
+        return diffusion.ddim_sample(model, x, t, eta=eta, **kwargs)
+    return diffusion.p_sample(model, x, t, **kwargs)

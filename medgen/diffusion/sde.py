@@ -63,6 +63,11 @@ class SDE(ABC):
         N: number of discretisation steps of the sampler (the time grid has ``N`` points).
     """
 
+    noise_model: str = "ve"
+    """How ``x_t`` relates to ``x_0``: ``"ve"`` (``x0 + sigma n``) or ``"vp"`` (``sqrt(1 - sigma^2) x0 + sigma n``);
+    a :class:`~medgen.diffusion.priors.Prior` of the other model is rescaled (:func:`~medgen.diffusion.priors.
+    as_noise_model`)."""
+
     def __init__(self, N: int) -> None:
         if isinstance(N, bool) or not isinstance(N, int) or N < 1:
             raise ValueError(f"N must be an integer >= 1, got {N!r}.")
@@ -90,6 +95,10 @@ class SDE(ABC):
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """A sample of the prior ``p_T`` of the given shape."""
+
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        """The marginal noise std at times ``t`` ``(B,)``: a prior's ``sigma`` (the score network's time input)."""
+        return self.marginal_prob(torch.zeros(t.shape, device=t.device, dtype=t.dtype), t)[1]
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The linear map the Brownian motion enters through; the identity except for :class:`HFSSDE`."""
@@ -218,6 +227,9 @@ class VESDE(SDE):
         """Noise standard deviation ``sigma(t)`` (data units) at continuous times ``t``."""
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sigma(t)
+
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = as_time(t, x)
         diffusion = self.sigma(t) * math.sqrt(2 * (math.log(self.sigma_max) - math.log(self.sigma_min)))
@@ -276,6 +288,8 @@ class VPSDE(SDE):
         self.discrete_betas = torch.linspace(beta_min / table_size, beta_max / table_size, table_size)
         self.alphas = 1.0 - self.discrete_betas
 
+    noise_model = "vp"
+
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         """``beta(t) = beta_min + t (beta_max - beta_min)``."""
         return self.beta_0 + t * (self.beta_1 - self.beta_0)
@@ -292,6 +306,9 @@ class VPSDE(SDE):
     def marginal_prob(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_mean = self.log_mean_coeff(as_time(t, x))
         return torch.exp(batch_broadcast(log_mean, x)) * x, torch.sqrt(1.0 - torch.exp(2.0 * log_mean))
+
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(1.0 - torch.exp(2.0 * self.log_mean_coeff(t)))
 
     def prior_sampling(
         self,

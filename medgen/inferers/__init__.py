@@ -1,4 +1,5 @@
-"""monai.inferers.Inferer subclasses, one per method, sharing one sampling loop (progress, seeding, checkpoint/resume)."""
+"""MONAI inferers, one per method, each a composition of the parts in :mod:`medgen.diffusion` (priors, consistency
+terms, views, step rules) plus I/O, sharing one sampling loop (progress, seeding, checkpoint/resume)."""
 
 from __future__ import annotations
 
@@ -12,42 +13,42 @@ from medgen.inferers.base import (
     DiffusionSamplingInferer,
     DIFFUSION_SAMPLERS,
     tensor_digest,
+    to_json,
     unwrap_network,
     network_parameter,
     respace_diffusion,
     diffusion_fingerprint,
+    refined_affine,
 )
 from medgen.inferers.perpendicular import (
     PerpendicularSliceInferer,
-    tpdm_pc_step,
-    Residual,
-    PLANE_PRESETS,
+    TPDMSettings,
+    TPDM_OFFICIAL,
     TPDM_ZSR_DPS_WEIGHTS,
     TASKS,
+    CONSISTENCIES,
 )
 from medgen.inferers.wavelet import (
     WaveletDiffusionInferer,
-    repaint_schedule,
-    wdm_diffusion,
+    WDMSettings,
+    WDM_OFFICIAL,
+    CWDM_OFFICIAL,
 )
 from medgen.inferers.patch import (
-    PATCH_MODES,
     SOLVERS,
     INITS,
     RESIDUAL_NORMS,
-    PatchNetwork,
-    PatchDenoiser,
+    PaDISSettings,
     PatchDiffusionInferer,
 )
 from medgen.inferers.highfrequency import (
     HighFrequencySpaceInferer,
+    HFSSettings,
     KSpaceMeasurement,
     SDE_PRESETS,
+    ACCELERATED,
 )
 from medgen.inferers.slab import (
-    sdm_diffusion,
-    slab_layout,
-    slab_blend_weights,
     SemanticDiffusionInferer,
     SlabPatchInferer,
 )
@@ -60,32 +61,32 @@ __all__ = [
     "DiffusionSamplingInferer",
     "DIFFUSION_SAMPLERS",
     "tensor_digest",
+    "to_json",
     "unwrap_network",
     "network_parameter",
     "respace_diffusion",
     "diffusion_fingerprint",
+    "refined_affine",
     "PerpendicularSliceInferer",
-    "tpdm_pc_step",
-    "Residual",
-    "PLANE_PRESETS",
+    "TPDMSettings",
+    "TPDM_OFFICIAL",
     "TPDM_ZSR_DPS_WEIGHTS",
     "TASKS",
+    "CONSISTENCIES",
     "WaveletDiffusionInferer",
-    "repaint_schedule",
-    "wdm_diffusion",
-    "PATCH_MODES",
+    "WDMSettings",
+    "WDM_OFFICIAL",
+    "CWDM_OFFICIAL",
     "SOLVERS",
     "INITS",
     "RESIDUAL_NORMS",
-    "PatchNetwork",
-    "PatchDenoiser",
+    "PaDISSettings",
     "PatchDiffusionInferer",
     "HighFrequencySpaceInferer",
+    "HFSSettings",
     "KSpaceMeasurement",
     "SDE_PRESETS",
-    "sdm_diffusion",
-    "slab_layout",
-    "slab_blend_weights",
+    "ACCELERATED",
     "SemanticDiffusionInferer",
     "SlabPatchInferer",
 ]

@@ -5,16 +5,23 @@
 - :class:`DiffusionSamplingInferer`: a :class:`SamplingInferer` over a discrete
   :class:`~medgen.diffusion.gaussian.GaussianDiffusion` (respacing, DDPM/DDIM step), shared by the WDM and SDM
   inferers.
-- helpers: :func:`tensor_digest` (content hash for the resume fingerprint), :func:`unwrap_network` and
-  :func:`network_parameter` (attributes and device/dtype of a possibly ``DataParallel``-wrapped network),
-  :func:`check_int`/:func:`check_number` (argument checks naming the argument, the expected and the received value).
+- helpers: :func:`tensor_digest` (content hash for the resume fingerprint), :func:`to_json` (settings dataclasses
+  as fingerprint entries), :func:`unwrap_network` and :func:`network_parameter` (attributes and device/dtype of a
+  possibly ``DataParallel``-wrapped network), :func:`refined_affine`.
+
+**Gradients.** Inferers whose data consistency needs autograd (DPS) get it the same way everywhere: sampling runs
+with ``torch.inference_mode`` switched off and each step that needs a graph under ``torch.enable_grad()``, so a call
+from MONAI's ``no_grad`` evaluators, from ``torch.no_grad()`` or from ``torch.inference_mode()`` works; input tensors
+created under inference mode are copied out of it first (:meth:`SamplingInferer.plain`). Steps without DPS run under
+``torch.no_grad()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,10 +29,12 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from torch import nn
 
+from medgen.checks import check_choice, check_int
 from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
+from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
 from medgen.inferers.loop import SamplingLoop, make_generator
 from medgen.networks.checkpoint import unwrap_network
-from medgen.checks import check_choice, check_int
+from medgen.transforms.utils import scale_voxel_axes
 
 __all__ = [
     "SamplingInferer",
@@ -36,9 +45,11 @@ __all__ = [
     "network_parameter",
     "respace_diffusion",
     "diffusion_fingerprint",
+    "to_json",
+    "refined_affine",
 ]
 
-DIFFUSION_SAMPLERS = ("ddpm", "ddim")
+DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -53,6 +64,28 @@ def tensor_digest(t: torch.Tensor | None) -> str | None:
     plain = t.as_tensor() if isinstance(t, MetaTensor) else t
     data = plain.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
     return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(plain.shape)}-{plain.dtype}"
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as plain JSON data for a fingerprint: dataclasses as dicts, tuples as lists, tensors digested, dtypes
+    and other objects by ``str``/``repr``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return tensor_digest(value)
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    return str(value) if isinstance(value, torch.dtype) else repr(value)
+
+
+def refined_affine(affine: torch.Tensor, factors: Mapping[int, int]) -> torch.Tensor:
+    """The affine of the grid ``factors[k]`` times finer along spatial axis ``k`` whose blocks of ``factor`` voxels
+    average to the coarse voxels (:func:`~medgen.transforms.utils.scale_voxel_axes` with scale ``1 / factor``)."""
+    return scale_voxel_axes(affine, {axis: 1.0 / factor for axis, factor in factors.items()})
 
 
 def network_parameter(network: Any) -> torch.Tensor | None:
@@ -118,7 +151,8 @@ def diffusion_fingerprint(diffusion: GaussianDiffusion) -> dict[str, Any]:
 class SamplingInferer(Inferer):
     """Base of medgen's diffusion inferers: a :class:`monai.inferers.Inferer` whose ``__call__`` runs a sampler.
 
-    Subclasses implement ``__call__(inputs, network, *args, **kwargs)``, validate everything before sampling, and use:
+    Subclasses implement :meth:`sample` (what ``__call__(inputs, network, *args, **kwargs)`` runs, with inference mode
+    off: see the module docstring), validate everything before sampling, and use:
 
     - :meth:`generator` for all their random draws (seeded, on the inputs' device),
     - :meth:`sampling_loop` to run their steps with progress and checkpoint/resume (the fingerprint records the
@@ -157,8 +191,24 @@ class SamplingInferer(Inferer):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
 
+    def __call__(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
+        """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring)."""
+        with torch.inference_mode(False):
+            return self.sample(inputs, network, *args, **kwargs)
+
+    def sample(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
+        """The inferer's sampler (subclasses implement it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample().")
+
+    @staticmethod
+    def plain(t: torch.Tensor) -> torch.Tensor:
+        """``t`` as a plain tensor (meta dropped) that autograd can use: inference-mode tensors are copied."""
+        plain = t.as_tensor() if isinstance(t, MetaTensor) else t
+        return plain.clone() if plain.is_inference() else plain.detach()
+
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable settings that change the result (subclasses extend it); part of the run fingerprint."""
+        """Settings that change the result (subclasses extend it; dataclasses allowed): the run fingerprint's
+        ``config`` entry, made JSON by :func:`to_json`."""
         return {"seed": self.seed}
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
@@ -176,12 +226,11 @@ class SamplingInferer(Inferer):
             extra: further JSON-serialisable fingerprint entries; tensors (and ``None``) are replaced by their
                 :func:`tensor_digest`, so pass the measurement/condition tensors themselves.
         """
-        entries = {k: tensor_digest(v) if isinstance(v, torch.Tensor) else v for k, v in (extra or {}).items()}
         fingerprint = {
             "inferer": type(self).__name__,
-            "config": self.config(),
+            "config": to_json(self.config()),
             "input_shape": [int(s) for s in input_shape],
-            **entries,
+            **to_json(dict(extra or {})),
         }
         return SamplingLoop(
             num_steps,
@@ -258,32 +307,25 @@ class DiffusionSamplingInferer(SamplingInferer):
             "eta": self.eta,
         }
 
-    def diffusion_step(
+    def step(
         self,
-        model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        model: Any,
         x: torch.Tensor,
         t: torch.Tensor,
         generator: torch.Generator | None = None,
-        clip_denoised: bool = False,
-        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        """One reverse step of the configured sampler.
+        """One reverse step of the configured sampler (:func:`~medgen.diffusion.samplers.discrete_step`).
 
         Args:
             model: ``model(x_t, model_t)`` with ``model_t`` the ORIGINAL process's integer timesteps ``(B,)``.
             x: ``x_t`` ``(B, C, *spatial)``.
             t: integer timesteps ``(B,)`` of the respaced process (``diffusion.num_timesteps - 1`` = most noise).
             generator: random generator on ``x``'s device (drawn after the network call).
-            clip_denoised: clamp the ``x0`` prediction to ``[-1, 1]``.
-            denoised_fn: applied to the ``x0`` prediction first (e.g. WDM's image-space clipping).
+            kwargs: ``consistency``, ``clip_denoised``, ``denoised_fn`` of :func:`discrete_step`.
 
         Returns:
             dict with ``sample`` (``x_{t-1}``) and ``pred_xstart``.
         """
-        if self.sampler == "ddim":
-            return self.diffusion.ddim_sample(
-                model, x, t, eta=self.eta, clip_denoised=clip_denoised, denoised_fn=denoised_fn, generator=generator
-            )
-        return self.diffusion.p_sample(
-            model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, generator=generator
-        )
+        return discrete_step(self.diffusion, model, x, t, sampler=self.sampler, eta=self.eta, generator=generator,
+                             **kwargs)

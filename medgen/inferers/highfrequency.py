@@ -1,10 +1,11 @@
 """HFS-SDE reconstruction of undersampled (multi-coil) Cartesian MRI (Cao et al., IEEE TMI 2024).
 
-:class:`HighFrequencySpaceInferer` runs HFS-SDE's predictor-corrector sampler (and, for comparison, the VP-SDE and
-VE-SDE baselines of the same paper) with gradient data consistency, on top of the shared pieces:
-:class:`~medgen.diffusion.sde.HFSSDE`/:class:`~medgen.diffusion.sde.VPSDE`/:class:`~medgen.diffusion.sde.VESDE`,
-the predictors and the Langevin corrector of :mod:`medgen.diffusion.samplers`,
-:func:`~medgen.diffusion.guidance.hfs_data_consistency` and :class:`~medgen.physics.mri.CartesianMRI`.
+:class:`HighFrequencySpaceInferer` composes HFS-SDE's predictor-corrector sampler (and, for comparison, the VP-SDE
+and VE-SDE baselines of the same paper) from the shared parts: the SDE (:class:`~medgen.diffusion.sde.HFSSDE`,
+:class:`~medgen.diffusion.sde.VPSDE`, :class:`~medgen.diffusion.sde.VESDE`), a score prior
+(:class:`~medgen.diffusion.priors.ScorePrior`), :func:`~medgen.diffusion.samplers.pc_step` and the norm-matched
+gradient :class:`~medgen.diffusion.consistency.NormalizedGradient` of any ``A`` (here
+:class:`~medgen.physics.mri.CartesianMRI`).
 """
 
 from __future__ import annotations
@@ -17,55 +18,81 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.diffusion.guidance import hfs_data_consistency
-from medgen.diffusion.samplers import (
-    Guidance,
-    euler_maruyama_predictor,
-    langevin_corrector,
-    reverse_diffusion_predictor,
-)
-from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE, ScoreFn
+from medgen.checks import check_choice, check_int, check_number
+from medgen.diffusion.consistency import DataConsistency, NormalizedGradient
+from medgen.diffusion.priors import Prior, ScorePrior, as_prior
+from medgen.diffusion.samplers import PCSettings, pc_step
+from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
 from medgen.inferers.base import SamplingInferer, network_parameter
-from medgen.checks import check_int, check_number
-from medgen.checks import check_choice
 from medgen.physics.mri import CartesianMRI, channels_to_complex, complex_to_channels
 
-__all__ = ["HighFrequencySpaceInferer", "KSpaceMeasurement", "SDE_PRESETS"]
-
-SDE_PRESETS: dict[str, dict[str, Any]] = {
-    "hfs": {
-        "num_steps": 1000,
-        "snr": 0.16,
-        "lam": 2.5,
-        "corrector_lam": 0.1,
-        "eps": 1e-3,
-        "accelerated_num_steps": 100,
-        "accelerated_snr": 0.32,
-    },
-    "vp": {
-        "num_steps": 1000,
-        "snr": 0.27,
-        "lam": 2.5,
-        "corrector_lam": 2.5,
-        "eps": 1e-3,
-        "accelerated_num_steps": 100,
-        "accelerated_snr": 0.43,
-    },
-    "ve": {
-        "num_steps": 1000,
-        "snr": 0.10,
-        "lam": 5.0,
-        "corrector_lam": 5.0,
-        "eps": 1e-5,
-        "accelerated_num_steps": 300,
-        "accelerated_snr": 0.10,
-    },
-}
-"""Official sampling defaults of HFS-SDE's configs (``configs/{hfssde,vp,ve}/ddpm_continuous.py``): ``lam`` is
-``sampling.mse``, ``corrector_lam`` is ``sampling.corrector_mse``; the ``accelerated_*`` values are the ones the
-configs switch to with ``sampling.accelerated_sampling=True``."""
+__all__ = ["HighFrequencySpaceInferer", "HFSSettings", "KSpaceMeasurement", "SDE_PRESETS", "ACCELERATED"]
 
 _OUTPUTS = ("complex", "channels", "magnitude")
+SDES = ("hfs", "vp", "ve")
+
+
+@dataclass(frozen=True)
+class HFSSettings:
+    """The sampler settings of :class:`HighFrequencySpaceInferer` (see its Args); validated here."""
+
+    sde: str = "hfs"
+    num_steps: int = 1000
+    snr: float = 0.16
+    lam: float = 2.5
+    corrector_lam: float = 0.1
+    eps: float = 1e-3
+    corrector_steps: int = 1
+    table_size: int | None = 1000
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    sigma_min: float = 0.01
+    sigma_max: float = 348.0
+    project_predictor_score: bool = False
+    batch_size: int | None = None
+    denoise: bool = True
+    output: str = "complex"
+
+    def __post_init__(self) -> None:
+        check_choice(self.sde, "sde", SDES)
+        check_choice(self.output, "output", _OUTPUTS)
+        check_int(self.num_steps, "num_steps", 1)
+        check_int(self.table_size, "table_size", 1, allow_none=True)
+        if self.table_size is not None and self.table_size < self.num_steps:
+            raise ValueError(
+                f"table_size must be None or >= num_steps = {self.num_steps} (the official code would index past the "
+                f"end of its {self.table_size}-long tables), got {self.table_size}."
+            )
+        check_number(self.snr, "snr", 0.0, open_low=True)
+        check_number(self.lam, "lam", 0.0)
+        check_number(self.corrector_lam, "corrector_lam", 0.0)
+        check_number(self.eps, "eps", 0.0, 1.0, open_low=True)
+        check_int(self.corrector_steps, "corrector_steps", 0)
+        check_number(self.beta_min, "beta_min", 0.0)
+        check_number(self.beta_max, "beta_max", self.beta_min, open_low=True)
+        check_number(self.sigma_min, "sigma_min", 0.0, open_low=True)
+        check_number(self.sigma_max, "sigma_max", self.sigma_min, open_low=True)
+        check_int(self.batch_size, "batch_size", 1, allow_none=True)
+
+    @property
+    def pc(self) -> PCSettings:
+        """The predictor-corrector settings: Euler-Maruyama (hfs, vp) or reverse diffusion (ve), batch norms."""
+        predictor = "reverse_diffusion" if self.sde == "ve" else "euler_maruyama"
+        return PCSettings(self.snr, self.corrector_steps, predictor, "batch_mean")
+
+
+SDE_PRESETS: dict[str, HFSSettings] = {
+    "hfs": HFSSettings(),
+    "vp": HFSSettings("vp", snr=0.27, corrector_lam=2.5),
+    "ve": HFSSettings("ve", snr=0.10, lam=5.0, corrector_lam=5.0, eps=1e-5),
+}
+"""Official sampling defaults of HFS-SDE's configs (``configs/{hfssde,vp,ve}/ddpm_continuous.py``): ``lam`` is
+``sampling.mse``, ``corrector_lam`` is ``sampling.corrector_mse``."""
+
+ACCELERATED = {"hfs": {"num_steps": 100, "snr": 0.32}, "vp": {"num_steps": 100, "snr": 0.43},
+               "ve": {"num_steps": 300, "snr": 0.10}}
+"""The values the official configs switch to with ``sampling.accelerated_sampling=True``."""
+
 
 
 @dataclass
@@ -83,9 +110,14 @@ class KSpaceMeasurement:
     y: torch.Tensor
     low_frequency_image: torch.Tensor | None = None
 
-    def guidance(self, lam: float) -> Guidance:
-        """``guidance(x, score) = -g * ||score|| / ||g|| * lam`` with ``g = A^H (A x - y)`` (HFS-SDE's DC term)."""
-        return lambda x, score: -hfs_data_consistency(x, score, self.operator, self.y, lam)
+    def term(self, lam: float) -> DataConsistency:
+        """HFS-SDE's data consistency: ``-g ||score|| / ||g|| * lam`` added to the score, ``g = A^H (A x - y)``."""
+        return NormalizedGradient(self.operator, self.y, lam, reference="score", norm="batch")
+
+    def restrict(self, index: slice) -> KSpaceMeasurement:
+        """The measurement of items ``index`` (per-item masks and maps are sliced, shared ones kept)."""
+        low = self.low_frequency_image
+        return KSpaceMeasurement(self.operator.batch_slice(index), self.y[index], None if low is None else low[index])
 
     def residual_norm(self, image: torch.Tensor) -> torch.Tensor:
         """``||A x - y||_2`` per item ``(B,)`` for an image ``(B, 2, H, W)`` (channels) or ``(B, 1, H, W)`` complex."""
@@ -244,73 +276,27 @@ class HighFrequencySpaceInferer(SamplingInferer):
         checkpoint_every: int = 0,
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
-        check_choice(sde, "sde", tuple(SDE_PRESETS))
-        check_choice(output, "output", _OUTPUTS)
-        preset = SDE_PRESETS[sde]
-        self.sde_name = sde
-        self.accelerated = bool(accelerated)
-        if num_steps is None:
-            num_steps = preset["accelerated_num_steps" if accelerated else "num_steps"]
-        self.num_steps = num_steps
-        check_int(self.num_steps, "num_steps", 1)
-        check_int(table_size, "table_size", 1, allow_none=True)
-        if table_size is not None and table_size < self.num_steps:
-            raise ValueError(
-                f"table_size must be None or >= num_steps = {self.num_steps} (the official code would index past the "
-                f"end of its {table_size}-long tables), got {table_size}."
-            )
-        self.table_size = table_size
-        if snr is None:
-            snr = preset["accelerated_snr" if accelerated else "snr"]
-        self.snr = check_number(snr, "snr", 0.0, open_low=True)
-        self.lam = check_number(preset["lam"] if lam is None else lam, "lam", 0.0)
-        self.corrector_lam = check_number(
-            preset["corrector_lam"] if corrector_lam is None else corrector_lam, "corrector_lam", 0.0
+        check_choice(sde, "sde", SDES)
+        given = {"num_steps": num_steps, "snr": snr, "lam": lam, "corrector_lam": corrector_lam, "eps": eps}
+        defaults = {**vars(SDE_PRESETS[sde]), **(ACCELERATED[sde] if accelerated else {})}
+        self.settings = HFSSettings(**{
+            **defaults, **{k: v for k, v in given.items() if v is not None}, "corrector_steps": corrector_steps,
+            "table_size": table_size, "beta_min": beta_min, "beta_max": beta_max, "sigma_min": sigma_min,
+            "sigma_max": sigma_max, "project_predictor_score": bool(project_predictor_score), "batch_size": batch_size,
+            "denoise": bool(denoise), "output": output,
+        })
+        if low_frequency_mask is None and sde == "hfs":
+            raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
+        self.low_frequency_mask = None if low_frequency_mask is None else _as_2d_mask(
+            low_frequency_mask, "low_frequency_mask"
         )
-        self.eps = check_number(preset["eps"] if eps is None else eps, "eps", 0.0, 1.0, open_low=True)
-        check_int(corrector_steps, "corrector_steps", 0)
-        self.corrector_steps = corrector_steps
-        self.beta_min = check_number(beta_min, "beta_min", 0.0)
-        self.beta_max = check_number(beta_max, "beta_max", self.beta_min, open_low=True)
-        self.sigma_min = check_number(sigma_min, "sigma_min", 0.0, open_low=True)
-        self.sigma_max = check_number(sigma_max, "sigma_max", self.sigma_min, open_low=True)
-        self.project_predictor_score = bool(project_predictor_score)
-        check_int(batch_size, "batch_size", 1, allow_none=True)
-        self.batch_size = batch_size
-        self.denoise = bool(denoise)
-        self.output = output
-        if sde == "hfs":
-            if low_frequency_mask is None:
-                raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
-            self.low_frequency_mask: torch.Tensor | None = _as_2d_mask(low_frequency_mask, "low_frequency_mask")
-        else:
-            self.low_frequency_mask = (
-                None if low_frequency_mask is None else _as_2d_mask(low_frequency_mask, "low_frequency_mask")
-            )
 
-    # ------------------------------------------------------------------------------------------------- settings
     def config(self) -> dict[str, Any]:
         """Settings that change the result (part of the checkpoint fingerprint)."""
         low = self.low_frequency_mask
-        return {
-            **super().config(),
-            "sde": self.sde_name,
-            "num_steps": self.num_steps,
-            "snr": self.snr,
-            "lam": self.lam,
-            "corrector_lam": self.corrector_lam,
-            "eps": self.eps,
-            "corrector_steps": self.corrector_steps,
-            "table_size": self.table_size,
-            "beta": [self.beta_min, self.beta_max],
-            "sigma": [self.sigma_min, self.sigma_max],
-            "project_predictor_score": self.project_predictor_score,
-            "batch_size": self.batch_size,
-            "denoise": self.denoise,
-            "low_frequency_mask": None if low is None else [int(low.sum().item()), list(low.shape)],
-        }
+        mask = None if low is None else [int(low.sum().item()), list(low.shape)]
+        return {**super().config(), "settings": self.settings, "low_frequency_mask": mask}
 
-    # ---------------------------------------------------------------------------------------------- components
     def make_sde(self, device: torch.device | str = "cpu") -> SDE:
         """The SDE of the sampler with ``N = num_steps`` and the discrete tables of length ``table_size``.
 
@@ -320,35 +306,24 @@ class HighFrequencySpaceInferer(SamplingInferer):
         Returns:
             :class:`HFSSDE`, :class:`VPSDE` or :class:`VESDE`.
         """
-        n, table = self.num_steps, self.table_size
-        if self.sde_name == "hfs":
+        st = self.settings
+        n, table = st.num_steps, st.table_size
+        if st.sde == "hfs":
             assert self.low_frequency_mask is not None
             return HFSSDE(
-                self.low_frequency_mask,
-                self.beta_min,
-                self.beta_max,
-                N=n,
-                table_size=table,
-                project_reverse_score=self.project_predictor_score,
+                self.low_frequency_mask, st.beta_min, st.beta_max, N=n, table_size=table,
+                project_reverse_score=st.project_predictor_score,
             ).to(device)
-        if self.sde_name == "vp":
-            return VPSDE(self.beta_min, self.beta_max, N=n, table_size=table)
-        return VESDE(self.sigma_min, self.sigma_max, N=n, table_size=table)
+        if st.sde == "vp":
+            return VPSDE(st.beta_min, st.beta_max, N=n, table_size=table)
+        return VESDE(st.sigma_min, st.sigma_max, N=n, table_size=table)
 
-    @staticmethod
-    def score_function(network: Callable[..., torch.Tensor], sde: SDE) -> ScoreFn:
-        """``score_fn(x, t) = network(x, std(t))``: the network's time input is the marginal std, its output the score.
-
-        Args:
-            network: ``network(x, time_label)`` on ``(B, 2, H, W)`` images, e.g.
-                :class:`~medgen.networks.ddpm.DDPMUNet`.
-            sde: the sampler's SDE (VP std for VP/HFS, ``sigma(t)`` for VE).
-        """
-
-        def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return network(x, sde.marginal_prob(torch.zeros_like(x), t)[1])
-
-        return score_fn
+    def prior(self, network: Any) -> Prior:
+        """``network`` as a prior: a score network whose time input is the marginal std of the sampler's SDE
+        (VP std for ``"hfs"``/``"vp"``, ``sigma(t)`` for ``"ve"``), e.g. :class:`~medgen.networks.ddpm.DDPMUNet`;
+        a :class:`~medgen.diffusion.priors.Prior` is used as given."""
+        noise_model = "ve" if self.settings.sde == "ve" else "vp"
+        return as_prior(network, lambda net: ScorePrior(net, noise_model))
 
     def measurement(
         self,
@@ -381,7 +356,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         operator = CartesianMRI(mask, maps, convention="ortho", channels=True)
         y = complex_to_channels(kspace * mask)
         low_image = None
-        if self.sde_name == "hfs":
+        if self.settings.sde == "hfs":
             assert self.low_frequency_mask is not None
             low_mask = self.low_frequency_mask.to(device=device, dtype=dtype)
             low_image = CartesianMRI(low_mask, maps, convention="ortho", channels=True).adjoint(y)
@@ -466,57 +441,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
         shape = (y.shape[0], 2, *y.shape[-2:])
         return sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
 
-    # --------------------------------------------------------------------------------------------------- steps
-    def corrector_step(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        score_fn: ScoreFn,
-        sde: SDE,
-        measurement: KSpaceMeasurement,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``corrector_steps`` Langevin steps with data consistency ``corrector_lam``; returns ``(x, x_mean)``."""
-        return langevin_corrector(
-            x,
-            t,
-            sde,
-            score_fn,
-            self.snr,
-            n_steps=self.corrector_steps,
-            guidance=measurement.guidance(self.corrector_lam),
-            generator=generator,
-        )
-
-    def predictor_step(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        score_fn: ScoreFn,
-        sde: SDE,
-        measurement: KSpaceMeasurement,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Euler-Maruyama (HFS, VP) or reverse-diffusion (VE) step with data consistency ``lam``; ``(x, x_mean)``."""
-        predictor = reverse_diffusion_predictor if self.sde_name == "ve" else euler_maruyama_predictor
-        return predictor(x, t, sde, score_fn, guidance=measurement.guidance(self.lam), generator=generator)
-
-    def pc_step(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        score_fn: ScoreFn,
-        sde: SDE,
-        measurement: KSpaceMeasurement,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One sampler step at times ``t`` ``(B,)``: corrector (if ``corrector_steps``), then predictor."""
-        if self.corrector_steps:
-            x, _ = self.corrector_step(x, t, score_fn, sde, measurement, generator)
-        return self.predictor_step(x, t, score_fn, sde, measurement, generator)
-
     # ---------------------------------------------------------------------------------------------------- call
-    def __call__(  # type: ignore[override]
+    def sample(  # type: ignore[override]
         self,
         inputs: torch.Tensor,
         network: Callable[..., torch.Tensor],
@@ -529,8 +455,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
 
         Args:
             inputs: k-space ``(B, Nc, H, W)`` complex (see the class docstring).
-            network: score network ``network(x, std)`` on ``(B, 2, H, W)``, e.g. a loaded
-                :class:`~medgen.networks.ddpm.DDPMUNet`, on ``inputs``' device.
+            network: score network ``network(x, std)`` on ``(B, 2, H, W)`` (e.g. a loaded
+                :class:`~medgen.networks.ddpm.DDPMUNet`) or a :class:`~medgen.diffusion.priors.Prior`, on ``inputs``'
+                device.
             args: extra positional arguments are not accepted.
             mask: sampling mask broadcastable to ``inputs`` (required).
             sensitivity_maps: complex coil maps ``(B or 1, Nc, H, W)``; ``None`` for single coil.
@@ -546,28 +473,29 @@ class HighFrequencySpaceInferer(SamplingInferer):
         if args or kwargs:
             unexpected = [f"positional #{i + 2}" for i in range(len(args))] + sorted(kwargs)
             raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
-        if not callable(network):
-            raise TypeError(f"network must be callable (x, std) -> score, got {type(network).__name__}.")
-        parameter = network_parameter(network)
+        prior = self.prior(network)
+        parameter = network_parameter(network if not isinstance(network, Prior) else network.network)
         dtype = torch.float32 if parameter is None else parameter.dtype
         measurement = self.measurement(inputs, mask, sensitivity_maps, dtype=dtype)
-        device = measurement.y.device
-        batch = measurement.y.shape[0]
-        chunk = batch if self.batch_size is None else min(self.batch_size, batch)
-        starts = list(range(0, batch, chunk))
-        parts = [measurement if len(starts) == 1 else self._slice(measurement, s, s + chunk) for s in starts]
-
+        device, batch, settings = measurement.y.device, measurement.y.shape[0], self.settings
+        chunk = batch if settings.batch_size is None else min(settings.batch_size, batch)
+        parts = [slice(start, start + chunk) for start in range(0, batch, chunk)]
+        terms = [
+            (part.term(settings.corrector_lam), part.term(settings.lam))
+            for part in (measurement if len(parts) == 1 else measurement.restrict(p) for p in parts)
+        ]
         sde = self.make_sde(device)
-        score_fn = self.score_function(network, sde)
         generator = self.generator(device)
-        timesteps = torch.linspace(sde.T, self.eps, self.num_steps, device=device)
+        timesteps = torch.linspace(sde.T, settings.eps, settings.num_steps, device=device)
 
         def step(i: int, state: dict[str, Any]) -> dict[str, Any]:
-            t = timesteps[i]
             xs, means = [], []
-            for start, part in zip(starts, parts):
-                x = state["x"][start : start + chunk]
-                x, x_mean = self.pc_step(x, t.expand(x.shape[0]), score_fn, sde, part, generator)
+            for part, (corrector_term, predictor_term) in zip(parts, terms):
+                x = state["x"][part]
+                x, x_mean = pc_step(
+                    prior, x, timesteps[i].expand(x.shape[0]), sde, settings.pc,
+                    corrector_consistency=corrector_term, predictor_consistency=predictor_term, generator=generator,
+                )
                 xs.append(x)
                 means.append(x_mean)
             return {"x": torch.cat(xs), "x_mean": torch.cat(means)}
@@ -579,27 +507,11 @@ class HighFrequencySpaceInferer(SamplingInferer):
         }
         with torch.no_grad():
             x = self.initial_sample(measurement, sde, generator)
-            loop = self.sampling_loop(self.num_steps, tuple(inputs.shape), extra=fingerprint)
+            loop = self.sampling_loop(settings.num_steps, tuple(inputs.shape), extra=fingerprint)
             state = loop.run({"x": x, "x_mean": x}, step, generator=generator)
-        result = state["x_mean"] if self.denoise else state["x"]
-        if self.output != "channels":
+        result = state["x_mean"] if settings.denoise else state["x"]
+        if settings.output != "channels":
             result = channels_to_complex(result)
-            if self.output == "magnitude":
+            if settings.output == "magnitude":
                 result = result.abs()
         return self.wrap_output(result, inputs)
-
-    @staticmethod
-    def _slice(measurement: KSpaceMeasurement, start: int, stop: int) -> KSpaceMeasurement:
-        """The measurement of items ``start:stop`` (per-item masks and maps are sliced, shared ones kept)."""
-        operator = measurement.operator
-        mask = operator.mask
-        mask = mask[start:stop] if mask.shape[0] > 1 else mask
-        maps = operator.sensitivity_maps
-        if maps is not None and maps.shape[0] > 1:
-            maps = maps[start:stop]
-        low = measurement.low_frequency_image
-        return KSpaceMeasurement(
-            CartesianMRI(mask, maps, convention="ortho", channels=True),
-            measurement.y[start:stop],
-            None if low is None else low[start:stop],
-        )

@@ -1,18 +1,14 @@
 """PaDIS: whole-image diffusion priors from a patch denoiser, and the inverse solvers built on them.
 
 Hu et al., "Learning Image Priors through Patch-based Diffusion Models for Solving Inverse Problems" (NeurIPS 2024,
-public code jasonhu4/PaDIS). A network trained on small patches with positional channels
-(:class:`medgen.networks.songunet.PatchEDMPrecond`) becomes a denoiser of the whole image:
-
-- :class:`PatchDenoiser` zero-pads the image by ``pad`` to a ``(w + 2 pad)^2`` canvas, cuts it into patches, denoises
-  all patches in ONE batched network call and puts the canvas back together (``mode="random"``: PaDIS'
-  ``denoisedFromPatches``, non-overlapping patches at a fresh random offset per call; ``mode="overlap"``:
-  ``denoisedOverlap``, a fixed overlapping grid averaged by count). The output has a zero border, so the score
-  ``(D - x) / sigma^2`` also drives the border of the canvas to zero.
-- :class:`PatchDiffusionInferer` solves ``y = A x`` with it for any :class:`~medgen.physics.base.LinearOperator`
-  (sparse-view CT :class:`~medgen.physics.ct.ParallelBeamCT`, deblurring :class:`~medgen.physics.blur.Blur`,
-  super-resolution :class:`~medgen.physics.blur.Downsample`) by PaDIS' DPS solver (the one the official ``main``
-  runs) or its Langevin and predictor-corrector alternatives, on 2D images or slice by slice on volumes.
+public code jasonhu4/PaDIS). :class:`PatchDiffusionInferer` composes the shared parts: the patch prior
+(:class:`~medgen.diffusion.priors.PatchPrior`: zero-padded canvas, patches with positional channels, random offsets)
+seen through a :class:`~medgen.diffusion.views.CanvasView`, PaDIS' step rules (:func:`~medgen.diffusion.samplers.
+langevin_step`, :func:`~medgen.diffusion.samplers.padis_pc_step`) and a data-consistency term of ANY
+:class:`~medgen.physics.base.LinearOperator` composed with the canvas crop: sparse-view CT
+(:class:`~medgen.physics.ct.ParallelBeamCT`), deblurring (:class:`~medgen.physics.blur.Blur`), super-resolution
+(:class:`~medgen.physics.blur.Downsample`), multi-coil MRI (:class:`~medgen.physics.mri.CartesianMRI` with
+``channels=True``: the complex image as two real channels), on 2D images or slice by slice on volumes.
 
 Example (a few lines, random tiny network, so the picture is noise; shapes and the API are the point)::
 
@@ -31,23 +27,22 @@ Example (a few lines, random tiny network, so the picture is noise; shapes and t
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
-from medgen.diffusion.guidance import dps_gradient
+from medgen.checks import check_choice, check_int, check_number
+from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
+from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
+from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
-from medgen.inferers.base import SamplingInferer, unwrap_network
-from medgen.checks import check_int, check_number
-from medgen.networks.songunet import patch_position_channels
-from medgen.physics.base import LinearOperator
-from medgen.checks import check_choice
+from medgen.diffusion.views import CanvasView
+from medgen.inferers.base import SamplingInferer, refined_affine, unwrap_network
+from medgen.physics.base import ComposedOperator, LinearOperator
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
 
@@ -56,265 +51,53 @@ __all__ = [
     "SOLVERS",
     "INITS",
     "RESIDUAL_NORMS",
-    "PatchNetwork",
-    "PatchDenoiser",
+    "PaDISSettings",
     "PatchDiffusionInferer",
 ]
 
-PATCH_MODES = ("random", "overlap")
 SOLVERS = ("dps", "langevin", "pc")
 INITS = ("pseudo_inverse", "noise")
 RESIDUAL_NORMS = ("per_image", "per_item", "batch")
 
-PatchNetwork = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
-"""``network(patches (P, C, p, p), sigma, positions (P, 2, p, p)) -> denoised patches (P, C, p, p)``."""
 
-# PaDIS' Langevin/PC data step size factor min(40, 200 * sigma) (inverse_nodist.py, hard-coded there)
-_DATA_STEP_CAP = 40.0
-_DATA_STEP_RATE = 200.0
+@dataclass(frozen=True)
+class PaDISSettings:
+    """The solver settings of :class:`PatchDiffusionInferer` (see its Args); validated here."""
 
+    num_steps: int = 100
+    sigma_min: float = 0.003
+    sigma_max: float = 10.0
+    rho: float = 7.0
+    zeta: float = 0.3
+    inner_iterations: int = 10
+    solver: str = "dps"
+    init: str | None = None
+    clamp: tuple[float, float] | None = (0.0, 1.0)
+    residual_norm: str = "per_image"
+    ddnm: bool = False
+    snr: float = 0.16
 
-def _check_patch_settings(patch_size: int, pad: int, mode: str, overlap: int, max_batch: int | None) -> None:
-    """Validate the :class:`PatchDenoiser` settings (shared with :class:`PatchDiffusionInferer`)."""
-    check_int(patch_size, "patch_size", 1)
-    check_int(pad, "pad", 1)
-    check_choice(mode, "mode", PATCH_MODES)
-    check_int(overlap, "overlap", 0)
-    if mode == "overlap" and overlap >= patch_size:
-        raise ValueError(f"overlap must be smaller than patch_size={patch_size} in mode='overlap', got {overlap}.")
-    check_int(max_batch, "max_batch", 1, allow_none=True)
+    def __post_init__(self) -> None:
+        check_choice(self.solver, "solver", SOLVERS)
+        if self.init is None:
+            object.__setattr__(self, "init", "pseudo_inverse" if self.solver == "dps" else "noise")
+        check_choice(self.init, "init", INITS)
+        check_choice(self.residual_norm, "residual_norm", RESIDUAL_NORMS)
+        check_int(self.num_steps, "num_steps", 2)
+        check_int(self.inner_iterations, "inner_iterations", 1)
+        karras_sigmas(2, self.sigma_min, self.sigma_max, self.rho)  # validates the schedule arguments
+        check_number(self.zeta, "zeta", 0.0)
+        check_number(self.snr, "snr", 0.0)
+        if self.clamp is not None:
+            if len(self.clamp) != 2 or not float(self.clamp[0]) < float(self.clamp[1]):
+                raise ValueError(f"clamp must be None or (low, high) with low < high, got {self.clamp!r}.")
+            object.__setattr__(self, "clamp", (float(self.clamp[0]), float(self.clamp[1])))
+        if self.ddnm and self.solver != "langevin":
+            raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {self.solver!r}.")
 
-
-class PatchDenoiser:
-    """Whole-image denoiser ``D(x; sigma)`` on a zero-padded canvas, assembled from one batched call of a patch network.
-
-    The canvas is the image zero-padded by ``pad`` on each side, ``N = w + 2 pad`` for a ``w x w`` image; positional
-    channels are the canvas coordinates (:func:`~medgen.networks.songunet.patch_position_channels` normalised by
-    ``N - 1``, as PaDIS' inference ``latents_pos``).
-
-    - ``mode="random"`` (PaDIS ``denoisedFromPatches``): ``P = w // patch_size + 1`` patches per side at
-      ``(a + p * patch_size, b + q * patch_size)``, ``p, q < P``, i.e. non-overlapping patches tiling a
-      ``(P * patch_size)^2`` square shifted by an offset ``(a, b)`` in ``[0, pad - 1]^2`` drawn afresh at every call
-      (one per batch item, row then column, from the given ``torch.Generator``). Inside the covered square the result
-      is ``x + (D_patch - x_patch)`` (evaluated in that order, in ``x``'s dtype, as the official code does). Requires
-      ``w + pad <= P * patch_size <= w + pad + 1``: the square must cover the image for every offset and stay on the
-      canvas (PaDIS: ``w=256, patch_size=56, pad=24``; in general ``pad = (w // patch_size + 1) * patch_size - w``).
-    - ``mode="overlap"`` (PaDIS ``denoisedOverlap``): a fixed grid of patches starting at ``pad`` with stride
-      ``patch_size - overlap`` until the image is covered; overlapping outputs are averaged (sum / count).
-
-    In both modes the output keeps the image area ``[pad, pad + w)^2`` and is ZERO on the border (the official
-    ``t_goal=0`` case; the official function also draws an unused ``randn_like`` of the canvas there, which medgen
-    does not). Patches and positions are gathered with tensor indexing, so ``D`` is differentiable in ``x`` (DPS).
-
-    Args:
-        network: patch denoiser ``network(patches, sigma, positions)``, e.g. a
-            :class:`~medgen.networks.songunet.PatchEDMPrecond` (called positionally, as PaDIS does).
-        patch_size: side of the square patches in pixels (PaDIS inference: 56).
-        pad: zero padding of the image on each side in pixels (PaDIS: 24); the random offsets lie in ``[0, pad - 1]``.
-        mode: ``"random"`` or ``"overlap"``.
-        overlap: overlap in pixels of neighbouring patches in ``mode="overlap"`` (PaDIS default 8), in
-            ``[0, patch_size - 1]``; unused by ``mode="random"``.
-        max_batch: split the patch batch into network calls of at most this many patches (``None``: one call, as
-            PaDIS). Saves activation memory without gradients; with gradients the graph of every chunk is kept.
-
-    Raises:
-        ValueError: on non-positive sizes, unknown ``mode`` or an ``overlap`` outside ``[0, patch_size - 1]`` in
-            ``mode="overlap"``.
-        TypeError: ``network`` is not callable.
-    """
-
-    def __init__(
-        self,
-        network: PatchNetwork,
-        patch_size: int,
-        pad: int,
-        mode: str = "random",
-        overlap: int = 8,
-        max_batch: int | None = None,
-    ) -> None:
-        if not callable(network):
-            raise TypeError(
-                f"network must be callable as network(patches, sigma, positions), got {type(network).__name__}."
-            )
-        _check_patch_settings(patch_size, pad, mode, overlap, max_batch)
-        self.network = network
-        self.patch_size = patch_size
-        self.pad = pad
-        self.mode = mode
-        self.overlap = overlap
-        self.max_batch = max_batch
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(patch_size={self.patch_size}, pad={self.pad}, mode={self.mode!r}, "
-            f"overlap={self.overlap}, max_batch={self.max_batch})"
-        )
-
-    # ------------------------------------------------------------------ geometry
-    def canvas_size(self, image_size: int) -> int:
-        """``image_size + 2 * pad``: side of the padded canvas."""
-        return image_size + 2 * self.pad
-
-    def patch_starts(self, image_size: int) -> list[int]:
-        """Patch start coordinates along one axis of the canvas, for a ``image_size``-wide image.
-
-        ``mode="random"``: the official ``spaced`` grid ``[0, patch_size, ..., (P - 1) * patch_size]`` with
-        ``P = image_size // patch_size + 1``, to which each call adds its random offset. ``mode="overlap"``: the
-        absolute starts ``pad, pad + stride, ...`` of the fixed grid.
-
-        Raises:
-            ValueError: the patch size, padding and image size do not fit together (see the class docstring).
-        """
-        check_int(image_size, "image_size", 1)
-        ps, pad = self.patch_size, self.pad
-        if self.mode == "random":
-            count = image_size // ps + 1
-            covered = count * ps
-            if not image_size + pad <= covered <= image_size + pad + 1:
-                raise ValueError(
-                    f"patch_size={ps} and pad={pad} do not fit a {image_size}-pixel image: the {count} patches per "
-                    f"side cover {covered} pixels, which must lie in [image_size + pad, image_size + pad + 1] = "
-                    f"[{image_size + pad}, {image_size + pad + 1}] so that every random offset covers the image and "
-                    f"stays on the canvas; use pad={covered - image_size}."
-                )
-            return [p * ps for p in range(count)]
-        stride = ps - self.overlap
-        canvas = self.canvas_size(image_size)
-        starts = [pad]
-        while starts[-1] < canvas - pad - ps:
-            starts.append(starts[-1] + stride)
-        if starts[-1] + ps > canvas:
-            raise ValueError(
-                f"mode='overlap' with patch_size={ps}, overlap={self.overlap} and pad={pad}: the last patch of a "
-                f"{image_size}-pixel image ends at {starts[-1] + ps}, beyond the {canvas}-pixel canvas; increase pad."
-            )
-        return starts
-
-    def draw_offsets(
-        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
-    ) -> torch.Tensor:
-        """Random patch-grid offsets ``(batch, 2)`` (row, column) in ``[0, pad - 1]`` for ``mode="random"``."""
-        return torch.randint(0, self.pad, (batch, 2), generator=generator, device=device)
-
-    def patch_indices(self, offset: Sequence[int] | torch.Tensor, image_size: int) -> list[list[int]]:
-        """The official ``getIndices`` list ``[[row0, row1, col0, col1], ...]`` (row-major) for offset ``(a, b)``."""
-        a, b = (int(v) for v in offset)
-        ps = self.patch_size
-        starts = self.patch_starts(image_size)
-        if self.mode == "overlap":
-            a = b = 0
-        return [[r + a, r + a + ps, c + b, c + b + ps] for r in starts for c in starts]
-
-    # ------------------------------------------------------------------- denoise
-    def _check_canvas(self, x: torch.Tensor) -> int:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}.")
-        if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"x must be a square padded canvas (B, C, N, N), got shape {tuple(x.shape)}.")
-        image_size = x.shape[-1] - 2 * self.pad
-        if image_size < 1:
-            raise ValueError(f"x is {x.shape[-1]} pixels wide, which leaves no image inside pad={self.pad}.")
-        return image_size
-
-    def _network(self, patches: torch.Tensor, sigma: Any, positions: torch.Tensor) -> torch.Tensor:
-        chunk = self.max_batch or patches.shape[0]
-        outputs = [
-            self.network(patches[i : i + chunk], sigma, positions[i : i + chunk])
-            for i in range(0, patches.shape[0], chunk)
-        ]
-        out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        if out.shape != patches.shape:
-            raise ValueError(f"network returned shape {tuple(out.shape)} for patches {tuple(patches.shape)}.")
-        return out.to(patches.dtype)
-
-    def __call__(
-        self,
-        x: torch.Tensor,
-        sigma: float | torch.Tensor,
-        offsets: torch.Tensor | Sequence[int] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Denoise the padded canvas ``x`` at noise level ``sigma``.
-
-        Args:
-            x: canvas ``(B, C, N, N)``, ``N = w + 2 pad``, in image units.
-            sigma: noise standard deviation in image units (a float or 0-d tensor, passed to the network unchanged).
-            offsets: ``mode="random"`` only: the grid offsets ``(B, 2)`` (or one ``(2,)`` pair for every item), row
-                then column, in ``[0, pad - 1]``; drawn from ``generator`` when ``None``.
-            generator: source of the random offsets (on ``x``'s device); ``None`` uses the global RNG.
-
-        Returns:
-            the denoised canvas ``(B, C, N, N)``, zero outside ``[pad, pad + w)^2``, dtype of ``x``.
-
-        Raises:
-            ValueError: bad canvas shape, sizes that do not fit, or offsets of the wrong shape/range.
-        """
-        image_size = self._check_canvas(x)
-        starts = self.patch_starts(image_size)
-        if self.mode == "overlap":
-            if offsets is not None:
-                raise ValueError("offsets are only used by mode='random'; mode='overlap' has a fixed grid.")
-            denoised = self._denoise_overlap(x, sigma, starts)
-        else:
-            batch = x.shape[0]
-            if offsets is None:
-                offsets = self.draw_offsets(batch, generator, x.device)
-            offsets = torch.as_tensor(offsets, device=x.device)
-            if offsets.dtype.is_floating_point or offsets.shape not in ((2,), (batch, 2)):
-                raise ValueError(
-                    f"offsets must be integers of shape (2,) or ({batch}, 2), "
-                    f"got {offsets.dtype} {tuple(offsets.shape)}."
-                )
-            if offsets.min() < 0 or offsets.max() >= self.pad:
-                raise ValueError(f"offsets must lie in [0, pad - 1 = {self.pad - 1}], got {offsets.tolist()}.")
-            denoised = self._denoise_random(x, sigma, offsets.long().expand(batch, 2), len(starts))
-        return F.pad(denoised, (self.pad,) * 4)
-
-    def _denoise_random(self, x: torch.Tensor, sigma: Any, offsets: torch.Tensor, count: int) -> torch.Tensor:
-        """Image area ``(B, C, w, w)`` of ``x + sum_patches (D_patch - x_patch)`` for per-item grid offsets."""
-        batch, channels, canvas = x.shape[0], x.shape[1], x.shape[-1]
-        ps, pad = self.patch_size, self.pad
-        side = count * ps
-        image_size = canvas - 2 * pad
-        items = torch.arange(batch, device=x.device)[:, None, None]
-        span = torch.arange(side, device=x.device)
-        rows, cols = offsets[:, :1] + span, offsets[:, 1:] + span  # (B, side) canvas coordinates of the square
-        square = x[items, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, C, side, side)
-        patches = square.reshape(batch, channels, count, ps, count, ps).permute(0, 2, 4, 1, 3, 5)
-        patches = patches.reshape(-1, channels, ps, ps)  # row-major patch order, as getIndices
-        grid = torch.arange(count, device=x.device) * ps
-        patch_rows = (offsets[:, 0, None, None] + grid[None, :, None]).expand(batch, count, count).reshape(-1)
-        patch_cols = (offsets[:, 1, None, None] + grid[None, None, :]).expand(batch, count, count).reshape(-1)
-        positions = patch_position_channels(patch_rows, patch_cols, ps, ps, canvas, device=x.device, dtype=x.dtype)
-        out = self._network(patches, sigma, positions)
-        out = out.reshape(batch, count, count, channels, ps, ps).permute(0, 3, 1, 4, 2, 5)
-        out = out.reshape(batch, channels, side, side)
-        assembled = square + (out - square)
-        inner = torch.arange(image_size, device=x.device)
-        rows, cols = pad - offsets[:, :1] + inner, pad - offsets[:, 1:] + inner  # image area inside the square
-        return assembled[items, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-    def _denoise_overlap(self, x: torch.Tensor, sigma: Any, starts: list[int]) -> torch.Tensor:
-        """Image area ``(B, C, w, w)`` of the count-averaged denoised patches of the fixed overlapping grid."""
-        batch, channels, canvas = x.shape[0], x.shape[1], x.shape[-1]
-        ps, pad = self.patch_size, self.pad
-        stride = ps - self.overlap
-        count = len(starts)
-        end = starts[-1] + ps
-        region = x[..., pad:end, pad:end]
-        patches = F.unfold(region, ps, stride=stride)  # (B, C*ps*ps, count^2), row-major
-        patches = patches.transpose(1, 2).reshape(-1, channels, ps, ps)
-        grid = torch.tensor(starts, device=x.device)
-        patch_rows = grid[:, None].expand(count, count).reshape(-1).repeat(batch)
-        patch_cols = grid[None, :].expand(count, count).reshape(-1).repeat(batch)
-        positions = patch_position_channels(patch_rows, patch_cols, ps, ps, canvas, device=x.device, dtype=x.dtype)
-        out = self._network(patches, sigma, positions)
-        out = out.reshape(batch, count * count, channels * ps * ps).transpose(1, 2)
-        size = (end - pad, end - pad)
-        summed = F.fold(out, size, ps, stride=stride)
-        hits = F.fold(torch.ones_like(out[:1]), size, ps, stride=stride)
-        image_size = canvas - 2 * pad
-        return (summed / hits)[..., :image_size, :image_size]
+    def sigmas(self) -> list[float]:
+        """The noise levels ``(num_steps + 1,)``, descending, ending with 0 (Karras et al.)."""
+        return karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho).tolist()
 
 
 class PatchDiffusionInferer(SamplingInferer):
@@ -426,113 +209,55 @@ class PatchDiffusionInferer(SamplingInferer):
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
-        check_choice(solver, "solver", SOLVERS)
-        if init is None:
-            init = "pseudo_inverse" if solver == "dps" else "noise"
-        check_choice(init, "init", INITS)
-        check_choice(residual_norm, "residual_norm", RESIDUAL_NORMS)
-        check_choice(slice_axis, "slice_axis", (2, 3, 4, -3, -2, -1))
-        self.num_steps = check_int(num_steps, "num_steps", 2)
-        self.inner_iterations = check_int(inner_iterations, "inner_iterations", 1)
-        karras_sigmas(2, sigma_min, sigma_max, rho)  # validates the schedule arguments
-        check_number(zeta, "zeta", 0.0)
-        check_number(snr, "snr", 0.0)
-        if clamp is not None:
-            if len(clamp) != 2 or not float(clamp[0]) < float(clamp[1]):
-                raise ValueError(f"clamp must be None or (low, high) with low < high, got {clamp!r}.")
-            clamp = (float(clamp[0]), float(clamp[1]))
-        if ddnm and solver != "langevin":
-            raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {solver!r}.")
-        _check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
+        check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
         self.operator = operator
-        self.patch_size = patch_size
-        self.pad = pad
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
-        self.rho = float(rho)
-        self.zeta = float(zeta)
-        self.solver = solver
-        self.init = init
-        self.patch_mode = patch_mode
-        self.overlap = overlap
-        self.clamp = clamp
-        self.slice_axis = slice_axis
-        self.residual_norm = residual_norm
-        self.ddnm = bool(ddnm)
-        self.snr = float(snr)
-        self.max_batch = max_batch
+        self.settings = PaDISSettings(num_steps, sigma_min, sigma_max, rho, zeta, inner_iterations, solver, init,
+                                      None if clamp is None else tuple(clamp), residual_norm, bool(ddnm), snr)
+        self.view = CanvasView(pad, slice_axis)
+        self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "operator": repr(self.operator),
-            "patch_size": self.patch_size,
-            "pad": self.pad,
-            "num_steps": self.num_steps,
-            "sigma_min": self.sigma_min,
-            "sigma_max": self.sigma_max,
-            "rho": self.rho,
-            "zeta": self.zeta,
-            "inner_iterations": self.inner_iterations,
-            "solver": self.solver,
-            "init": self.init,
-            "patch_mode": self.patch_mode,
-            "overlap": self.overlap,
-            "clamp": list(self.clamp) if self.clamp is not None else None,
-            "slice_axis": self.slice_axis,
-            "residual_norm": self.residual_norm,
-            "ddnm": self.ddnm,
-            "snr": self.snr,
+            "settings": self.settings,
+            "view": self.view,
+            "patches": [self.patch_size, self.patch_mode, self.overlap],
         }
 
-    def sigmas(self) -> torch.Tensor:
-        """The float64 noise levels ``(num_steps + 1,)``, descending, ending with 0."""
-        return karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
+    def prior(self, network: Any) -> PatchPrior:
+        """The whole-canvas prior of a patch network (or of a :class:`~medgen.diffusion.priors.Prior` of patches, or
+        a ready :class:`~medgen.diffusion.priors.PatchPrior`)."""
+        if isinstance(network, PatchPrior):
+            return network
+        return PatchPrior(network, self.patch_size, self.view.pad, self.patch_mode, self.overlap, self.max_batch)
 
-    # -------------------------------------------------------------- layouts
-    def _to_images(self, volume: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` unchanged; ``(B, C, D1, D2, D3)`` -> ``(B * D, C, h, w)`` slices along ``slice_axis``."""
-        if volume.ndim == 4:
-            return volume
-        moved = volume.movedim(self.slice_axis % 5, 2).transpose(1, 2)  # (B, D, C, h, w)
-        return moved.reshape(-1, *moved.shape[2:])
+    def _norm(self, y: torch.Tensor) -> str | int:
+        """The measurement norm groups of ``residual_norm`` (one slice along ``slice_axis`` of a volume: an axis)."""
+        rule = self.settings.residual_norm
+        if rule == "batch":
+            return "batch"
+        return self.view.slice_axis % 5 if rule == "per_image" and y.ndim == 5 else "item"
 
-    def _to_volume(self, images: torch.Tensor, like_shape: torch.Size) -> torch.Tensor:
-        """Inverse of :meth:`_to_images` for a tensor shaped ``like_shape``."""
-        if len(like_shape) == 4:
-            return images
-        axis = self.slice_axis % 5
-        batch, channels, depth = like_shape[0], like_shape[1], like_shape[axis]
-        stacked = images.reshape(batch, depth, channels, *images.shape[-2:]).transpose(1, 2)
-        return stacked.movedim(2, axis)
-
-    def _measurement_norms(self, r: torch.Tensor) -> torch.Tensor:
-        """Norms of a measurement-shaped tensor, keepdim, grouped by ``residual_norm``."""
-        if self.residual_norm == "batch":
-            return torch.linalg.vector_norm(r)
-        keep = self.slice_axis % 5 if self.residual_norm == "per_image" and r.ndim == 5 else None
-        dims = [d for d in range(1, r.ndim) if d != keep]
-        return torch.linalg.vector_norm(r, dim=dims, keepdim=True)
-
-    def _canvas_norms(self, t: torch.Tensor, batch: int) -> torch.Tensor:
-        """Norms of a canvas stack ``(M, C, N, N)`` grouped by ``residual_norm``, broadcastable to it."""
-        if self.residual_norm == "batch":
-            return torch.linalg.vector_norm(t)
-        if self.residual_norm == "per_image" or t.shape[0] == batch:
-            return torch.linalg.vector_norm(t.flatten(1), dim=1).view(-1, 1, 1, 1)
-        norms = torch.linalg.vector_norm(t.reshape(batch, -1), dim=1)
-        return norms.repeat_interleave(t.shape[0] // batch).view(-1, 1, 1, 1)
+    def consistency(self, operator: LinearOperator, y: torch.Tensor, image_shape: torch.Size) -> DataConsistency:
+        """The solver's data-consistency term on the canvas: ``A`` composed with the canvas crop."""
+        settings = self.settings
+        on_canvas = ComposedOperator(operator, self.view.crop(image_shape))
+        if settings.solver == "dps":
+            return DPS(on_canvas, y, settings.zeta, norm=self._norm(y))
+        if settings.ddnm:
+            return RangeNullSpace(on_canvas, y)
+        return NormalizedGradient(on_canvas, y, settings.zeta, reference="residual", norm=self._norm(y))
 
     # ------------------------------------------------------------- checking
-    def _check_inputs(self, y: torch.Tensor, network: Any, operator: LinearOperator) -> tuple[torch.Size, int]:
+    def _check_inputs(self, y: torch.Tensor, prior: PatchPrior, operator: LinearOperator) -> tuple[torch.Size, int]:
         """Validate the call; returns the image shape and its in-plane size ``w``."""
-        if not callable(network):
-            raise TypeError(
-                f"network must be callable as network(patches, sigma, positions), got {type(network).__name__}."
-            )
         if not y.is_floating_point():
-            raise TypeError(f"inputs must be a real floating-point measurement, got dtype {y.dtype}.")
+            raise TypeError(
+                f"inputs must be a real floating-point measurement, got dtype {y.dtype} (complex MRI data: use "
+                "CartesianMRI(..., channels=True), whose measurements are real [real, imag] channels)."
+            )
         if y.ndim not in (4, 5):
             raise ValueError(
                 "inputs must be a batched measurement (B, C, ...) with 2 or 3 spatial dims, "
@@ -552,12 +277,13 @@ class PatchDiffusionInferer(SamplingInferer):
             raise ValueError(
                 f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions."
             )
+        slice_axis = self.view.slice_axis
         if len(image_shape) == 5:
-            plane = [s for d, s in enumerate(image_shape) if d >= 2 and d != self.slice_axis % 5]
-            if self.residual_norm == "per_image" and y.shape[self.slice_axis] != image_shape[self.slice_axis]:
+            plane = [s for d, s in enumerate(image_shape) if d >= 2 and d != slice_axis % 5]
+            if self.settings.residual_norm == "per_image" and y.shape[slice_axis] != image_shape[slice_axis]:
                 raise ValueError(
                     f"residual_norm='per_image' needs an operator acting slice by slice along slice_axis="
-                    f"{self.slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
+                    f"{slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
                     "differ along it; use residual_norm='per_item' or the operator's slice axis."
                 )
         else:
@@ -567,26 +293,28 @@ class PatchDiffusionInferer(SamplingInferer):
                 f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
                 f"{plane[0]}x{plane[1]} slices."
             )
-        channels = getattr(unwrap_network(network), "img_channels", None)
+        channels = getattr(unwrap_network(prior.network), "img_channels", None)
         if isinstance(channels, int) and channels != image_shape[1]:
             raise ValueError(
                 f"network denoises {channels}-channel images, the operator's images have {image_shape[1]} channels."
             )
-        PatchDenoiser(network, self.patch_size, self.pad, self.patch_mode, self.overlap).patch_starts(plane[0])
+        prior.patch_starts(plane[0])
         return image_shape, plane[0]
 
     # ----------------------------------------------------------------- call
-    def __call__(  # type: ignore[override]
-        self, inputs: torch.Tensor, network: PatchNetwork, *args: Any, **kwargs: Any
+    def sample(  # type: ignore[override]
+        self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any
     ) -> MetaTensor:
         """Reconstruct images from the measurement ``inputs``.
 
         Args:
             inputs: measurement ``y = A x`` (+ noise), batched: e.g. sinograms ``(B, C, detectors, angles)`` for CT,
-                ``(B, C, H, W)`` for deblurring, ``(B, C, H / f, W / f)`` for super-resolution, or the operator's
-                volume layout ``(B, C, ...)`` with 3 spatial dims. A MetaTensor's meta is carried to the output.
+                ``(B, C, H, W)`` for deblurring, ``(B, C, H / f, W / f)`` for super-resolution, ``(B, 2 Nc, H, W)``
+                for multi-coil MRI in channels, or the operator's volume layout ``(B, C, ...)`` with 3 spatial dims.
+                A MetaTensor's meta is carried to the output.
             network: the patch denoiser ``network(patches, sigma, positions)`` (e.g.
-                :class:`~medgen.networks.songunet.PatchEDMPrecond`), sigma in image units.
+                :class:`~medgen.networks.songunet.PatchEDMPrecond`), sigma in image units; or a
+                :class:`~medgen.diffusion.priors.Prior` of patches, or a :class:`~medgen.diffusion.priors.PatchPrior`.
             args: unused (``Inferer`` signature).
             kwargs: unused.
 
@@ -606,115 +334,59 @@ class PatchDiffusionInferer(SamplingInferer):
             raise TypeError(f"PatchDiffusionInferer takes (inputs, network) only, got extra {args!r} {sorted(kwargs)}.")
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs must be a torch.Tensor measurement, got {type(inputs).__name__}.")
-        with torch.inference_mode(False):
-            y = convert_to_tensor(inputs, track_meta=False).clone()
-            operator = self.operator.to(device=y.device)
-            image_shape, image_size = self._check_inputs(y, network, operator)
-            result = self._sample(y, network, operator, image_shape, image_size)
+        y = self.plain(convert_to_tensor(inputs, track_meta=False))
+        operator = self.operator.to(device=y.device)
+        prior = self.prior(network)
+        image_shape, _ = self._check_inputs(y, prior, operator)
+        result = self._sample(y, prior, operator, image_shape)
         return self._wrap(result, inputs, operator)
 
+    def _initial_canvas(self, y, operator, image_shape, generator) -> torch.Tensor:
+        """``pad(clamp(A^+ y))`` or ``sigma_max z`` (whole canvas; image area only for ``pc``, as official)."""
+        settings, view = self.settings, self.view
+        if settings.init == "pseudo_inverse":
+            x0 = operator.pseudo_inverse(y)
+            return view.canvas(x0 if settings.clamp is None else x0.clamp(*settings.clamp))
+        zeros = view.canvas(torch.zeros(image_shape, device=y.device, dtype=y.dtype))
+        if settings.solver == "pc":
+            image = view.centre(zeros, image_shape)
+            return view.canvas(settings.sigma_max * torch.randn(image.shape, generator=generator,
+                                                                device=y.device, dtype=y.dtype))
+        return settings.sigma_max * torch.randn(zeros.shape, generator=generator, device=y.device, dtype=y.dtype)
+
     def _sample(
-        self, y: torch.Tensor, network: PatchNetwork, operator: LinearOperator, image_shape: torch.Size, image_size: int
+        self, y: torch.Tensor, prior: Prior, operator: LinearOperator, image_shape: torch.Size
     ) -> torch.Tensor:
-        pad = self.pad
-        denoiser = PatchDenoiser(network, self.patch_size, pad, self.patch_mode, self.overlap, self.max_batch)
+        settings, view = self.settings, self.view
         generator = self.generator(y.device)
-        batch = y.shape[0]
-        sigmas = self.sigmas().tolist()
-
-        def noise(like: torch.Tensor) -> torch.Tensor:
-            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-
-        def canvas(volume: torch.Tensor) -> torch.Tensor:
-            return F.pad(self._to_images(volume), (pad,) * 4)
-
-        def centre(x: torch.Tensor) -> torch.Tensor:
-            return self._to_volume(x[..., pad : pad + image_size, pad : pad + image_size], image_shape)
-
-        def denoise(x: torch.Tensor, sigma: float, offsets: torch.Tensor | None = None) -> torch.Tensor:
-            return denoiser(x, sigma, offsets=offsets, generator=generator)
-
-        def draw_offsets(x: torch.Tensor) -> torch.Tensor | None:
-            return denoiser.draw_offsets(x.shape[0], generator, x.device) if self.patch_mode == "random" else None
-
-        def data_step(x: torch.Tensor, scale: float) -> torch.Tensor:
-            """``x_c += zeta / ||r|| * scale * A^T r`` with ``r = y - A x_c`` (Langevin/PC)."""
-            r = y - operator(centre(x))
-            update = (self.zeta / self._measurement_norms(r) * scale) * operator.adjoint(r)
-            return x + canvas(update)
-
+        sigmas = settings.sigmas()
+        term = self.consistency(operator, y, image_shape)
         with torch.no_grad():
-            if self.init == "pseudo_inverse" or self.ddnm:
-                pinv_y = operator.pseudo_inverse(y)
-            if self.init == "pseudo_inverse":
-                x0 = pinv_y if self.clamp is None else pinv_y.clamp(*self.clamp)
-                x = canvas(x0)
-            else:
-                x = canvas(torch.zeros(image_shape, device=y.device, dtype=y.dtype))
-                if self.solver == "pc":
-                    x = canvas(self.sigma_max * noise(centre(x)))
-                else:
-                    x = self.sigma_max * noise(x)
+            x = self._initial_canvas(y, operator, image_shape, generator)
+        if settings.solver == "pc":
+            group = {"per_image": 1, "per_item": x.shape[0] // y.shape[0], "batch": x.shape[0]}[settings.residual_norm]
 
-        def dps_step(i: int, state: dict[str, Any]) -> dict[str, Any]:
-            sigma, last = sigmas[i], i == self.num_steps - 1
-            alpha = 0.5 * sigma**2
-            x = state["x"]
-            for _ in range(self.inner_iterations):
-                with torch.enable_grad():
-                    x = x.detach().requires_grad_(True)
-                    denoised = denoise(x, sigma)
-                    residual_fn = lambda d: y - operator(centre(d))  # noqa: E731
-                    if self.residual_norm == "batch":
-                        grad = dps_gradient(x, denoised, residual_fn, weight=self.zeta)
-                    else:
-                        loss = self._measurement_norms(residual_fn(denoised)).sum()
-                        grad = self.zeta * torch.autograd.grad(loss, x)[0]
-                with torch.no_grad():
-                    score = (denoised - x) / sigma**2
-                    x = x.detach() - grad
-                    x = x + alpha / 2 * score if last else x + alpha / 2 * score + math.sqrt(alpha) * noise(x)
-            return {"x": x.detach()}
+            def step(i: int, state: dict[str, Any]) -> dict[str, Any]:
+                x = padis_pc_step(prior, state["x"], sigmas[i], sigmas[i + 1], settings.snr, consistency=term,
+                                  group_size=group, generator=generator)
+                return {"x": x}
+        else:
+            dps = settings.solver == "dps"
 
-        @torch.no_grad()
-        def langevin_step(i: int, state: dict[str, Any]) -> dict[str, Any]:
-            sigma, last = sigmas[i], i == self.num_steps - 1
-            alpha = sigma**2
-            x = state["x"]
-            for _ in range(self.inner_iterations):
-                denoised = denoise(x, sigma)
-                if self.ddnm:
-                    d_c = centre(denoised)
-                    x0 = pinv_y + d_c - operator.pseudo_inverse(operator(d_c))
-                    score = (canvas(x0) - x) / sigma**2
-                else:
-                    score = (denoised - x) / sigma**2
-                    x = data_step(x, min(_DATA_STEP_CAP, sigma * _DATA_STEP_RATE))
-                x = x + alpha / 2 * score if last else x + alpha / 2 * score + math.sqrt(alpha) * noise(x)
-            return {"x": x}
+            def step(i: int, state: dict[str, Any]) -> dict[str, Any]:
+                sigma, x = sigmas[i], state["x"]
+                alpha = sigma**2 / 2 if dps else sigma**2
+                size = 1.0 if dps else min(PADIS_DATA_STEP_CAP, sigma * PADIS_DATA_STEP_RATE)
+                for _ in range(settings.inner_iterations):
+                    x = langevin_step(prior, x, sigma, alpha, consistency=term, step_size=size,
+                                      add_noise=i != settings.num_steps - 1, generator=generator)
+                return {"x": x}
 
-        @torch.no_grad()
-        def pc_step(i: int, state: dict[str, Any]) -> dict[str, Any]:
-            sigma, sigma_next = sigmas[i], sigmas[i + 1]
-            x = state["x"]
-            offsets = draw_offsets(x)
-            score = (denoise(x, sigma, offsets) - x) / sigma**2
-            x = x + (sigma**2 - sigma_next**2) * score
-            x = x + math.sqrt(sigma**2 - sigma_next**2) * noise(x)
-            x = data_step(x, 1.0)
-            z = noise(x)
-            score = (denoise(x, sigma, offsets) - x) / sigma_next**2
-            eps = 2 * self.snr * self._canvas_norms(z, batch) / self._canvas_norms(score, batch)
-            x = x + eps * score
-            x = x + torch.sqrt(2 * eps) * z
-            return {"x": data_step(x, min(_DATA_STEP_CAP, sigma * _DATA_STEP_RATE))}
-
-        step_fn = {"dps": dps_step, "langevin": langevin_step, "pc": pc_step}[self.solver]
-        num_loop_steps = self.num_steps - 1 if self.solver == "pc" else self.num_steps
+        num_loop_steps = settings.num_steps - 1 if settings.solver == "pc" else settings.num_steps
         loop = self.sampling_loop(num_loop_steps, y.shape, extra={"measurement": y})
-        x = loop.run({"x": x}, step_fn, generator=generator)["x"]
-        result = centre(x)
-        return result if self.clamp is None else result.clamp(*self.clamp)
+        x = loop.run({"x": x}, step, generator=generator)["x"]
+        result = view.centre(x, image_shape)
+        return result if settings.clamp is None else result.clamp(*settings.clamp)
 
     def _wrap(self, result: torch.Tensor, inputs: torch.Tensor, operator: LinearOperator) -> MetaTensor:
         out = self.wrap_output(result, inputs)
@@ -722,13 +394,6 @@ class PatchDiffusionInferer(SamplingInferer):
             return out
         out.meta.pop(GEOMETRY_KEY, None)
         if isinstance(operator, Downsample) and "affine" in out.meta:
-            affine = out.affine.clone()
-            factor = operator.factor
-            for axis in range(result.ndim - operator.spatial_dims, result.ndim):
-                k = axis - 2
-                if k < affine.shape[-1] - 1:
-                    column = affine[..., :-1, k].clone()
-                    affine[..., :-1, -1] -= column * (factor - 1) / (2 * factor)
-                    affine[..., :-1, k] = column / factor
-            out.affine = affine
+            axes = range(result.ndim - operator.spatial_dims - 2, result.ndim - 2)
+            out.affine = refined_affine(out.affine, {axis: operator.factor for axis in axes})
         return out

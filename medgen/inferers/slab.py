@@ -42,118 +42,25 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 
-from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
-from medgen.diffusion.guidance import classifier_free_guidance
-from medgen.inferers.base import DiffusionSamplingInferer, unwrap_network
 from medgen.checks import check_int, check_number
-from medgen.checks import check_choice
+from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
+from medgen.diffusion.priors import classifier_free_guidance
+from medgen.diffusion.views import SlabView, blend_weights, slab_layout
+from medgen.inferers.base import DiffusionSamplingInferer, unwrap_network
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
 
 __all__ = [
     "sdm_diffusion",
     "slab_layout",
-    "slab_blend_weights",
+    "blend_weights",
     "SemanticDiffusionInferer",
     "SlabPatchInferer",
 ]
 
-LAST_SLAB_MODES = ("pad", "shift")
-BLEND_MODES = ("linear", "cosine", "constant")
 # postprocess_hr.py: voxels above this value (in [-1, 1]) are set to ``threshold_level``
 OFFICIAL_THRESHOLD = 0.999
 
 Network = Callable[..., torch.Tensor]
-
-
-def _check_slab_settings(slab_depth: int, overlap: int, last_slab: str) -> None:
-    """Validate the slab geometry shared by :func:`slab_layout` and :class:`SlabPatchInferer`."""
-    check_int(slab_depth, "slab_depth", 1)
-    check_int(overlap, "overlap", 0)
-    if overlap >= slab_depth:
-        raise ValueError(f"overlap must be smaller than slab_depth={slab_depth}, got {overlap}.")
-    check_choice(last_slab, "last_slab", LAST_SLAB_MODES)
-
-
-def slab_layout(depth: int, slab_depth: int = 16, overlap: int = 0, last_slab: str = "pad") -> tuple[list[int], int]:
-    """Where the slabs of a volume of ``depth`` slices start, and the depth of the canvas they cover.
-
-    Slabs are ``slab_depth`` slices long and start every ``stride = slab_depth - overlap`` slices from 0. When
-    ``depth`` is not ``slab_depth + n * stride``:
-
-    - ``last_slab="pad"``: one more slab is added and the canvas is padded at the end to
-      ``slab_depth + n * stride >= depth`` (the padded slices are sampled and cropped away);
-    - ``last_slab="shift"``: the last slab is moved back to end at ``depth`` (it overlaps its neighbour by more than
-      ``overlap``; the canvas is the volume).
-
-    A volume shallower than one slab is always padded to ``slab_depth``. With ``overlap=0`` and ``"pad"`` the slabs
-    tile the canvas (the official layout: slab ``k`` covers ``[16 k, 16 k + 16)``).
-
-    Args:
-        depth: slices of the volume along z.
-        slab_depth: slices per slab.
-        overlap: slices shared by consecutive slabs, ``0 <= overlap < slab_depth``.
-        last_slab: ``"pad"`` or ``"shift"``.
-
-    Returns:
-        ``(starts, canvas_depth)``: the first slice of each slab (increasing) and the canvas depth ``>= depth``.
-
-    Raises:
-        ValueError: invalid arguments.
-    """
-    check_int(depth, "depth", 1)
-    _check_slab_settings(slab_depth, overlap, last_slab)
-    if depth <= slab_depth:
-        return [0], slab_depth
-    stride = slab_depth - overlap
-    count = 1 + math.ceil((depth - slab_depth) / stride)
-    starts = [k * stride for k in range(count)]
-    if last_slab == "pad":
-        return starts, starts[-1] + slab_depth
-    starts[-1] = depth - slab_depth
-    return starts, depth
-
-
-def slab_blend_weights(
-    starts: Sequence[int], slab_depth: int, mode: str = "linear", dtype: torch.dtype = torch.float64
-) -> torch.Tensor:
-    """Per-slice weights of each slab for averaging overlapping slabs.
-
-    Where slab ``k`` overlaps its predecessor by ``L`` slices its weight rises over those slices as
-    ``f((i + 0.5) / L)`` (``i = 0..L-1``), and it falls symmetrically where it overlaps its successor; elsewhere it is
-    1. ``f(u) = u`` (``"linear"``) or ``sin^2(pi u / 2)`` (``"cosine"``), so the weights of two slabs sum to 1 in their
-    overlap; ``"constant"`` weights every slab 1 everywhere (plain averaging). Callers divide by the summed weights,
-    so where three slabs meet the result is still a convex combination.
-
-    Args:
-        starts: first slice of each slab, increasing (:func:`slab_layout`).
-        slab_depth: slices per slab.
-        mode: ``"linear"``, ``"cosine"`` or ``"constant"``.
-        dtype: dtype of the result.
-
-    Returns:
-        ``(K, slab_depth)`` positive weights.
-
-    Raises:
-        ValueError: unknown mode or starts not increasing.
-    """
-    check_choice(mode, "mode", BLEND_MODES)
-    starts = [int(s) for s in starts]
-    if not starts or any(b <= a for a, b in zip(starts[:-1], starts[1:])):
-        raise ValueError(f"starts must be a non-empty increasing sequence, got {starts}.")
-    j = torch.arange(slab_depth, dtype=torch.float64)
-
-    def ramp(position: torch.Tensor, length: int) -> torch.Tensor:
-        if length <= 0 or mode == "constant":
-            return torch.ones_like(position)
-        u = ((position + 0.5) / length).clamp(max=1.0)
-        return u if mode == "linear" else torch.sin(0.5 * math.pi * u) ** 2
-
-    weights = []
-    for k, start in enumerate(starts):
-        lead = starts[k - 1] + slab_depth - start if k > 0 else 0
-        trail = start + slab_depth - starts[k + 1] if k + 1 < len(starts) else 0
-        weights.append(torch.minimum(ramp(j, lead), ramp(slab_depth - 1 - j, trail)))
-    return torch.stack(weights).to(dtype)
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
@@ -359,7 +266,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         self, model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """One step of the configured sampler with ``model(x, t) -> (N, 2C, ...)``; returns ``x_{t-1}``."""
-        return self.diffusion_step(model, x, t, generator, clip_denoised=self.clip_denoised)["sample"]
+        return self.step(model, x, t, generator, clip_denoised=self.clip_denoised)["sample"]
 
     def postprocess(self, image: torch.Tensor) -> torch.Tensor:
         """``threshold_level`` (values > 0.999 -> level), then ``rescale_output`` (``(x + 1) / 2``)."""
@@ -390,7 +297,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         return loop.run(state, step, generator=generator)["x"]
 
     # ------------------------------------------------------------------------------------------------ call
-    def __call__(  # type: ignore[override]
+    def sample(  # type: ignore[override]
         self, inputs: torch.Tensor, network: Network, *args: Any, **kwargs: Any
     ) -> MetaTensor:
         """Sample one volume per label map.
@@ -529,42 +436,32 @@ class SlabPatchInferer(SemanticDiffusionInferer):
             num_classes, threshold_level, rescale_output, dtype,
             seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
         )
-        _check_slab_settings(slab_depth, overlap, last_slab)
-        check_choice(blend, "blend", BLEND_MODES)
+        self.view = SlabView(slab_depth, overlap, last_slab, blend)
         check_int(slab_batch_size, "slab_batch_size", 1, allow_none=True)
         check_int(position_normalizer, "position_normalizer", 1, allow_none=True)
         check_int(reference_margin, "reference_margin", 0, allow_none=True)
         check_number(reference_pad_value, "reference_pad_value")
         check_int(pad_label, "pad_label", 0)
-        self.slab_depth = slab_depth
-        self.overlap = overlap
-        self.last_slab = last_slab
-        self.blend = blend
         self.slab_batch_size = slab_batch_size
         self.position_normalizer = position_normalizer
         self.reference_margin = reference_margin
         self.reference_pad_value = float(reference_pad_value)
         self.pad_label = pad_label
 
+    @property
+    def slab_depth(self) -> int:
+        return self.view.slab_depth
+
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
-            "slab_depth": self.slab_depth,
-            "overlap": self.overlap,
-            "last_slab": self.last_slab,
-            "blend": self.blend,
+            "view": self.view,
             "position_normalizer": self.position_normalizer,
             "reference_margin": self.reference_margin,
             "reference_pad_value": self.reference_pad_value,
             "pad_label": self.pad_label,
         }
-
-    def layout(self, depth: int) -> tuple[list[int], int, bool]:
-        """``(starts, canvas_depth, tiled)`` for a volume of ``depth`` slices; ``tiled``: no two slabs overlap."""
-        starts, canvas = slab_layout(depth, self.slab_depth, self.overlap, self.last_slab)
-        tiled = all(b - a == self.slab_depth for a, b in zip(starts[:-1], starts[1:]))
-        return starts, canvas, tiled
 
     def slab_conditioning(
         self,
@@ -621,31 +518,19 @@ class SlabPatchInferer(SemanticDiffusionInferer):
 
         return model
 
-    @staticmethod
     def blended_model(
-        slab_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], starts: Sequence[int], slab_depth: int,
-        weights: torch.Tensor,
+        self, slab_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], starts: Sequence[int]
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``model(volume, t)``: cut the slabs out of ``volume`` ``(B, C, H, W, D)``, run ``slab_model`` on all of them
-        and average the outputs into a volume with ``weights`` ``(K, slab_depth)`` (normalised per slice)."""
-        count = len(starts)
+        """``model(volume, t)``: the network outputs of all slabs of ``volume`` ``(B, C, H, W, D)`` averaged back into
+        one volume (:meth:`~medgen.diffusion.views.SlabView.merge`), so overlapping slabs see identical inputs."""
 
         def model(volume: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            batch = volume.shape[0]
-            slabs = torch.stack([volume[..., s : s + slab_depth] for s in starts], dim=1)  # (B, K, C, H, W, sd)
-            out = slab_model(slabs.flatten(0, 1), t.repeat_interleave(count))
-            out = out.reshape(batch, count, *out.shape[1:])
-            w = weights.to(device=out.device, dtype=out.dtype)
-            blended = out.new_zeros((batch, out.shape[2], *out.shape[3:5], volume.shape[-1]))
-            total = out.new_zeros(volume.shape[-1])
-            for k, s in enumerate(starts):
-                blended[..., s : s + slab_depth] += w[k] * out[:, k]
-                total[s : s + slab_depth] += w[k]
-            return blended / total
+            out = slab_model(self.view.cut(volume, starts), t.repeat_interleave(len(starts)))
+            return self.view.merge(out, starts, volume.shape[-1])
 
         return model
 
-    def __call__(  # type: ignore[override]
+    def sample(  # type: ignore[override]
         self,
         inputs: torch.Tensor,
         network: Network,
@@ -705,7 +590,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         elif reference is not None:
             raise ValueError("reference was given but the network has no reference branch (reference_channels=0).")
 
-        starts, canvas, tiled = self.layout(depth)
+        starts, canvas, tiled = self.view.layout(depth)
         y, r = self.slab_conditioning(labels, ref, starts, canvas, num_classes, position)
         slab_model = self.slab_model(network, y, r)
         extra = {"labels": labels, "reference": ref, "starts": starts, "canvas": canvas}
@@ -716,8 +601,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
                 volume = slabs.reshape(batch, count, 1, height, width, sd).permute(0, 2, 3, 4, 1, 5)
                 volume = volume.reshape(batch, 1, height, width, count * sd)
             else:
-                weights = slab_blend_weights(starts, sd, self.blend)
-                model = self.blended_model(slab_model, starts, sd, weights)
+                model = self.blended_model(slab_model, starts)
                 volume = self._run((batch, 1, height, width, canvas), model, device, labels.shape, extra)
             volume = self.postprocess(volume[..., :depth])
         return self.wrap_output(volume, inputs)

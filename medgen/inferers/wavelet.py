@@ -24,13 +24,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 
+from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
+from medgen.diffusion.samplers import repaint_schedule
+from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import (
     DiffusionSamplingInferer,
     network_parameter,
@@ -39,44 +42,8 @@ from medgen.inferers.base import (
 from medgen.checks import check_int, check_number
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.networks.wavunet import WavUNet
-from medgen.transforms.wavelet import haar_dwt3d, haar_idwt3d
 
-__all__ = ["WaveletDiffusionInferer", "repaint_schedule", "wdm_diffusion"]
-
-
-def repaint_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> list[int]:
-    """The noise levels a RePaint sampler visits (Lugmayr et al., CVPR 2022), from ``num_steps - 1`` down to ``-1``.
-
-    Level ``l`` means ``x_l`` of the (respaced) process and ``-1`` the clean sample. Going down one level is a reverse
-    diffusion step at ``t = l``; going up one level (a "resampling jump") re-noises with ``q(x_{l+1} | x_l)``.
-    Every ``jump_length`` levels (counted from 0) the sampler goes back up ``jump_length`` levels, ``jump_n_sample - 1``
-    times, so each such segment is denoised ``jump_n_sample`` times. ``jump_n_sample = 1`` gives the plain descent
-    ``num_steps - 1, ..., 0, -1``.
-
-    Args:
-        num_steps: number of steps ``T`` of the process.
-        jump_length: levels per jump (RePaint: 10).
-        jump_n_sample: passes over each jumped segment (RePaint: 10; 1 disables jumps).
-
-    Returns:
-        the list of levels, starting at ``num_steps - 1`` and ending at ``-1``.
-
-    Raises:
-        ValueError: a count is not a positive integer.
-    """
-    for name, value in (("num_steps", num_steps), ("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
-        check_int(value, name, 1)
-    remaining_jumps = {j: jump_n_sample - 1 for j in range(0, num_steps - jump_length, jump_length)}
-    level, levels = num_steps - 1, [num_steps - 1]
-    while level >= 0:
-        level -= 1
-        levels.append(level)
-        if remaining_jumps.get(level, 0) > 0:
-            remaining_jumps[level] -= 1
-            for _ in range(jump_length):
-                level += 1
-                levels.append(level)
-    return levels
+__all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]
 
 
 def _check_volume(value: Any, name: str) -> torch.Tensor:
@@ -100,6 +67,50 @@ def _image_shape(inputs: Any) -> tuple[int, ...]:
         "inputs must be a template volume (B, C, D, H, W) or a shape of 5 positive integers, got "
         f"{type(inputs).__name__} {inputs if isinstance(inputs, (tuple, list)) else ''}."
     )
+
+
+@dataclass(frozen=True)
+class WDMSettings:
+    """The settings of :class:`WaveletDiffusionInferer` besides the process (see its Args)."""
+
+    clip_denoised: bool = True
+    clip_range: tuple[float, float] = (-1.0, 1.0)
+    lll_scale: float = 3.0
+    conditional: bool = False
+    image_channels: int = 1
+    spatial_multiple: tuple[int, int, int] | None = None
+    pad_value: float | None = None
+    clamp_output: bool = False
+    mask_condition_channel: int | None = None
+    rescale_output: bool = False
+    jump_length: int = 1
+    jump_n_sample: int = 1
+
+    def __post_init__(self) -> None:
+        clip_range = self.clip_range
+        if not isinstance(clip_range, Sequence) or len(clip_range) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in clip_range
+        ) or not clip_range[0] < clip_range[1]:
+            raise ValueError(f"clip_range must be (low, high) finite numbers with low < high, got {clip_range!r}.")
+        object.__setattr__(self, "clip_range", (float(clip_range[0]), float(clip_range[1])))
+        check_number(self.lll_scale, "lll_scale", 0.0, open_low=True)
+        check_int(self.image_channels, "image_channels", 1)
+        check_int(self.mask_condition_channel, "mask_condition_channel", 0, allow_none=True)
+        check_number(self.pad_value, "pad_value", allow_none=True)
+        if self.spatial_multiple is not None:
+            object.__setattr__(self, "spatial_multiple", WaveletView(self.spatial_multiple).multiple)
+        repaint_schedule(2, self.jump_length, self.jump_n_sample)  # validates the jump counts
+
+    @property
+    def background(self) -> float:
+        """The padding value: ``pad_value``, else ``clip_range[0]`` (the background of WDM's and cWDM's data)."""
+        return self.clip_range[0] if self.pad_value is None else float(self.pad_value)
+
+
+WDM_OFFICIAL = WDMSettings()
+"""pfriedri/wdm-3d's sampler: image-space clipping to [-1, 1] (with ``rescale_output`` as its script saves)."""
+CWDM_OFFICIAL = WDMSettings(clip_range=(0.0, 1.0), conditional=True, clamp_output=True, mask_condition_channel=0)
+"""pfriedri/cwdm's sampler: data in [0, 1], conditions concatenated, output clamped and masked by the first condition."""
 
 
 class WaveletDiffusionInferer(DiffusionSamplingInferer):
@@ -209,82 +220,36 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
         )
-        if not isinstance(clip_range, Sequence) or len(clip_range) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in clip_range
-        ) or not clip_range[0] < clip_range[1]:
-            raise ValueError(f"clip_range must be (low, high) finite numbers with low < high, got {clip_range!r}.")
-        check_number(lll_scale, "lll_scale", 0.0, open_low=True)
-        check_int(image_channels, "image_channels", 1)
-        check_int(mask_condition_channel, "mask_condition_channel", 0, allow_none=True)
-        check_number(pad_value, "pad_value", allow_none=True)
-        self.spatial_multiple = None if spatial_multiple is None else self._check_multiple(spatial_multiple)
-
+        self.settings = WDMSettings(
+            clip_denoised, tuple(clip_range) if isinstance(clip_range, Sequence) else clip_range, lll_scale,
+            conditional, image_channels, spatial_multiple, pad_value, clamp_output, mask_condition_channel,
+            rescale_output, jump_length, jump_n_sample,
+        )
         self.schedule = repaint_schedule(self.diffusion.num_timesteps, jump_length, jump_n_sample)
-        self.clip_denoised = bool(clip_denoised)
-        self.clip_range = (float(clip_range[0]), float(clip_range[1]))
-        self.lll_scale = float(lll_scale)
-        self.conditional = bool(conditional)
-        self.image_channels = image_channels
-        self.pad_value = self.clip_range[0] if pad_value is None else float(pad_value)
-        self.clamp_output = bool(clamp_output)
-        self.mask_condition_channel = mask_condition_channel
-        self.rescale_output = bool(rescale_output)
-        self.jump_length = jump_length
-        self.jump_n_sample = jump_n_sample
-
-    # ------------------------------------------------------------------------------------------------ helpers
-    @staticmethod
-    def _check_multiple(multiple: int | Sequence[int]) -> tuple[int, int, int]:
-        values = (multiple,) * 3 if isinstance(multiple, int) else tuple(multiple)
-        if len(values) != 3 or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 2 or m % 2 for m in values
-        ):
-            raise ValueError(f"spatial_multiple must be an even integer >= 2 or three of them, got {multiple!r}.")
-        return values  # type: ignore[return-value]
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
-        return {
-            **super().config(),
-            "clip_denoised": self.clip_denoised,
-            "clip_range": list(self.clip_range),
-            "lll_scale": self.lll_scale,
-            "conditional": self.conditional,
-            "image_channels": self.image_channels,
-            "spatial_multiple": None if self.spatial_multiple is None else list(self.spatial_multiple),
-            "pad_value": self.pad_value,
-            "jump_length": self.jump_length,
-            "jump_n_sample": self.jump_n_sample,
-        }
+        return {**super().config(), "settings": self.settings}
 
-    def network_multiple(self, network: Callable[..., Any]) -> tuple[int, int, int]:
-        """Image-space multiple every padded size must have: ``spatial_multiple``, or ``2 *`` the network's
-        total downsampling (``resample_factor ** (levels - 1)`` for a GuidedUNet, ``2 ** levels`` for a WavUNet,
-        1 for any other callable)."""
-        if self.spatial_multiple is not None:
-            return self.spatial_multiple
-        module = unwrap_network(network)
-        if isinstance(module, GuidedUNet):
-            levels = len(module.channel_mult) - 1
-            return tuple(2 * f**levels for f in module.resample_factor)  # type: ignore[return-value]
-        if isinstance(module, WavUNet):
-            return (2 * 2 ** len(module.channel_mult),) * 3
-        return (2, 2, 2)
+    def view(self, network: Callable[..., Any]) -> WaveletView:
+        """The wavelet view: padding to ``spatial_multiple``, or ``2 *`` the network's total downsampling
+        (``resample_factor ** (levels - 1)`` for a GuidedUNet, ``2 ** levels`` for a WavUNet, 1 for any other
+        callable), Haar with LLL / ``lll_scale``, padding value ``pad_value``."""
+        settings = self.settings
+        multiple = settings.spatial_multiple
+        if multiple is None:
+            module = unwrap_network(network)
+            if isinstance(module, GuidedUNet):
+                levels = len(module.channel_mult) - 1
+                multiple = tuple(2 * f**levels for f in module.resample_factor)
+            elif isinstance(module, WavUNet):
+                multiple = (2 * 2 ** len(module.channel_mult),) * 3
+            else:
+                multiple = (2, 2, 2)
+        return WaveletView(multiple, settings.lll_scale, settings.background)
 
-    def dwt(self, image: torch.Tensor) -> torch.Tensor:
-        """``(B, C, D, H, W)`` image (even sizes) -> ``(B, 8 C, D/2, H/2, W/2)`` coefficients, LLL / ``lll_scale``."""
-        return haar_dwt3d(image, lll_scale=self.lll_scale, padding_mode="error")
-
-    def idwt(self, coeffs: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`dwt`."""
-        return haar_idwt3d(coeffs, lll_scale=self.lll_scale)
-
-    def clip_coefficients(self, coeffs: torch.Tensor) -> torch.Tensor:
-        """WDM's ``process_xstart``: ``DWT(clamp(IDWT(coeffs), *clip_range))`` on ``(B, 8 C, d, h, w)``."""
-        return self.dwt(self.idwt(coeffs).clamp(*self.clip_range))
-
-    @staticmethod
-    def conditioned_model(
+    def model(
+        self,
         network: Callable[..., torch.Tensor],
         condition_coeffs: torch.Tensor | None,
         network_args: Sequence[Any] = (),
@@ -308,42 +273,31 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         generator: torch.Generator | None = None,
         network_args: Sequence[Any] = (),
         network_kwargs: dict[str, Any] | None = None,
+        consistency: RePaint | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One reverse step of the configured sampler in the wavelet domain (official ``p_sample`` for DDPM).
+        """One reverse step in the wavelet domain (official ``p_sample`` for DDPM), clipping in image space.
 
         Args:
-            network: ``network(x, t)`` predicting the clean coefficients ``(B, 8 C, d, h, w)`` from
-                ``x`` = noisy coefficients (with the condition coefficients concatenated along channels).
-            x: noisy coefficients ``x_t`` of shape ``(B, 8 C, d, h, w)``.
-            t: integer timesteps ``(B,)`` of the respaced process (``diffusion.num_timesteps - 1`` = most noise).
+            network: ``network(x, t)`` predicting the clean coefficients ``(B, 8 C, d, h, w)`` from ``x`` = noisy
+                coefficients (with the condition coefficients concatenated along channels).
+            x: noisy coefficients ``x_t`` ``(B, 8 C, d, h, w)``.
+            t: integer timesteps ``(B,)`` of the respaced process.
             condition_coeffs: clean condition coefficients ``(B, 8 n_cond, d, h, w)`` (cWDM) or ``None``.
             generator: random generator on ``x``'s device (drawn after the network call).
             network_args, network_kwargs: further network inputs.
+            consistency: inpainting term applied before the step.
 
         Returns:
             dict with ``sample`` (``x_{t-1}``) and ``pred_xstart`` (the clipped ``x0``).
         """
-        model = self.conditioned_model(network, condition_coeffs, network_args, network_kwargs)
-        denoised_fn = self.clip_coefficients if self.clip_denoised else None
-        return self.diffusion_step(model, x, t, generator, denoised_fn=denoised_fn)
-
-    def _paste_known(
-        self, x: torch.Tensor, known_coeffs: torch.Tensor, mask: torch.Tensor, level: int, generator: Any
-    ) -> torch.Tensor:
-        """Replace the known region of ``x`` (at ``level``) by the known image noised to that level, in image space."""
-        if level >= 0:
-            t = torch.full((x.shape[0],), level, dtype=torch.long, device=x.device)
-            known_coeffs = self.diffusion.q_sample(known_coeffs, t, generator=generator)
-        return self.dwt(torch.lerp(self.idwt(x), self.idwt(known_coeffs), mask))
-
-    def _forward_jump(self, x: torch.Tensor, level: int, generator: Any) -> torch.Tensor:
-        """``x_{level+1} ~ q(x_{level+1} | x_level) = N(sqrt(1 - beta) x, beta I)`` with ``beta = betas[level + 1]``."""
-        beta = float(self.diffusion.betas[level + 1])
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return math.sqrt(1.0 - beta) * x + math.sqrt(beta) * noise
+        view = WaveletView(lll_scale=self.settings.lll_scale)
+        low, high = self.settings.clip_range
+        clip = (lambda c: view.clip(c, low, high)) if self.settings.clip_denoised else None
+        model = self.model(network, condition_coeffs, network_args, network_kwargs)
+        return self.step(model, x, t, generator, consistency=consistency, denoised_fn=clip)
 
     # ------------------------------------------------------------------------------------------------ call
-    def __call__(  # type: ignore[override]
+    def sample(  # type: ignore[override]
         self,
         inputs: torch.Tensor | Sequence[int],
         network: Callable[..., torch.Tensor],
@@ -379,11 +333,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         """
         if not callable(network):
             raise TypeError(f"network must be callable, got {type(network).__name__}.")
-        if self.conditional:
+        settings = self.settings
+        if settings.conditional:
             if condition is None:
                 condition = inputs  # type: ignore[assignment]
             condition_t = _check_volume(condition, "condition" if condition is not inputs else "inputs")
-            shape = (condition_t.shape[0], self.image_channels, *condition_t.shape[2:])
+            shape = (condition_t.shape[0], settings.image_channels, *condition_t.shape[2:])
         else:
             shape = _image_shape(inputs)
             condition_t = None if condition is None else _check_volume(condition, "condition")
@@ -393,38 +348,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
                 f"condition must have batch {batch} and spatial size {spatial} like the output, got shape "
                 f"{tuple(condition_t.shape)}."
             )
-        if condition_t is None and self.mask_condition_channel is not None:
-            raise ValueError(f"mask_condition_channel={self.mask_condition_channel} needs a condition, got none.")
-        if condition_t is not None and self.mask_condition_channel is not None and (
-            self.mask_condition_channel >= condition_t.shape[1]
-        ):
-            raise ValueError(
-                f"mask_condition_channel={self.mask_condition_channel} but the condition has "
-                f"{condition_t.shape[1]} channels."
-            )
-
-        known_t = mask_t = None
-        if mask is not None:
-            mask_t = _check_volume(mask, "mask")
-            if known is None and isinstance(inputs, torch.Tensor) and not self.conditional:
-                known = inputs
-            known_t = _check_volume(known, "known")
-            if tuple(known_t.shape) != tuple(shape):
-                raise ValueError(f"known must have the output shape {tuple(shape)}, got {tuple(known_t.shape)}.")
-            if mask_t.shape[0] not in (1, batch) or mask_t.shape[1] not in (1, channels) or (
-                tuple(mask_t.shape[2:]) != spatial
-            ):
-                raise ValueError(
-                    f"mask must have shape ({batch} or 1, {channels} or 1, *{spatial}), got {tuple(mask_t.shape)}."
-                )
-            if bool((mask_t < 0).any()) or bool((mask_t > 1).any()):
-                raise ValueError("mask must hold weights in [0, 1] (1 = known voxel).")
-        elif known is not None:
-            raise ValueError("known was given without a mask; pass mask (1 = known voxel) for inpainting.")
-        elif self.jump_n_sample > 1:
-            raise ValueError(
-                f"jump_n_sample={self.jump_n_sample} (RePaint jumps) needs inpainting inputs, got no mask."
-            )
+        channel = settings.mask_condition_channel
+        if condition_t is None and channel is not None:
+            raise ValueError(f"mask_condition_channel={channel} needs a condition, got none.")
+        if condition_t is not None and channel is not None and channel >= condition_t.shape[1]:
+            raise ValueError(f"mask_condition_channel={channel} but the condition has {condition_t.shape[1]} channels.")
+        known_t, mask_t = self._inpainting_inputs(inputs, known, mask, shape)
 
         # device: the data's (as MONAI inferers), else the network's; dtype: the network's (the data may be float64)
         reference = next((v for v in (inputs, condition_t, known_t) if isinstance(v, torch.Tensor)), None)
@@ -439,9 +368,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         else:
             dtype = torch.float32
 
-        multiple = self.network_multiple(network)
-        padded = tuple(m * math.ceil(s / m) for s, m in zip(spatial, multiple))
-        pad = (0, padded[2] - spatial[2], 0, padded[1] - spatial[1], 0, padded[0] - spatial[0])
+        view = self.view(network)
+        padded = view.padded(spatial)
         coeff_shape = (batch, 8 * channels, *(p // 2 for p in padded))
         n_cond = 0 if condition_t is None else condition_t.shape[1]
         expected_in, expected_out = 8 * (channels + n_cond), 8 * channels
@@ -454,51 +382,71 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
                     f"got {found}."
                 )
 
-        def padded_coeffs(volume: torch.Tensor) -> torch.Tensor:
-            volume = volume.to(device=device, dtype=dtype)
-            return self.dwt(F.pad(volume, pad, mode="constant", value=self.pad_value))
+        def coefficients(volume: torch.Tensor) -> torch.Tensor:
+            return view.from_image(volume.to(device=device, dtype=dtype))
 
-        condition_coeffs = None if condition_t is None else padded_coeffs(condition_t)
-        known_coeffs = padded_mask = None
+        condition_coeffs = None if condition_t is None else coefficients(condition_t)
+        inpaint = None
         if mask_t is not None and known_t is not None:
-            known_coeffs = padded_coeffs(known_t)
-            padded_mask = F.pad(mask_t.to(device=device, dtype=dtype), pad, mode="constant", value=1.0)
+            padded_mask = view.pad(mask_t.to(device=device, dtype=dtype), value=1.0)
+            inpaint = RePaint(padded_mask, coefficients(known_t), to_image=view.idwt, from_image=view.dwt)
 
         generator = self.generator(device)
         state = {"x": torch.randn(coeff_shape, generator=generator, device=device, dtype=dtype)}
-        levels = self.schedule if padded_mask is not None else list(range(self.diffusion.num_timesteps - 1, -2, -1))
+        levels = self.schedule if inpaint is not None else list(range(self.diffusion.num_timesteps - 1, -2, -1))
         moves = list(zip(levels[:-1], levels[1:]))
         loop = self.sampling_loop(
             len(moves),
             shape,
-            extra={
-                "padded_shape": list(padded),
-                "dtype": str(dtype),
-                "condition": condition_t,
-                "known": known_t,
-                "mask": mask_t,
-            },
+            extra={"padded_shape": list(padded), "dtype": str(dtype), "condition": condition_t, "known": known_t,
+                   "mask": mask_t},
         )
 
         def step(i: int, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             level, target = moves[i]
-            x = current["x"]
-            if target > level:
-                return {"x": self._forward_jump(x, level, generator)}
-            if padded_mask is not None:
-                x = self._paste_known(x, known_coeffs, padded_mask, level, generator)
+            if target > level:  # a RePaint resampling jump
+                return {"x": self.diffusion.q_step(current["x"], level, generator)}
             t = torch.full((batch,), level, dtype=torch.long, device=device)
-            x = self.reverse_step(network, x, t, condition_coeffs, generator, args, kwargs)["sample"]
-            if padded_mask is not None and target == -1:
-                x = self._paste_known(x, known_coeffs, padded_mask, -1, generator)
+            x = self.reverse_step(network, current["x"], t, condition_coeffs, generator, args, kwargs, inpaint)
+            x = x["sample"]
+            if inpaint is not None and target == -1:
+                (x,) = inpaint.apply(StepContext(x_in=x), x)  # the clean known image after the last step
             return {"x": x}
 
         with torch.no_grad():
             coeffs = loop.run(state, step, generator=generator)["x"]
-            image = self.idwt(coeffs)[:, :, : spatial[0], : spatial[1], : spatial[2]]
-            image = self.postprocess(image, condition_t)
+            image = self.postprocess(view.to_image(coeffs, spatial), condition_t)
         like = next((v for v in (inputs, condition, known) if isinstance(v, MetaTensor)), None)
         return self.wrap_output(image, like)
+
+    def _inpainting_inputs(
+        self, inputs: Any, known: Any, mask: Any, shape: Sequence[int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Validated ``(known, mask)`` of an inpainting call (``(None, None)`` otherwise)."""
+        batch, channels, spatial = shape[0], shape[1], tuple(shape[2:])
+        if mask is None:
+            if known is not None:
+                raise ValueError("known was given without a mask; pass mask (1 = known voxel) for inpainting.")
+            if self.settings.jump_n_sample > 1:
+                raise ValueError(
+                    f"jump_n_sample={self.settings.jump_n_sample} (RePaint jumps) needs inpainting inputs, got no mask."
+                )
+            return None, None
+        mask_t = _check_volume(mask, "mask")
+        if known is None and isinstance(inputs, torch.Tensor) and not self.settings.conditional:
+            known = inputs
+        known_t = _check_volume(known, "known")
+        if tuple(known_t.shape) != tuple(shape):
+            raise ValueError(f"known must have the output shape {tuple(shape)}, got {tuple(known_t.shape)}.")
+        if mask_t.shape[0] not in (1, batch) or mask_t.shape[1] not in (1, channels) or (
+            tuple(mask_t.shape[2:]) != spatial
+        ):
+            raise ValueError(
+                f"mask must have shape ({batch} or 1, {channels} or 1, *{spatial}), got {tuple(mask_t.shape)}."
+            )
+        if bool((mask_t < 0).any()) or bool((mask_t > 1).any()):
+            raise ValueError("mask must hold weights in [0, 1] (1 = known voxel).")
+        return known_t, mask_t
 
     def postprocess(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """cWDM/WDM output steps: ``clamp_output``, then ``mask_condition_channel``, then ``rescale_output``.
@@ -507,12 +455,13 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             image: generated volume ``(B, C, D, H, W)`` in the data range.
             condition: the condition volumes ``(B, n_cond, D, H, W)`` (for ``mask_condition_channel``).
         """
-        low, high = self.clip_range
-        if self.clamp_output:
+        settings = self.settings
+        low, high = settings.clip_range
+        if settings.clamp_output:
             image = image.clamp(low, high)
-        if self.mask_condition_channel is not None and condition is not None:
-            outside = condition[:, self.mask_condition_channel : self.mask_condition_channel + 1] == 0
-            image = image.masked_fill(outside.to(image.device), low)
-        if self.rescale_output:
+        if settings.mask_condition_channel is not None and condition is not None:
+            channel = settings.mask_condition_channel
+            image = image.masked_fill((condition[:, channel : channel + 1] == 0).to(image.device), low)
+        if settings.rescale_output:
             image = (image - low) / (high - low)
         return image

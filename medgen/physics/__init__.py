@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medgen.physics.base import (
     LinearOperator,
+    ComposedOperator,
     inner_product,
 )
 from medgen.physics.zaxis import (
@@ -33,6 +34,7 @@ from medgen.physics.blur import (
 
 __all__ = [
     "LinearOperator",
+    "ComposedOperator",
     "inner_product",
     "ZAxisAverage",
     "decoupling_matrix",

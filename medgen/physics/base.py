@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-__all__ = ["LinearOperator", "inner_product"]
+__all__ = ["LinearOperator", "ComposedOperator", "inner_product"]
 
 
 def inner_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,9 @@ class LinearOperator(nn.Module, ABC):
     (z-axis averaging, FBP, Cartesian MRI) override it.
     """
 
+    coisometry: bool = False
+    """``A A^H = I`` (orthonormal rows: a crop, a slice selection), so ``(B A)^+ = A^H B^+`` for any ``B``."""
+
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``A``."""
@@ -41,6 +44,11 @@ class LinearOperator(nn.Module, ABC):
     @abstractmethod
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Apply ``A^H``."""
+
+    def batch_slice(self, index: slice) -> LinearOperator:
+        """The operator for batch items ``index`` of its inputs: ``self`` unless it holds per-item buffers (which
+        subclasses such as :class:`~medgen.physics.mri.CartesianMRI` slice)."""
+        return self
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``A^H A``."""
@@ -76,3 +84,36 @@ class LinearOperator(nn.Module, ABC):
             p = r + (rs_new / rs_old) * p
             rs_old = rs_new
         return x
+
+
+class ComposedOperator(LinearOperator):
+    """``A = outer o inner`` (``A^H = inner^H o outer^H``), e.g. a measurement of the image area of a padded canvas.
+
+    The pseudo-inverse is ``inner^H outer^+`` when ``inner`` is a :attr:`~LinearOperator.coisometry` (so any closed
+    form of ``outer`` carries over), else the generic conjugate-gradient one.
+
+    Args:
+        outer: applied second (e.g. CT on the image).
+        inner: applied first (e.g. cropping the image out of a canvas).
+    """
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
+        super().__init__()
+        for name, op in (("outer", outer), ("inner", inner)):
+            if not isinstance(op, LinearOperator):
+                raise TypeError(f"{name} must be a medgen LinearOperator, got {type(op).__name__}.")
+        self.outer, self.inner = outer, inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.inner(x))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+    def pseudo_inverse(self, y: torch.Tensor, max_iter: int = 50, tol: float = 1e-6) -> torch.Tensor:
+        if self.inner.coisometry:
+            return self.inner.adjoint(self.outer.pseudo_inverse(y))
+        return super().pseudo_inverse(y, max_iter=max_iter, tol=tol)
+
+    def batch_slice(self, index: slice) -> LinearOperator:
+        return ComposedOperator(self.outer.batch_slice(index), self.inner.batch_slice(index))

@@ -277,6 +277,17 @@ class CartesianMRI(LinearOperator):
         """Number of receive coils ``Nc`` (1 without sensitivity maps)."""
         return 1 if self.sensitivity_maps is None else int(self.sensitivity_maps.shape[1])
 
+    def batch_slice(self, index: slice) -> CartesianMRI:
+        """The operator for items ``index``: per-item masks and maps (batch dimension > 1) are sliced."""
+        mask, maps = self.mask, self.sensitivity_maps
+        if mask.ndim >= 4 and mask.shape[0] > 1:
+            mask = mask[index]
+        if maps is not None and maps.shape[0] > 1:
+            maps = maps[index]
+        if mask is self.mask and maps is self.sensitivity_maps:
+            return self
+        return CartesianMRI(mask, maps, self.convention, self.channels, self.real_image)
+
     def _is_scaled_partial_isometry(self) -> bool:
         """Whether ``A A^H`` is ``c`` times a projection, so that ``A^+ = A^H / c`` (``c`` = 1 or ``H W``).
 

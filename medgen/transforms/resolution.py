@@ -12,7 +12,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, ensure_tuple_rep
 
 from medgen.physics.zaxis import ZAxisAverage
-from medgen.transforms.utils import apply_to_keys, as_floating_tensor, restore_type
+from medgen.transforms.utils import apply_to_keys, as_floating_tensor, restore_type, scale_voxel_axes
 
 __all__ = [
     "ZAXIS_META_KEY",
@@ -66,13 +66,7 @@ class ZAxisDownsample(Transform):
             out = restore_type(self.operator(x), img)
         if isinstance(out, MetaTensor):
             factor = self.operator.factor
-            spatial = axis - 1
-            affine = out.affine.clone()
-            if spatial < affine.shape[0] - 1:
-                column = affine[:, spatial].clone()
-                affine[:-1, -1] += column[:-1] * (factor - 1) / 2
-                affine[:-1, spatial] = column[:-1] * factor
-                out.affine = affine
+            out.affine = scale_voxel_axes(out.affine, {axis - 1: factor})
             out.meta[ZAXIS_META_KEY] = {
                 "factor": factor,
                 "axis": axis,

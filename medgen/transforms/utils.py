@@ -9,7 +9,7 @@ import torch
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["as_plain_tensor", "as_floating_tensor", "restore_type", "apply_to_keys"]
+__all__ = ["as_plain_tensor", "as_floating_tensor", "restore_type", "apply_to_keys", "scale_voxel_axes"]
 
 
 def as_plain_tensor(img: Any) -> torch.Tensor:
@@ -63,3 +63,26 @@ def apply_to_keys(
         for key, out_key in transform.key_iterator(d, output_keys):
             d[key if out_key is None else out_key] = fn(d[key])
     return d
+
+
+def scale_voxel_axes(affine: torch.Tensor, scales: Mapping[int, float]) -> torch.Tensor:
+    """The affine of a grid whose voxels are ``scales[k]`` times as long along spatial axis ``k``, same extent.
+
+    Voxel centres move with the blocks they stand for: coarsening by ``f`` (``scale = f``) puts each new voxel at the
+    centre of the ``f`` old ones it averages; refining by ``f`` (``scale = 1 / f``) puts ``f`` new voxels where one
+    old voxel was. Column ``k`` becomes ``column * s`` and the origin moves by ``column * (s - 1) / 2``.
+
+    Args:
+        affine: ``(..., 4, 4)`` (or ``(N + 1, N + 1)``) voxel-to-world matrix.
+        scales: spatial axis -> scale; axes beyond the affine's dimension are ignored.
+
+    Returns:
+        a new affine of the input's dtype.
+    """
+    out = affine.clone().to(torch.float64)
+    for axis, scale in scales.items():
+        if axis < out.shape[-1] - 1:
+            column = out[..., :-1, axis].clone()
+            out[..., :-1, -1] += column * (scale - 1) / 2
+            out[..., :-1, axis] = column * scale
+    return out.to(affine.dtype)

@@ -178,7 +178,8 @@ def test_official_320_configuration():
     parser["image_shape"] = (320, 320)
     assert parser.get_parsed_content("checkpoint").endswith("hfssde_ddpm_320.pt")
     inferer = parser.get_parsed_content("inferer")
-    assert (inferer.num_steps, inferer.snr, inferer.lam, inferer.corrector_lam) == (100, 0.32, 2.5, 0.1)
-    assert inferer.table_size == 1000 and inferer.project_predictor_score is False
+    st = inferer.settings
+    assert (st.num_steps, st.snr, st.lam, st.corrector_lam) == (100, 0.32, 2.5, 0.1)
+    assert st.table_size == 1000 and st.project_predictor_score is False
     assert int(inferer.low_frequency_mask.sum()) == 16 * 320
     assert int(parser.get_parsed_content("mask")[0].sum()) == 54  # uniform_acc10_acs24: R = 5.93

@@ -182,7 +182,8 @@ def test_official_256_configuration():
     parser["bundle_root"] = str(BUNDLE)
     assert parser.get_parsed_content("checkpoint").endswith("padis_ddpmpp_256.pt")
     inferer = parser.get_parsed_content("inferer")
-    assert (inferer.patch_size, inferer.pad, inferer.num_steps, inferer.inner_iterations) == (56, 24, 100, 10)
-    assert (inferer.sigma_min, inferer.sigma_max, inferer.zeta) == (0.003, 10.0, 0.3)
+    st = inferer.settings
+    assert (inferer.patch_size, inferer.view.pad, st.num_steps, st.inner_iterations) == (56, 24, 100, 10)
+    assert (st.sigma_min, st.sigma_max, st.zeta) == (0.003, 10.0, 0.3)
     operator = parser.get_parsed_content("operator")
     assert operator.num_angles == 20 and operator.num_detectors == 512 and operator.image_size == (256, 256)

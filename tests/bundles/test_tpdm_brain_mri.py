@@ -175,9 +175,10 @@ def test_official_256_configuration():
         assert parser.get_parsed_content("auxiliary_checkpoint").endswith("bmr_zsr_256_xy.pt")
         if task == "zsr":
             inferer = parser.get_parsed_content("inferer")
-            assert inferer.steps == 2000 and inferer.sde.sigma_max == 378.0 and inferer.batch_size == 6
+            settings, view = inferer.settings, inferer.view
+            assert settings.steps == 2000 and settings.sigma_max == 378.0 and view.batch_size == 6
             assert inferer.dps_weight == 3.0  # TPDM's automatic weight for factor 4
-            assert inferer.primary_plane == (0, 1, 2) and inferer.auxiliary_plane == auxiliary
-            assert inferer.keep_predictor_noise is (not parity)
+            assert view.primary == (0, 1, 2) and view.auxiliary == auxiliary
+            assert settings.keep_predictor_noise is (not parity)
         else:
             assert tuple(parser.get_parsed_content("auxiliary_plane")) == auxiliary

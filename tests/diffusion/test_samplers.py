@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import medgen.diffusion.samplers as samplers_module
-from medgen.diffusion.guidance import hfs_data_consistency
+from medgen.diffusion.consistency import NormalizedGradient
 from medgen.diffusion.samplers import euler_maruyama_predictor, langevin_corrector, reverse_diffusion_predictor
 from medgen.diffusion.sde import HFSSDE, VESDE, VPSDE
 from medgen.physics.mri import CartesianMRI, complex_to_channels
@@ -117,7 +117,7 @@ def test_hfs_corrector_and_predictor_official_formulas():
     expected_mean = x + step * (grad - dc(x, grad, 0.1))
     expected = expected_mean + torch.sqrt(step * 2) * P(z)
     xc, xcm = langevin_corrector(
-        x, t, sde, score_fn, 0.16, noise=z, guidance=lambda x, s: -hfs_data_consistency(x, s, op, y, 0.1)
+        x, t, sde, score_fn, 0.16, noise=z, guidance=NormalizedGradient(op, y, 0.1).guidance
     )
     torch.testing.assert_close(xcm, expected_mean, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(xc, expected, atol=1e-5, rtol=1e-5)
@@ -129,7 +129,7 @@ def test_hfs_corrector_and_predictor_official_formulas():
     expected_mean = x - drift / 1000
     expected = expected_mean + (beta / 1000) ** 0.5 * P(z)
     xp, xpm, score = euler_maruyama_predictor(
-        x, t, sde, score_fn, noise=z, guidance=lambda x, s: -hfs_data_consistency(x, s, op, y, 2.5), return_score=True
+        x, t, sde, score_fn, noise=z, guidance=NormalizedGradient(op, y, 2.5).guidance, return_score=True
     )
     torch.testing.assert_close(xpm, expected_mean, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(xp, expected, atol=1e-5, rtol=1e-5)
@@ -161,11 +161,11 @@ def _hfs_setup():
     cfg = d["config"]["sampling"]
 
     def corrector(x, t, sde, generator):
-        dc = lambda x, s: -hfs_data_consistency(x, s, op, y, cfg["corrector_mse"])  # noqa: E731
+        dc = NormalizedGradient(op, y, cfg["corrector_mse"]).guidance
         return langevin_corrector(x, t, sde, score_fn, cfg["snr"], generator=generator, guidance=dc)
 
     def predictor(x, t, sde, generator):
-        dc = lambda x, s: -hfs_data_consistency(x, s, op, y, cfg["mse"])  # noqa: E731
+        dc = NormalizedGradient(op, y, cfg["mse"]).guidance
         return euler_maruyama_predictor(x, t, sde, score_fn, generator=generator, guidance=dc)
 
     return d, sde, corrector, predictor, y

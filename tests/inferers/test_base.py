@@ -144,7 +144,7 @@ def test_respace_diffusion_and_diffusion_inferer():
         respace_diffusion(base, 2.5)
 
     class Sampler(DiffusionSamplingInferer):
-        def __call__(self, inputs, network, *args, **kwargs):
+        def sample(self, inputs, network, *args, **kwargs):
             return inputs
 
     with pytest.raises(TypeError, match="diffusion must be a GaussianDiffusion"):
@@ -159,9 +159,9 @@ def test_respace_diffusion_and_diffusion_inferer():
     eps = torch.randn_like(x0)
     t = torch.tensor([9])
     x_t = inferer.diffusion.q_sample(x0, t, eps)
-    out = inferer.diffusion_step(lambda x, s: eps, x_t, t)
+    out = inferer.step(lambda x, s: eps, x_t, t)["sample"]
     abar_prev = base.alphas_cumprod[80].float()
-    torch.testing.assert_close(out["sample"], abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps)
+    torch.testing.assert_close(out, abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps)
 
 
 def test_loop_module_docstring_example_runs(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from medgen.diffusion.samplers import euler_maruyama_predictor, langevin_corrector, score_function
 from medgen.diffusion.sde import HFSSDE, VESDE, VPSDE
 from medgen.inferers.highfrequency import SDE_PRESETS, HighFrequencySpaceInferer
 from medgen.physics.mri import channels_to_complex, complex_to_channels, fft2c
@@ -36,15 +37,12 @@ def test_parity_prior_and_pc_steps(hfs, tiny_net):
     """x_init, and one corrector + predictor step at t=1 and t=0.5 (seeds 21/22, 23/24), through the inferer."""
     cfg = hfs["config"]["sampling"]
     inferer = HighFrequencySpaceInferer(hfs["train_mask"], progress=False)
-    assert (inferer.num_steps, inferer.snr, inferer.lam, inferer.corrector_lam) == (
-        1000,
-        cfg["snr"],
-        cfg["mse"],
-        cfg["corrector_mse"],
-    )
+    st = inferer.settings
+    assert (st.num_steps, st.snr, st.lam, st.corrector_lam) == (1000, cfg["snr"], cfg["mse"], cfg["corrector_mse"])
     measurement = inferer.measurement(hfs["atb"], hfs["atb_mask"], channels_to_complex(hfs["csm"]))
     sde = inferer.make_sde()
-    score_fn = inferer.score_function(tiny_net, sde)
+    score_fn = score_function(inferer.prior(tiny_net), sde)
+    corrector_term, predictor_term = measurement.term(st.corrector_lam), measurement.term(st.lam)
 
     x_init = inferer.initial_sample(measurement, sde, torch.Generator().manual_seed(hfs["x_init"]["seed"]))
     assert _max_rel_err(x_init, hfs["x_init"]["value"]) <= 1e-5
@@ -54,8 +52,9 @@ def test_parity_prior_and_pc_steps(hfs, tiny_net):
         t = torch.tensor([r["t"]])
         gen_c = torch.Generator().manual_seed(r["seed_corrector"])
         gen_p = torch.Generator().manual_seed(r["seed_predictor"])
-        xc, xcm = inferer.corrector_step(r["x_in"], t, score_fn, sde, measurement, gen_c)
-        xp, xpm = inferer.predictor_step(xc, t, score_fn, sde, measurement, gen_p)
+        xc, xcm = langevin_corrector(r["x_in"], t, sde, score_fn, st.snr, guidance=corrector_term.guidance,
+                                     generator=gen_c)
+        xp, xpm = euler_maruyama_predictor(xc, t, sde, score_fn, guidance=predictor_term.guidance, generator=gen_p)
         for ours, name in (
             (xc, "x_after_corrector"),
             (xcm, "x_mean_after_corrector"),
@@ -88,7 +87,8 @@ def test_parity_sampler_n5_through_call(hfs, tiny_net):
 
 def test_official_presets_and_accelerated_quirk(hfs):
     inferer = HighFrequencySpaceInferer(hfs["train_mask"], accelerated=True)
-    assert (inferer.num_steps, inferer.snr, inferer.lam, inferer.corrector_lam, inferer.eps) == (
+    st = inferer.settings
+    assert (st.num_steps, st.snr, st.lam, st.corrector_lam, st.eps) == (
         100,
         0.32,
         2.5,
@@ -105,17 +105,18 @@ def test_official_presets_and_accelerated_quirk(hfs):
     assert consistent.langevin_alpha(t).item() == pytest.approx(1 - (0.1 / 100 + 49 * (19.9 / 100) / 99), abs=1e-6)
 
     vp = HighFrequencySpaceInferer(sde="vp", accelerated=True)
-    assert (vp.num_steps, vp.snr, vp.lam, vp.corrector_lam) == (100, 0.43, 2.5, 2.5)
+    assert (vp.settings.num_steps, vp.settings.snr, vp.settings.lam, vp.settings.corrector_lam) == (100, 0.43, 2.5, 2.5)
     assert isinstance(vp.make_sde(), VPSDE)
     ve = HighFrequencySpaceInferer(sde="ve", accelerated=True)
-    assert (ve.num_steps, ve.snr, ve.lam, ve.corrector_lam, ve.eps) == (300, 0.1, 5.0, 5.0, 1e-5)
+    v = ve.settings
+    assert (v.num_steps, v.snr, v.lam, v.corrector_lam, v.eps) == (300, 0.1, 5.0, 5.0, 1e-5)
     ve_sde = ve.make_sde()
     # official quirk: 1000 sigmas, indexed with floor(t * 299): at t = 1 the predictor uses sigmas[299], not sigma_max
     assert isinstance(ve_sde, VESDE) and ve_sde.N == 300 and ve_sde.discrete_sigmas.numel() == 1000
     _, G = ve_sde.discretize(torch.zeros(1, 2, 4, 4), torch.ones(1))
     s = ve_sde.discrete_sigmas
     torch.testing.assert_close(G, torch.sqrt(s[299] ** 2 - s[298] ** 2).reshape(1))
-    assert SDE_PRESETS["ve"]["num_steps"] == 1000
+    assert SDE_PRESETS["ve"].num_steps == 1000
 
 
 # ------------------------------------------------------------------------------------- analytic score networks
@@ -253,7 +254,7 @@ def test_vp_ve_baselines(sde):
     assert recon.shape == (1, 2, 32, 32) and bool(torch.isfinite(recon).all())
     labels = torch.cat(network.labels)
     assert labels.numel() == 8  # corrector + predictor per step
-    t = torch.linspace(1, inferer.eps, 4).repeat_interleave(2)
+    t = torch.linspace(1, inferer.settings.eps, 4).repeat_interleave(2)
     if sde == "ve":  # VE network input: sigma(t) = 0.01 * 34800^t
         torch.testing.assert_close(labels, 0.01 * (348 / 0.01) ** t)
     else:  # VP network input: the marginal std

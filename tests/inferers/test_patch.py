@@ -8,7 +8,8 @@ from monai.data import MetaTensor
 
 import medgen.inferers.patch as patch_module
 from medgen.inferers.loop import CHECKPOINT_NAME
-from medgen.inferers.patch import PatchDenoiser, PatchDiffusionInferer
+from medgen.diffusion.priors import PatchPrior
+from medgen.inferers.patch import PatchDiffusionInferer
 from medgen.networks.convert import from_official
 from medgen.networks.songunet import canvas_position_channels
 from medgen.physics.blur import Blur, Downsample
@@ -54,21 +55,21 @@ def _inferer(op, **kwargs):
 # ------------------------------------------------------------------------------------------------ patch denoiser
 def test_patch_geometry_matches_official():
     d = load_parity("padis_patch_positions")
-    denoiser = PatchDenoiser(_standin, d["psize"], d["pad"])
+    denoiser = PatchPrior(_standin, d["psize"], d["pad"])
     assert denoiser.canvas_size(d["image_size"]) == d["resolution"]
     assert denoiser.patch_starts(d["image_size"]) == d["spaced"].tolist()
     assert denoiser.patch_indices(d["offset_ab"], d["image_size"]) == d["indices"].tolist()
     assert torch.equal(canvas_position_channels(d["resolution"]), d["latents_pos"])
     # PaDIS' full-size setting: 5 patches of 56 over a 304 canvas
-    assert PatchDenoiser(_standin, 56, 24).patch_starts(256) == [0, 56, 112, 168, 224]
+    assert PatchPrior(_standin, 56, 24).patch_starts(256) == [0, 56, 112, 168, 224]
 
 
 def test_denoised_from_patches_parity_tiny_net(tiny_net):
     d = load_parity("padis_patch_positions")
-    denoiser = PatchDenoiser(tiny_net, d["psize"], d["pad"])
+    denoiser = PatchPrior(tiny_net, d["psize"], d["pad"])
     torch.manual_seed(9)  # as the recorded call; with t_goal=0 the official border draw does not change values
     with torch.no_grad():
-        out = denoiser(d["x"], d["t_hat"], offsets=torch.tensor(d["offset_ab"]))
+        out = denoiser.denoise(d["x"], d["t_hat"], offsets=torch.tensor(d["offset_ab"]))
     scale = d["D_net"].abs().max().item()
     assert out.shape == d["D_net"].shape and out.dtype == torch.float32
     assert (out - d["D_net"]).abs().max().item() <= 1e-5 * scale
@@ -79,23 +80,23 @@ def test_denoised_from_patches_parity_tiny_net(tiny_net):
 
 def test_denoised_from_patches_parity_standin():
     d = load_parity("padis_patch_positions")
-    denoiser = PatchDenoiser(_standin, d["psize"], d["pad"])
-    out = denoiser(d["x"], d["t_hat"], offsets=torch.tensor([d["offset_ab"]]))
+    denoiser = PatchPrior(_standin, d["psize"], d["pad"])
+    out = denoiser.denoise(d["x"], d["t_hat"], offsets=torch.tensor([d["offset_ab"]]))
     assert torch.equal(out, d["D_standin"])
 
 
 def test_random_offsets_drawn_from_generator_and_cover_image():
     d = load_parity("padis_patch_positions")
     x = d["x"].expand(3, 1, 32, 32).contiguous()
-    denoiser = PatchDenoiser(_standin, 8, 8)
+    denoiser = PatchPrior(_standin, 8, 8)
     offsets = denoiser.draw_offsets(500, torch.Generator().manual_seed(1))
     assert offsets.min() == 0 and offsets.max() == 7  # randint(0, pad - 1) inclusive
     expected = d["D_standin"].expand(3, 1, 32, 32)
     for seed in range(4):  # positions are global: a pointwise stand-in gives the same image for every offset
-        out = denoiser(x, 0.7, generator=torch.Generator().manual_seed(seed))
+        out = denoiser.denoise(x, 0.7, generator=torch.Generator().manual_seed(seed))
         assert torch.allclose(out, expected, atol=1e-6)
-    a = denoiser(x, 0.7, generator=torch.Generator().manual_seed(3))
-    b = denoiser(x, 0.7, generator=torch.Generator().manual_seed(3))
+    a = denoiser.denoise(x, 0.7, generator=torch.Generator().manual_seed(3))
+    b = denoiser.denoise(x, 0.7, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
@@ -106,14 +107,14 @@ def test_random_mode_uses_one_batched_call_and_per_item_offsets():
         calls.append((patches.shape, pos.shape))
         return patches + pos[:, :1]
 
-    denoiser = PatchDenoiser(network, 8, 8)
+    denoiser = PatchPrior(network, 8, 8)
     x = torch.randn(2, 1, 32, 32)
-    out = denoiser(x, 0.5, offsets=torch.tensor([[0, 7], [3, 1]]))
+    out = denoiser.denoise(x, 0.5, offsets=torch.tensor([[0, 7], [3, 1]]))
     assert calls == [(torch.Size([18, 1, 8, 8]), torch.Size([18, 2, 8, 8]))]
     # output = x + x_pos in the image area, whatever the offset
     pos = canvas_position_channels(32)[:, :1]
     assert torch.allclose(out[..., 8:24, 8:24], (x + pos)[..., 8:24, 8:24], atol=1e-6)
-    chunked = PatchDenoiser(network, 8, 8, max_batch=4)(x, 0.5, offsets=torch.tensor([[0, 7], [3, 1]]))
+    chunked = PatchPrior(network, 8, 8, max_batch=4).denoise(x, 0.5, offsets=torch.tensor([[0, 7], [3, 1]]))
     assert len(calls) == 1 + 5 and torch.equal(chunked, out)
 
 
@@ -126,8 +127,8 @@ def test_overlap_mode_matches_direct_computation():
     pad, ps, overlap, w = 8, 8, 2, 16
     n = w + 2 * pad
     x = torch.randn(2, 1, n, n, generator=torch.Generator().manual_seed(0))
-    denoiser = PatchDenoiser(_context_denoiser, ps, pad, mode="overlap", overlap=overlap)
-    out = denoiser(x, 0.3)
+    denoiser = PatchPrior(_context_denoiser, ps, pad, mode="overlap", overlap=overlap)
+    out = denoiser.denoise(x, 0.3)
     starts = [pad, pad + 6, pad + 12]  # stride 6 until the image is covered (official while loop)
     assert denoiser.patch_starts(w) == starts
     pos = canvas_position_channels(n)
@@ -143,22 +144,22 @@ def test_overlap_mode_matches_direct_computation():
         expected[b, 0, pad : n - pad, pad : n - pad] = (total / count)[pad : n - pad, pad : n - pad]
     assert torch.allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="offsets"):
-        denoiser(x, 0.3, offsets=torch.tensor([1, 1]))
+        denoiser.denoise(x, 0.3, offsets=torch.tensor([1, 1]))
 
 
 def test_denoiser_rejects_bad_sizes():
     with pytest.raises(ValueError, match="use pad=8"):
-        PatchDenoiser(_standin, 8, 4)(torch.zeros(1, 1, 24, 24), 0.5)
+        PatchPrior(_standin, 8, 4).denoise(torch.zeros(1, 1, 24, 24), 0.5)
     with pytest.raises(ValueError, match="square"):
-        PatchDenoiser(_standin, 8, 8)(torch.zeros(1, 1, 32, 30), 0.5)
+        PatchPrior(_standin, 8, 8).denoise(torch.zeros(1, 1, 32, 30), 0.5)
     with pytest.raises(ValueError, match=r"offsets must lie in \[0, pad - 1 = 7\]"):
-        PatchDenoiser(_standin, 8, 8)(torch.zeros(1, 1, 32, 32), 0.5, offsets=torch.tensor([8, 0]))
+        PatchPrior(_standin, 8, 8).denoise(torch.zeros(1, 1, 32, 32), 0.5, offsets=torch.tensor([8, 0]))
     with pytest.raises(ValueError, match="overlap"):
-        PatchDenoiser(_standin, 8, 8, mode="overlap", overlap=8)
+        PatchPrior(_standin, 8, 8, mode="overlap", overlap=8)
     with pytest.raises(ValueError, match="mode"):
-        PatchDenoiser(_standin, 8, 8, mode="tile")
+        PatchPrior(_standin, 8, 8, mode="tile")
     with pytest.raises(TypeError, match="network"):
-        PatchDenoiser("net", 8, 8)
+        PatchPrior("net", 8, 8)
 
 
 # ------------------------------------------------------------------------------------------------------ solvers
@@ -230,19 +231,18 @@ def test_dps_deblur_and_super_resolution_reduce_residual(op, expected_ratio):
     assert torch.linalg.vector_norm(out - truth) < torch.linalg.vector_norm(start - truth)
 
 
-def test_pseudo_inverse_init_is_the_clamped_padded_fbp(tiny_net, monkeypatch):
+def test_pseudo_inverse_init_is_the_clamped_padded_fbp(tiny_net):
     op = _ct()
     y = op(_phantom())
     seen = {}
 
-    class Capture(PatchDenoiser):
-        def __call__(self, x, sigma, offsets=None, generator=None):
+    class Capture(PatchPrior):
+        def denoise(self, x, sigma, *, generator=None, offsets=None):
             seen.setdefault("x", x.detach().clone())
             seen.setdefault("sigma", sigma)
-            return super().__call__(x, sigma, offsets, generator)
+            return super().denoise(x, sigma, generator=generator, offsets=offsets)
 
-    monkeypatch.setattr(patch_module, "PatchDenoiser", Capture)
-    _inferer(op, num_steps=2, inner_iterations=1)(y, tiny_net)
+    _inferer(op, num_steps=2, inner_iterations=1)(y, Capture(tiny_net, 8, 8))
     fbp = op.fbp(y).clamp(0, 1)
     assert torch.equal(seen["x"], torch.nn.functional.pad(fbp, (8,) * 4))
     assert seen["sigma"] == pytest.approx(1.0)
@@ -258,7 +258,7 @@ def test_dps_update_formula_with_analytic_denoiser():
     generator = torch.Generator().manual_seed(0)
     pos = canvas_position_channels(32)
     x = torch.nn.functional.pad(op.pseudo_inverse(y), (8,) * 4)
-    for i, sigma in enumerate(inferer.sigmas().tolist()[:2]):
+    for i, sigma in enumerate(inferer.settings.sigmas()[:2]):
         torch.randint(0, 8, (1, 2), generator=generator)  # the patch offset (irrelevant for a pointwise denoiser)
         denoised = torch.nn.functional.pad((0.5 * x + 0.1 * pos[:, :1] - 0.2 * pos[:, 1:])[..., 8:24, 8:24], (8,) * 4)
         r = y - op(denoised[..., 8:24, 8:24])
@@ -293,7 +293,7 @@ def test_pc_runs_num_steps_minus_one_levels_with_two_calls_each(tiny_net):
     op = _ct()
     inferer = _inferer(op, num_steps=4, solver="pc")
     inferer(op(_phantom()), recording)
-    levels = inferer.sigmas().tolist()
+    levels = inferer.settings.sigmas()
     assert sigmas == [levels[0], levels[0], levels[1], levels[1], levels[2], levels[2]]
 
 

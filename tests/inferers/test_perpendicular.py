@@ -4,10 +4,14 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from medgen.diffusion.consistency import DPS
+from medgen.diffusion.priors import ScorePrior
+from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import VESDE
 from medgen.inferers import perpendicular
-from medgen.inferers.perpendicular import PLANE_PRESETS, PerpendicularSliceInferer, tpdm_pc_step
+from medgen.inferers.perpendicular import PLANE_PRESETS, PerpendicularSliceInferer
 from medgen.networks.convert import from_official
+from medgen.physics.base import LinearOperator
 from medgen.physics.ct import ParallelBeamCT
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
@@ -21,6 +25,14 @@ TINY = load_parity("ncsnpp_tiny")
 @pytest.fixture(scope="module")
 def tiny_net():
     return from_official("score_sde_ncsnpp", TINY["state_dict"], TINY["config"])
+
+
+class Identity(LinearOperator):
+    def forward(self, x):
+        return x
+
+    def adjoint(self, y):
+        return y
 
 
 class GaussianScore(torch.nn.Module):
@@ -53,13 +65,14 @@ def test_pc_step_parity_through_tiny_ncsnpp(tiny_net):
     sde = VESDE(PC["sde"]["sigma_min"], PC["sde"]["sigma_max"], PC["sde"]["N"])
     seen = []
 
-    def score_fn(x, t):
-        score = tiny_net(x, sde.sigma(t))
+    def network(x, sigma):
+        score = tiny_net(x, sigma)
         seen.append((x.detach().clone(), score.detach().clone()))
         return score
 
-    x, x_mean = tpdm_pc_step(
-        PC["x_in"], PC["t"], sde, score_fn, snr=PC["snr"], noise=(PC["noise_corrector"], PC["noise_predictor"])
+    settings = PCSettings(snr=PC["snr"])
+    x, x_mean = pc_step(
+        ScorePrior(network), PC["x_in"], PC["t"], sde, settings, noise=(PC["noise_corrector"], PC["noise_predictor"])
     )
     scale = PC["predictor_x"].abs().max()
     (x_c, score_c), (x_p, score_p) = seen
@@ -71,7 +84,7 @@ def test_pc_step_parity_through_tiny_ncsnpp(tiny_net):
     assert (x_mean - PC["predictor_x_mean"]).abs().max() <= 1e-5 * scale
     # the same draws from a generator seeded like the official torch.manual_seed
     g = torch.Generator().manual_seed(PC["seed_before_corrector"])
-    x_g, _ = tpdm_pc_step(PC["x_in"], PC["t"], sde, lambda x, t: tiny_net(x, sde.sigma(t)), generator=g)
+    x_g, _ = pc_step(ScorePrior(tiny_net), PC["x_in"], PC["t"], sde, settings, generator=g)
     assert (x_g - PC["predictor_x"]).abs().max() <= 1e-5 * scale
 
 
@@ -80,27 +93,26 @@ def test_dps_csmri_step_parity(tiny_net):
     d = PC["dps_csmri"]
     sde = VESDE(0.01, 378.0, 2000)
     operator = CartesianMRI(d["mask"], convention="tpdm", real_image=True)
-    residual = lambda x0, sigma: operator(x0) - d["y_kspace"]  # noqa: E731
+    dps = DPS(operator, d["y_kspace"], d["dps_weight"])
     inputs = []
 
-    def score_fn(x, t):
+    def network(x, sigma):
         inputs.append(x.detach().clone())
-        return tiny_net(x, sde.sigma(t))
+        return tiny_net(x, sigma)
 
-    x, x_mean = tpdm_pc_step(
-        PC["x_in"], PC["t"], sde, score_fn, residual=residual, dps_weight=d["dps_weight"], noise=tuple(d["noises"])
+    prior = ScorePrior(network)
+    x, x_mean = pc_step(
+        prior, PC["x_in"], PC["t"], sde, corrector_consistency=dps, predictor_consistency=dps, noise=tuple(d["noises"])
     )
     scale = d["predictor_x"].abs().max()
     assert (inputs[1] - d["corrector_x"]).abs().max() <= 1e-5 * scale
     assert (x - d["predictor_x"]).abs().max() <= 1e-5 * scale
     assert (x_mean - d["predictor_x_mean"]).abs().max() <= 1e-5 * scale
     # DPS changed the result (the test would notice a dropped gradient): without it the step lands elsewhere
-    x_free, _ = tpdm_pc_step(PC["x_in"], PC["t"], sde, score_fn, noise=tuple(d["noises"]))
+    x_free, _ = pc_step(prior, PC["x_in"], PC["t"], sde, noise=tuple(d["noises"]))
     assert (x_free - d["predictor_x"]).abs().max() > 1e-3
     g = torch.Generator().manual_seed(d["seed_before"])
-    x_g, _ = tpdm_pc_step(
-        PC["x_in"], PC["t"], sde, score_fn, residual=residual, dps_weight=d["dps_weight"], generator=g
-    )
+    x_g, _ = pc_step(prior, PC["x_in"], PC["t"], sde, corrector_consistency=dps, predictor_consistency=dps, generator=g)
     assert (x_g - d["predictor_x"]).abs().max() <= 1e-5 * scale
 
 
@@ -218,7 +230,8 @@ def test_zsr_end_to_end_dps_and_affine(tiny_net):
     # corrected init is consistent with the data; the official one leaks noise into the measured means
     for parity, consistent in ((False, True), (True, False)):
         inferer = PerpendicularSliceInferer("zsr", factor=4, steps=1, seed=0, parity=parity, progress=False)
-        one = inferer._initial_stack(inferer._prepare(low, None, {}), 0, torch.Generator().manual_seed(0))
+        info = inferer._prepare(low, None, {})
+        one = inferer._initial_stack(info, 0, VESDE(0.01, 378.0, 1), torch.Generator().manual_seed(0))
         error = (op(one) - low[0, 0].unsqueeze(1)).abs().max().item()
         assert (error < 1e-3) == consistent
     # a length that is not a multiple of the factor keeps the trailing sample unmeasured (TPDM's 256 % 5)
@@ -257,8 +270,8 @@ def test_csmri_end_to_end_dps(tiny_net):
     assert ratio < 0.5, ratio  # measured: 0.34
     # parity uses the official (copy-pasted) SV-CT permutation as auxiliary plane, the default the MRI one
     official = PerpendicularSliceInferer("csmri", dps_weight=0.01, parity=True)
-    assert official.auxiliary_plane == PLANE_PRESETS["tpdm_ct"][1]
-    assert PerpendicularSliceInferer("csmri", dps_weight=0.01).auxiliary_plane == PLANE_PRESETS["tpdm_mri"][1]
+    assert official.view.auxiliary == PLANE_PRESETS["tpdm_ct"][1]
+    assert PerpendicularSliceInferer("csmri", dps_weight=0.01).view.auxiliary == PLANE_PRESETS["tpdm_mri"][1]
 
 
 def test_svct_end_to_end_dps(tiny_net):
@@ -284,15 +297,18 @@ def test_svct_end_to_end_dps(tiny_net):
         sinogram,
     )
     assert ratio < 0.5, ratio  # measured: 0.31
-    # slices fed to the networks transposed (rows = axis 2): the operator still sees them in its own orientation
+    # slices in another orientation (rows = axis 2): the measurement volume is the slices' sinograms put back in
+    # place, (detectors, angles) on the plane's (row, col) axes
+    transposed = ct(vol[0].permute(1, 0, 3, 2)).permute(1, 0, 3, 2)[None]
+    assert transposed.shape == (1, 1, 16, 9, 23)
     ratio = _residual_ratio(
         "svct",
         lambda w: PerpendicularSliceInferer(
             "svct", operator=ct, dps_weight=0.2 * w, primary_plane=(0, 2, 1), auxiliary_plane=1, steps=20,
             batch_size=8, seed=1, progress=False,
         ),
-        measure,
-        sinogram,
+        lambda volume: ct(volume[0].permute(1, 0, 3, 2)).permute(1, 0, 3, 2)[None],
+        MetaTensor(transposed),
     )
     assert ratio < 0.5, ratio
 
@@ -304,14 +320,13 @@ def test_per_sample_norms_do_not_depend_on_the_minibatch():
     x, target = torch.randn(4, 1, 8, 8, generator=g) * 3, torch.rand(4, 1, 8, 8, generator=g)
     x[2:] *= 5  # very different slices in the two halves
     noise = (torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g))
-    score = GaussianScore()
-    score_fn = lambda x, t: score(x, sde.sigma(t))  # noqa: E731
+    prior = ScorePrior(GaussianScore())
 
     def step(rows, reduction):
-        residual = lambda x0, sigma: x0 - target[rows]  # noqa: E731
-        return tpdm_pc_step(
-            x[rows], 0.3, sde, score_fn, residual=residual, dps_weight=0.5, norm_reduction=reduction,
-            noise=(noise[0][rows], noise[1][rows]),
+        dps = DPS(Identity(), target[rows], 0.5, norm="batch" if reduction == "batch_mean" else "item")
+        return pc_step(
+            prior, x[rows], 0.3, sde, PCSettings(norm_reduction=reduction), corrector_consistency=dps,
+            predictor_consistency=dps, noise=(noise[0][rows], noise[1][rows]),
         )[0]
 
     for reduction, independent in (("per_sample", True), ("batch_mean", False)):
@@ -335,6 +350,9 @@ def test_evaluator_style_call_runs_dps_under_no_grad():
     assert torch.equal(pred, plain)
     undamped = PerpendicularSliceInferer("zsr", factor=2, dps_weight=0.0, steps=4, seed=0, progress=False)
     assert not torch.equal(plain, undamped(low, tuple(network)))  # DPS did act under no_grad
+    with torch.inference_mode():  # one rule for every inferer: sampling leaves inference mode, DPS keeps working
+        frozen = inferer(torch.inference_mode()(lambda: low.clone())(), network)
+    assert torch.equal(frozen, plain)
 
 
 def test_module_docstring_example_runs():
@@ -378,12 +396,10 @@ def test_invalid_arguments_are_named():
         inferer(torch.zeros(1, 2, 4, 4, 2), GaussianScore())
     with pytest.raises(ValueError, match="length"):
         inferer(torch.zeros(1, 1, 4, 4, 2), GaussianScore(), length=7)
-    with pytest.raises(TypeError, match="primary network must be callable"):
+    with pytest.raises(TypeError, match="network must be a callable network or a medgen Prior"):
         inferer(torch.zeros(1, 1, 4, 4, 2), (3, GaussianScore()))
     with pytest.raises(ValueError, match="pair"):
         inferer(torch.zeros(1, 1, 4, 4, 2), (GaussianScore(),) * 3)
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
-        inferer(torch.zeros(1, 1, 4, 4, 2), GaussianScore())
     cs = PerpendicularSliceInferer("csmri", dps_weight=0.1, steps=2, progress=False)
     kspace = torch.zeros(1, 1, 4, 6, 8, dtype=torch.complex64)
     with pytest.raises(ValueError, match="mask is required"):
@@ -393,7 +409,7 @@ def test_invalid_arguments_are_named():
     with pytest.raises(TypeError, match="complex"):
         cs(kspace.real, GaussianScore(), mask=torch.ones(6, 8))
     ct = PerpendicularSliceInferer("svct", operator=ParallelBeamCT.tpdm(8, 20), dps_weight=0.1, progress=False)
-    with pytest.raises(ValueError, match="num_detectors"):
+    with pytest.raises(ValueError, match="not measurements of ParallelBeamCT"):
         ct(torch.zeros(1, 1, 4, 10, 9), GaussianScore())
     with pytest.raises(TypeError, match="shape"):
         PerpendicularSliceInferer(steps=2)("volume", GaussianScore())

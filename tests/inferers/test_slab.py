@@ -17,13 +17,13 @@ from monai.data import MetaTensor
 from torch import nn
 
 import medgen.inferers.slab as slab_module
-from medgen.diffusion.guidance import classifier_free_guidance
+from medgen.diffusion.priors import classifier_free_guidance
 from medgen.inferers.loop import make_generator
 from medgen.inferers.slab import (
     SemanticDiffusionInferer,
     SlabPatchInferer,
     sdm_diffusion,
-    slab_blend_weights,
+    blend_weights,
     slab_layout,
 )
 from medgen.networks.sdm_unet import SDMUNet, one_hot_labels, reference_for_slab, slab_z_position_channel
@@ -111,15 +111,15 @@ def test_slab_layout():
 def test_blend_weights_partition_of_unity(mode):
     for depth, overlap, last in ((24, 4, "pad"), (21, 3, "shift"), (20, 0, "shift"), (40, 3, "pad")):
         starts, canvas = slab_layout(depth, 8, overlap, last)
-        w = slab_blend_weights(starts, 8, mode)
+        w = blend_weights(starts, 8, mode)
         total = torch.zeros(canvas, dtype=torch.float64)
         for k, s in enumerate(starts):
             total[s : s + 8] += w[k]
         torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-12)
         assert (w > 0).all()
-    w = slab_blend_weights([0, 4], 8, "linear")
+    w = blend_weights([0, 4], 8, "linear")
     torch.testing.assert_close(w[1, :4], torch.tensor([0.125, 0.375, 0.625, 0.875], dtype=torch.float64))
-    assert torch.equal(slab_blend_weights([0, 4, 8], 8, "constant"), torch.ones(3, 8, dtype=torch.float64))
+    assert torch.equal(blend_weights([0, 4, 8], 8, "constant"), torch.ones(3, 8, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------------- stitching

@@ -144,7 +144,7 @@ def test_odd_sizes_and_template_meta(tiny_net):
     assert torch.equal(out.affine, affine)
     # 2 (DWT) x 2 (one downsampling of the tiny U-Net): the image is padded to (16, 16, 20) -> coefficients 8x8x10
     assert counting.inputs[0][0].shape == (1, 8, 8, 8, 10)
-    assert inferer.network_multiple(tiny_net) == (4, 4, 4)
+    assert inferer.view(tiny_net).multiple == (4, 4, 4)
     assert torch.isfinite(out).all() and out.abs().max().item() <= 1.0 + 1e-5
 
 
