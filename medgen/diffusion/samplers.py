@@ -1,14 +1,16 @@
-"""Predictor and corrector steps of predictor-corrector (PC) sampling (Song et al., ICLR 2021).
+"""Step rules of the samplers, built from predictor and corrector primitives (Song et al., ICLR 2021).
 
-Each step is one short function of ``(x, t, sde, score_fn)`` returning ``(x, x_mean)`` -- the new sample and its
-noise-free part -- or ``(x, x_mean, score)`` with ``return_score=True``, where ``score`` is ``score_fn`` at the step's
-input (TPDM's DPS uses it for ``x0_hat``). There is no hidden state: randomness comes from ``noise`` (given) or from
-``generator`` (drawn after the score evaluation), and the noise enters through ``sde.project`` (the identity for
-VE/VP, HFS-SDE's high-frequency projector for :class:`~medgen.diffusion.sde.HFSSDE`).
+Primitives (:func:`reverse_diffusion_predictor`, :func:`euler_maruyama_predictor`, :func:`langevin_corrector`): one
+short function of ``(x, t, sde, score_fn)`` returning ``(x, x_mean)`` -- the new sample and its noise-free part -- or
+``(x, x_mean, score)`` with ``return_score=True``. Randomness comes from ``noise`` (given) or from ``generator``
+(drawn after the score evaluation, layout-preserving: :func:`normal_like`); the noise enters through
+``sde.project`` (the identity for VE/VP, HFS-SDE's high-frequency projector). A ``guidance(x, score)`` hook adds a
+term to the (projected) score in the update only (it does not change the corrector's step size).
 
-A ``guidance(x, score)`` hook returns a term added to the (projected) score in the update only, e.g. HFS-SDE's
-norm-matched data-consistency gradient (:func:`medgen.diffusion.guidance.hfs_data_consistency`); it does not change
-the corrector's step size.
+Step rules, one short function each over ``(prior, state, schedule point, consistency, generator)``:
+:func:`pc_step` (TPDM, HFS-SDE and their VP/VE baselines), :func:`langevin_step` (PaDIS' DPS and Langevin solvers),
+:func:`padis_pc_step` and :func:`discrete_step` (DDPM/DDIM for WDM and SDM). Each calls the consistency hooks of
+:mod:`medgen.diffusion.consistency` at the same places.
 
 Example (TPDM's loop: corrector, then predictor, at the same ``t``; the score of ``N(0, 1)`` data stands in for
 the network, so the result is a sample of ``N(0, 1)``)::
@@ -266,6 +268,9 @@ def _guidance(consistency: DataConsistency | None) -> Guidance | None:
     return consistency.guidance
 
 
+PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+
+
 @dataclass(frozen=True)
 class PCSettings:
     """Settings of :func:`pc_step`.
@@ -288,9 +293,6 @@ class PCSettings:
         check_int(self.corrector_steps, "corrector_steps", 0)
         check_choice(self.predictor, "predictor", PREDICTORS)
         check_choice(self.norm_reduction, "norm_reduction", NORM_REDUCTIONS)
-
-
-PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 
 def pc_step(
@@ -412,6 +414,11 @@ def langevin_step(
     return new.detach()
 
 
+PADIS_DATA_STEP_CAP = 40.0
+PADIS_DATA_STEP_RATE = 200.0
+"""PaDIS' Langevin/PC data step size factor ``min(40, 200 sigma)`` (hard-coded in its inverse_nodist.py)."""
+
+
 def _grouped(t: torch.Tensor, group_size: int) -> torch.Tensor:
     """Norms of consecutive groups of ``group_size`` items of ``t``, broadcastable to ``t`` (one group: 0-d)."""
     if group_size >= t.shape[0]:
@@ -459,10 +466,6 @@ def padis_pc_step(
             (x,) = consistency.apply(StepContext(x_in=x, sigma=sigma, step_size=step, generator=generator), x)
     return x
 
-
-PADIS_DATA_STEP_CAP = 40.0
-PADIS_DATA_STEP_RATE = 200.0
-"""PaDIS' Langevin/PC data step size factor ``min(40, 200 sigma)`` (hard-coded in its inverse_nodist.py)."""
 
 DISCRETE_SAMPLERS = ("ddpm", "ddim")
 

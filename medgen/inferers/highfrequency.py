@@ -144,37 +144,23 @@ class HighFrequencySpaceInferer(SamplingInferer):
     For ``t_i = linspace(1, eps, N)``, each step runs the Langevin CORRECTOR first and then the PREDICTOR at the same
     ``t_i`` (HFS-SDE's order; score_sde runs them the other way round):
 
-    - score: ``s = network(x, std(t))`` with the time input the marginal standard deviation of the SDE (VP std for
-      ``"hfs"``/``"vp"``, ``sigma(t)`` for ``"ve"``); the output is used as the score directly;
-    - data consistency: ``g = A^H (A x - y)``, ``A = M F S``, rescaled to ``g ||s|| / ||g|| * lam``
-      (:func:`~medgen.diffusion.guidance.hfs_data_consistency`; norms over the whole minibatch, as official);
-    - corrector (:func:`~medgen.diffusion.samplers.langevin_corrector`): ``x += eps (P s - dc(corrector_lam))
-      + sqrt(2 eps) P z`` with ``eps = 2 alpha (snr ||z|| / ||P s||)^2`` (``P`` = HFS high-frequency projector, the
-      identity for VP/VE; ``alpha = 1 - beta_i`` read from the discrete table, 1 for VE);
-    - predictor: Euler-Maruyama (``"hfs"``, ``"vp"``; HFS: ``x += (beta P x / 2 + beta (s - dc(lam))) / N
-      + sqrt(beta / N) P z`` with the UN-projected score as official) or reverse diffusion (``"ve"``);
+    - prior: ``network(x, std(t))`` is the score, its time input the marginal std of the SDE (VP std for
+      ``"hfs"``/``"vp"``, ``sigma(t)`` for ``"ve"``): a VP/VE :class:`~medgen.diffusion.priors.ScorePrior`;
+    - data consistency: :class:`~medgen.diffusion.consistency.NormalizedGradient`, ``g ||s|| / ||g|| * lam`` with
+      ``g = A^H (A x - y)``, ``A = M F S`` (``corrector_lam`` in the corrector, ``lam`` in the predictor; norms
+      over the minibatch, as official);
+    - step: :func:`~medgen.diffusion.samplers.pc_step`: Langevin corrector (noise and score projected by HFS-SDE's
+      high-frequency projector ``P``), then Euler-Maruyama (``"hfs"``, ``"vp"``, with the official UN-projected
+      score) or reverse diffusion (``"ve"``);
     - start: ``"hfs"`` the conditional prior ``x_T = A_low^H y + P z`` (measured low-frequency band, coil-combined,
       plus high-frequency white noise); ``"vp"`` ``N(0, I)``; ``"ve"`` ``N(0, sigma_max^2 I)``;
     - result: the last predictor's noise-free ``x_mean`` (``denoise=True``, official ``noise_removal``) or ``x``.
 
-    Network calls: ``N * (corrector_steps + 1)``. Everything runs under ``torch.no_grad``. In a MONAI
-    ``SupervisedEvaluator``, hand ``mask`` and ``sensitivity_maps`` over as the keyword arguments returned by a
-    custom ``prepare_batch``.
-
-    Official quirks reproduced by default (and how to switch them off):
-
-    - ``table_size=1000``: official ``accelerated_sampling`` sets ``sde.N = sampling.N`` after building the SDE, so the
-      discrete ``betas``/``alphas`` (VP/HFS) and ``sigmas`` (VE) tables keep the training length ``num_scales=1000``
-      while being indexed with ``floor(t (N - 1))``. For ``N = 100`` the corrector's ``alpha`` is then about 1
-      instead of ``1 - beta_i``, and the VE reverse-diffusion predictor reads only the 300 SMALLEST of the 1000
-      sigmas. ``table_size=None`` sizes the tables to ``N`` (consistent discretisation). With ``N = 1000`` the two
-      agree.
-    - the predictor's score is not projected onto the high frequencies and the data-consistency gradients are never
-      projected, so the low-frequency k-space of ``x`` does drift during sampling;
-      ``project_predictor_score=True`` uses the exact reverse drift ``-beta P (x / 2 + s)`` instead.
-    - the step sizes and the data-consistency scale are computed over the whole minibatch, so items of one minibatch
-      are coupled (``batch_size`` below bounds the coupling; ``batch_size=1`` is the official per-slice run).
-    - where the official code divides 0 by 0 (``A x = y`` exactly) the data-consistency term is 0 here, not NaN.
+    Network calls: ``N * (corrector_steps + 1)``. In a MONAI ``SupervisedEvaluator``, hand ``mask`` and
+    ``sensitivity_maps`` over as the keyword arguments returned by a custom ``prepare_batch``. The defaults are the
+    official sampler with its quirks (the accelerated tables kept at 1000 entries: ``table_size``; the un-projected
+    predictor score: ``project_predictor_score``; step sizes coupled within a minibatch: ``batch_size``); the bundle
+    ``hfssde_mri`` documents each. Where the official code divides 0 by 0 (``A x = y``) the term is 0, not NaN.
 
     Inputs (:meth:`__call__`):
 
