@@ -311,7 +311,9 @@ def pc_step(
 
     After each sub-step its consistency term is applied to ``x`` and ``x_mean`` with the sub-step's input ``x_in``,
     the denoised estimate ``x0_hat = (x_in + sigma^2 s(x_in)) / m`` from the score the sub-step used (through the
-    network, under ``torch.enable_grad``, when the term needs the graph: DPS) and ``sigma = sde.noise_level(t)``.
+    network, under ``torch.enable_grad``, when the term needs the graph: DPS) and ``sigma = sde.noise_level(t)``;
+    ``noise_to_level`` draws from the marginal at the sub-step's output time (``t`` after the corrector,
+    ``t - T / N`` after the predictor) for RePaint.
 
     Args:
         prior: the prior (rescaled to the SDE's noise model).
@@ -357,10 +359,20 @@ def pc_step(
                 x, x_mean, score = predictor(x_in, t, sde, score_fn, noise=z, **common)
             if consistency is not None:
                 x0_hat = consistency.denoised(tweedie(x_in, score, sigma, sde.noise_model))
-                context = StepContext(x_in=x_in, x0_hat=x0_hat, sigma=sigma, generator=generator)
+                level = t if kind == "corrector" else (t - sde.T / sde.N).clamp(min=0)
+                context = StepContext(
+                    x_in=x_in, x0_hat=x0_hat, sigma=sigma, generator=generator,
+                    noise_to_level=lambda x0, level=level: _noised(sde, x0, level, generator),
+                )
                 x, x_mean = consistency.apply(context, x, x_mean)
         x, x_mean = x.detach(), x_mean.detach()
     return x, x_mean
+
+
+def _noised(sde: SDE, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """A draw of ``p_t(x_t | x_0)``: the marginal mean plus its std times ``project(z)``."""
+    mean, std = sde.marginal_prob(x0, t)
+    return mean + batch_broadcast(std, x0) * sde.project(normal_like(x0, generator))
 
 
 def langevin_step(

@@ -30,13 +30,14 @@ from monai.data import MetaTensor
 from torch import nn
 
 from medgen.checks import check_choice, check_int, check_number
-from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection
+from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
 from medgen.inferers.base import SamplingInferer, network_parameter, refined_affine
 from medgen.physics.base import LinearOperator
+from medgen.physics.mask import Inpainting
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
 
@@ -50,8 +51,8 @@ __all__ = [
     "CONSISTENCIES",
 ]
 
-TASKS = ("uncond", "zsr", "csmri", "svct", "inverse")
-CONSISTENCIES = ("dps", "projection")
+TASKS = ("uncond", "zsr", "csmri", "svct", "inverse", "inpaint")
+CONSISTENCIES = ("dps", "projection", "repaint")
 
 TPDM_ZSR_DPS_WEIGHTS: dict[int, float] = {5: 4.0, 4: 3.0, 3: 2.0, 2: 1.0}
 """hyn2028/tpdm's automatic MR-ZSR DPS weights by factor (tuned for its minibatch size 6 and BMR data)."""
@@ -134,10 +135,34 @@ class PerpendicularSliceInferer(SamplingInferer):
       k-space volume, ``mask`` ``(R, C)`` (shared) or broadcastable to the volume.
     - ``"svct"`` / ``"inverse"``: ``operator`` is the slice operator (e.g. ``ParallelBeamCT.tpdm(image_size, 5)``,
       ``Blur``); ``inputs`` the measurement volume. Start: prior noise.
+    - ``"inpaint"``: ``A = Inpainting(mask)`` (:class:`~medgen.physics.mask.Inpainting`); ``inputs`` is the volume
+      with its known voxels, ``mask`` (1 = known) broadcastable to it.
 
-    ``consistency="dps"`` (TPDM: the un-squared residual norm's gradient through the network after the corrector and
-    after the predictor, constant weight) or ``"projection"`` (hard consistency ``x + A^+ (y - A x)`` after each
-    sub-step: k-space replacement for ``"csmri"``, as HFS-SDE and score-MRI do).
+    ``consistency``: ``"dps"`` (TPDM: the un-squared residual norm's gradient through the network after the
+    corrector and after the predictor, constant weight), ``"projection"`` (hard consistency ``x + A^+ (y - A x)``
+    after each sub-step: k-space replacement for ``"csmri"``, as HFS-SDE and score-MRI do) or ``"repaint"``
+    (``"inpaint"`` only: the known voxels noised to the state's level after each sub-step, RePaint; the clean known
+    voxels after the last step).
+
+    Example (a 3D deblurring with any operator, and CS-MRI with hard k-space consistency instead of DPS; random
+    tiny network)::
+
+        import torch
+        from medgen.inferers.perpendicular import PerpendicularSliceInferer
+        from medgen.networks.ncsnpp import NCSNpp
+        from medgen.physics.blur import Blur
+        from medgen.physics.mri import CartesianMRI
+
+        net = NCSNpp(image_size=16, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()).eval()
+        volume = torch.rand(1, 1, 16, 16, 16)
+        blur = Blur.gaussian(5, 1.5)
+        blurred = blur(volume[0].transpose(0, 1)).transpose(0, 1)[None]   # each primary slice blurred
+        deblurred = PerpendicularSliceInferer("inverse", operator=blur, dps_weight=0.5, steps=4, seed=0,
+                                              progress=False)(blurred, net)
+        mask = (torch.rand(16, 16) < 0.4).float()
+        kspace = CartesianMRI(mask, convention="tpdm", real_image=True)(volume[0].transpose(0, 1)).transpose(0, 1)[None]
+        cs = PerpendicularSliceInferer("csmri", consistency="projection", steps=4, seed=0, progress=False)
+        recon = cs(kspace, net, mask=mask)                                   # (1, 1, 16, 16, 16)
 
     **Planes.** ``primary_plane``/``auxiliary_plane`` are spatial axes of ``(D0, D1, D2)`` holding the slices or full
     ``(slice_axis, row_axis, col_axis)`` permutations; ``planes`` names a preset of
@@ -164,9 +189,9 @@ class PerpendicularSliceInferer(SamplingInferer):
         dps_weight: DPS weight (zsr default :data:`TPDM_ZSR_DPS_WEIGHTS`; required for csmri/svct/inverse with DPS).
         factor: zsr factor.
         zsr_axis: zsr's averaged spatial axis (default: the primary plane's column axis).
-        mask: csmri sampling mask (or a ``__call__`` argument).
+        mask: csmri sampling mask / inpaint known-voxel mask (or a ``__call__`` argument).
         operator: slice operator for ``"svct"``/``"inverse"``.
-        consistency: ``"dps"`` or ``"projection"``.
+        consistency: ``"dps"``, ``"projection"`` or ``"repaint"`` (default: ``"repaint"`` for inpaint, else DPS).
         primary_plane, auxiliary_plane, planes: see above.
         sigma_min, sigma_max: VE noise range (``None``: the primary network's, else TPDM's 0.01 / 378).
         eps: last time of the grid.
@@ -192,7 +217,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         zsr_axis: int | None = None,
         mask: torch.Tensor | None = None,
         operator: LinearOperator | None = None,
-        consistency: str = "dps",
+        consistency: str | None = None,
         primary_plane: int | Sequence[int] | None = None,
         auxiliary_plane: int | Sequence[int] | None = None,
         planes: str | None = None,
@@ -211,7 +236,10 @@ class PerpendicularSliceInferer(SamplingInferer):
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         check_choice(task, "task", TASKS)
+        consistency = ("repaint" if task == "inpaint" else "dps") if consistency is None else consistency
         check_choice(consistency, "consistency", CONSISTENCIES)
+        if consistency == "repaint" and task != "inpaint":
+            raise ValueError(f"consistency='repaint' is inpainting's; it needs task='inpaint', got task={task!r}.")
         if not isinstance(parity, bool):
             raise TypeError(f"parity must be a bool, got {type(parity).__name__}.")
         overrides = {"keep_predictor_noise": keep_predictor_noise, "zsr_official_init": zsr_official_init,
@@ -273,7 +301,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                 dps_weight = TPDM_ZSR_DPS_WEIGHTS[factor]
         elif factor is not None or zsr_axis is not None:
             raise ValueError(f"factor and zsr_axis are arguments of task='zsr', got them with task={task!r}.")
-        if task in ("csmri", "svct", "inverse") and dps_weight is None and consistency == "dps":
+        if task in ("csmri", "svct", "inverse", "inpaint") and dps_weight is None and consistency == "dps":
             raise ValueError(f"dps_weight is required for task={task!r} (TPDM: CS-MRI 0.002-0.01, SV-CT 0.025).")
         if task == "uncond":
             if dps_weight not in (None, 0, 0.0):
@@ -283,8 +311,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         if isinstance(dps_weight, bool) or not isinstance(dps_weight, (int, float)) or not math.isfinite(dps_weight):
             raise ValueError(f"dps_weight must be a finite number, got {dps_weight!r}.")
         if mask is not None:
-            if task != "csmri":
-                raise ValueError(f"mask is an argument of task='csmri', got it with task={task!r}.")
+            if task not in ("csmri", "inpaint"):
+                raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")
             if not isinstance(mask, torch.Tensor):
                 raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
         self.mask = mask
@@ -370,13 +398,13 @@ class PerpendicularSliceInferer(SamplingInferer):
                 )
             axis = 2 + plane[1:].index(self.zsr_axis)
             return [ZAxisAverage(self.factor, axis=axis, remainder="crop", length=length)] * batch
-        if self.task != "csmri":
+        if self.task not in ("csmri", "inpaint"):
             return [self.operator.to(measured.device)] * batch
-        if not measured.is_complex():
+        if self.task == "csmri" and not measured.is_complex():
             raise TypeError(f"inputs must be complex k-space for task='csmri', got {measured.dtype}.")
         mask = kwargs.get("mask", self.mask)
         if mask is None:
-            raise ValueError("mask is required for task='csmri' (constructor or __call__ argument).")
+            raise ValueError(f"mask is required for task={self.task!r} (constructor or __call__ argument).")
         if not isinstance(mask, torch.Tensor):
             raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
         mask = (mask.real if mask.is_complex() else mask).detach().to(measured.device, measured.real.dtype)
@@ -388,7 +416,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                     f"a 2D mask must have the primary slices' shape (rows, cols) = {(rows, cols)} of plane {plane}, "
                     f"got {tuple(mask.shape)}."
                 )
-            return [CartesianMRI(mask, convention="tpdm", real_image=True)] * batch
+            return [self._masked(mask)] * batch
         try:
             full = mask.expand(batch, 1, *spatial) if mask.ndim <= 5 else None
         except RuntimeError:
@@ -398,10 +426,13 @@ class PerpendicularSliceInferer(SamplingInferer):
                 f"mask must be (rows, cols) = {(rows, cols)} or broadcastable to {(batch, 1, *spatial)}, got "
                 f"{tuple(mask.shape)}."
             )
-        return [
-            CartesianMRI(self.view.to_stack(full[b, 0], plane), convention="tpdm", real_image=True)
-            for b in range(batch)
-        ]
+        return [self._masked(self.view.to_stack(full[b, 0], plane)) for b in range(batch)]
+
+    def _masked(self, mask: torch.Tensor) -> LinearOperator:
+        """The csmri or inpaint operator of a slice mask (``(R, C)`` or per slice ``(S, 1, R, C)``)."""
+        if self.task == "inpaint":
+            return Inpainting(mask)
+        return CartesianMRI(mask, convention="tpdm", real_image=True)
 
     def _prepare(self, inputs: Any, network_device: torch.device | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Validate the call; returns shapes, device, dtype and (inverse problems) the per-volume consistency terms."""
@@ -444,6 +475,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         """The consistency term of one volume's primary slices."""
         if self.consistency == "projection":
             return HardProjection(operator, y)
+        if self.consistency == "repaint":
+            return RePaint(operator.mask.expand_as(y), y)
         weight = self.dps_weight * (math.sqrt(self.factor) if self.task == "zsr" else 1.0)
         norm = "batch" if self.settings.pc.norm_reduction == "batch_mean" else "item"
         return DPS(operator, y, weight, norm=norm, noisy_target=self.task == "zsr" and self.settings.noisy_target)
@@ -517,9 +550,16 @@ class PerpendicularSliceInferer(SamplingInferer):
                 "mask": kwargs.get("mask", self.mask) if self.task == "csmri" else None,
             },
         )
-        state = loop.run({"x": initial}, step, generator=generator)
+        volumes = loop.run({"x": initial}, step, generator=generator)["x"]
+        if self.consistency == "repaint":  # the clean known voxels after the last step
+            pasted = []
+            for b in range(batch):
+                stack = view.to_stack(volumes[b], view.primary)
+                (stack,) = info["terms"][b].apply(StepContext(x_in=stack), stack)
+                pasted.append(view.from_stack(stack, view.primary))
+            volumes = view.assemble(pasted)
         like = inputs if isinstance(inputs, torch.Tensor) else None
-        output = self.wrap_output(state["x"].unsqueeze(1), like)
+        output = self.wrap_output(volumes.unsqueeze(1), like)
         if self.task == "zsr" and isinstance(like, MetaTensor):
             output.affine = refined_affine(like.affine, {self.zsr_axis: self.factor})
         return output

@@ -25,6 +25,9 @@ from medgen.physics.ct import (
     FBP_FILTERS,
     fbp_filter_response,
 )
+from medgen.physics.mask import (
+    Inpainting,
+)
 from medgen.physics.blur import (
     Blur,
     Downsample,
@@ -48,6 +51,7 @@ __all__ = [
     "ParallelBeamCT",
     "FBP_FILTERS",
     "fbp_filter_response",
+    "Inpainting",
     "Blur",
     "Downsample",
     "gaussian_kernel",
