@@ -1,4 +1,4 @@
-"""Benchmark one PaDIS whole-image denoiser call (:class:`medgen.inferers.patch.PatchDenoiser`) and print JSON.
+"""Benchmark one PaDIS whole-image denoiser call (:class:`medgen.diffusion.priors.PatchPrior`) and print JSON.
 
 Two networks: the tiny parity SongUNet (``tests/data/parity/padis_songunet_tiny.pt``, 16x16 image, patch 8, pad 8)
 and the full PaDIS ddpmpp configuration (``train.py --arch=ddpmpp --precond=pedm --pad_width=24``, 54.4M parameters,
@@ -30,7 +30,7 @@ from common import peak_rss_mib, synchronize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medgen.inferers.patch import PatchDenoiser  # noqa: E402
+from medgen.diffusion.priors import PatchPrior  # noqa: E402
 from medgen.networks.convert import from_official  # noqa: E402
 from medgen.networks.songunet import PatchEDMPrecond  # noqa: E402
 
@@ -46,7 +46,7 @@ PADIS_DDPMPP_304 = dict(
 
 
 def bench(name: str, network, image_size: int, patch_size: int, pad: int, repeats: int, device: torch.device) -> dict:
-    denoiser = PatchDenoiser(network, patch_size, pad)
+    denoiser = PatchPrior(network, patch_size, pad)
     canvas = denoiser.canvas_size(image_size)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(1, 1, canvas, canvas, generator=generator, device=device)
@@ -64,11 +64,11 @@ def bench(name: str, network, image_size: int, patch_size: int, pad: int, repeat
 
     def no_grad_call() -> None:
         with torch.no_grad():
-            denoiser(x, sigma, generator=generator)
+            denoiser.denoise(x, sigma, generator=generator)
 
     def grad_call() -> None:
         xg = x.detach().requires_grad_(True)
-        out = denoiser(xg, sigma, generator=generator)
+        out = denoiser.denoise(xg, sigma, generator=generator)
         (grad,) = torch.autograd.grad(torch.linalg.vector_norm(out[..., pad:-pad, pad:-pad]), xg)
         assert grad.shape == x.shape
 

@@ -6,7 +6,7 @@ Two networks:
   attention at 16; random weights), timed on whole :class:`PerpendicularSliceInferer` runs over a 32^3 volume:
   unconditional (no gradients) and MR-ZSR (DPS: two backward passes through the network per primary step);
 - ``full`` (with ``--full``): TPDM's BMR_ZSR_256 NCSN++ (61.4M parameters, random weights) timed on one
-  :func:`tpdm_pc_step` of a minibatch of ``--full-slices`` 256x256 slices, with and without DPS, for ``--full-steps``
+  :func:`~medgen.diffusion.samplers.pc_step` of a minibatch of ``--full-slices`` 256x256 slices, with and without DPS, for ``--full-steps``
   steps (keep them small on a CPU: one step of 2 slices takes tens of seconds).
 
 Reported per entry: seconds per PC step per slice (one corrector + one predictor network call, plus DPS backward
@@ -35,7 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen.diffusion.sde import VESDE  # noqa: E402
-from medgen.inferers.perpendicular import PerpendicularSliceInferer, tpdm_pc_step  # noqa: E402
+from medgen.diffusion.consistency import DPS  # noqa: E402
+from medgen.diffusion.priors import ScorePrior  # noqa: E402
+from medgen.diffusion.samplers import pc_step  # noqa: E402
+from medgen.inferers.perpendicular import PerpendicularSliceInferer  # noqa: E402
 from medgen.networks.ncsnpp import NCSNpp  # noqa: E402
 from medgen.physics.zaxis import ZAxisAverage  # noqa: E402
 
@@ -99,23 +102,19 @@ def bench_full(device: torch.device, slices: int, steps: int) -> list[dict]:
     torch.manual_seed(0)
     network = NCSNpp(**FULL, init_scale=1.0).to(device).eval()
     sde = VESDE(0.01, 378.0, 2000)
-    score_fn = lambda x, t: network(x, sde.sigma(t))  # noqa: E731
+    prior = ScorePrior(network)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(slices, 1, 256, 256, generator=generator, device=device) * 2 + 0.5
     operator = ZAxisAverage(5, axis=-1, length=256)
-    dagger = operator.pseudo_inverse(operator(torch.rand(slices, 1, 256, 256, device=device)), length=256)
-
-    def residual(x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        mask = operator.measured_mask(x0)
-        return operator.couple(operator.decouple(x0) * mask - operator.decouple(dagger) * mask)
+    dps = DPS(operator, operator(torch.rand(slices, 1, 256, 256, device=device)), weight=4.0 * 5**0.5)
 
     results = []
-    for name, kwargs in (("pc_step", {}), ("pc_step_dps", {"residual": residual, "dps_weight": 4.0})):
+    for name, term in (("pc_step", None), ("pc_step_dps", dps)):
         _reset(device)
         synchronize(device)
         start = time.perf_counter()
         for i in range(steps):
-            tpdm_pc_step(x, 0.5, sde, score_fn, generator=generator, **kwargs)
+            pc_step(prior, x, 0.5, sde, corrector_consistency=term, predictor_consistency=term, generator=generator)
         synchronize(device)
         seconds = time.perf_counter() - start
         results.append(
