@@ -1,5 +1,5 @@
-"""The parts every inferer composes: SDEs and discrete processes, priors (one ``D(x, sigma)`` contract), data-consistency
-terms (any linear operator), views of the state, step rules, and the training losses."""
+"""The parts every inferer composes: SDEs and discrete processes, the sampling loop, priors (one ``D(x, sigma)``
+contract), data-consistency terms (any linear operator), views of the state, step rules, and the training losses."""
 
 from __future__ import annotations
 
@@ -24,10 +24,19 @@ from medgen.diffusion.sde import (
 from medgen.diffusion.gaussian import (
     GaussianDiffusion,
     space_timesteps,
+    respace_diffusion,
+    diffusion_fingerprint,
     wdm_diffusion,
     sdm_diffusion,
     MODEL_MEAN_TYPES,
     MODEL_VAR_TYPES,
+)
+from medgen.diffusion.loop import (
+    SamplingLoop,
+    make_generator,
+    tensor_digest,
+    to_json,
+    CHECKPOINT_NAME,
 )
 from medgen.diffusion.priors import (
     NOISE_MODELS,
@@ -117,10 +126,17 @@ __all__ = [
     "as_time",
     "GaussianDiffusion",
     "space_timesteps",
+    "respace_diffusion",
+    "diffusion_fingerprint",
     "wdm_diffusion",
     "sdm_diffusion",
     "MODEL_MEAN_TYPES",
     "MODEL_VAR_TYPES",
+    "SamplingLoop",
+    "make_generator",
+    "tensor_digest",
+    "to_json",
+    "CHECKPOINT_NAME",
     "NOISE_MODELS",
     "PATCH_MODES",
     "Prior",

@@ -32,6 +32,7 @@ network predicts ``x0 = 0``)::
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -41,7 +42,16 @@ from torch import nn
 
 from medgen.diffusion.schedules import cosine_beta_schedule, linear_beta_schedule
 
-__all__ = ["GaussianDiffusion", "space_timesteps", "wdm_diffusion", "sdm_diffusion", "MODEL_MEAN_TYPES", "MODEL_VAR_TYPES"]
+__all__ = [
+    "GaussianDiffusion",
+    "space_timesteps",
+    "respace_diffusion",
+    "diffusion_fingerprint",
+    "wdm_diffusion",
+    "sdm_diffusion",
+    "MODEL_MEAN_TYPES",
+    "MODEL_VAR_TYPES",
+]
 
 MODEL_MEAN_TYPES = ("epsilon", "start_x", "previous_x")
 MODEL_VAR_TYPES = ("fixed_large", "fixed_small", "learned", "learned_range")
@@ -458,3 +468,43 @@ def sdm_diffusion(num_timesteps: int = 1000) -> GaussianDiffusion:
     """
     diffusion = GaussianDiffusion(cosine_beta_schedule(num_timesteps), "epsilon", "learned_range")
     return diffusion.respace(range(num_timesteps))
+
+
+def respace_diffusion(
+    diffusion: GaussianDiffusion, timestep_respacing: int | str | Sequence[int] | None
+) -> GaussianDiffusion:
+    """``diffusion`` over the steps ``timestep_respacing`` selects (guided-diffusion's ``SpacedDiffusion``).
+
+    Args:
+        diffusion: the original process.
+        timestep_respacing: ``None`` or ``""`` (all steps), an int ``N`` (``N`` evenly spaced steps), a section
+            string (``"ddim50"``, ``"10,15,20"``) or a list of section counts
+            (:func:`~medgen.diffusion.gaussian.space_timesteps`).
+
+    Raises:
+        ValueError: an int outside ``[1, num_timesteps]`` or sections that do not fit.
+        TypeError: any other type.
+    """
+    if timestep_respacing is None or timestep_respacing == "":
+        return diffusion.respace(range(diffusion.num_timesteps))
+    if isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
+        if not 1 <= timestep_respacing <= diffusion.num_timesteps:
+            raise ValueError(f"timestep_respacing must be in [1, {diffusion.num_timesteps}], got {timestep_respacing}.")
+        return diffusion.respace(space_timesteps(diffusion.num_timesteps, [timestep_respacing]))
+    if isinstance(timestep_respacing, (str, Sequence)):
+        return diffusion.respace(space_timesteps(diffusion.num_timesteps, timestep_respacing))
+    raise TypeError(
+        "timestep_respacing must be None, an int, a section string or a list of ints, got "
+        f"{type(timestep_respacing).__name__}."
+    )
+
+
+def diffusion_fingerprint(diffusion: GaussianDiffusion) -> dict[str, Any]:
+    """JSON-serialisable identity of a (respaced) process: betas hash, timestep map, mean/variance types."""
+    return {
+        "betas_sha1": hashlib.sha1(diffusion.betas.cpu().numpy().tobytes()).hexdigest(),
+        "timestep_map": diffusion.timestep_map.tolist(),
+        "model_mean_type": diffusion.model_mean_type,
+        "model_var_type": diffusion.model_var_type,
+        "rescale_timesteps": diffusion.rescale_timesteps,
+    }

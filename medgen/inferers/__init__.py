@@ -3,21 +3,10 @@ terms, views, step rules) plus I/O, sharing one sampling loop (progress, seeding
 
 from __future__ import annotations
 
-from medgen.inferers.loop import (
-    SamplingLoop,
-    make_generator,
-    CHECKPOINT_NAME,
-)
 from medgen.inferers.base import (
     SamplingInferer,
     DiffusionSamplingInferer,
     DIFFUSION_SAMPLERS,
-    tensor_digest,
-    to_json,
-    unwrap_network,
-    network_parameter,
-    respace_diffusion,
-    diffusion_fingerprint,
     refined_affine,
 )
 from medgen.inferers.perpendicular import (
@@ -54,18 +43,9 @@ from medgen.inferers.slab import (
 )
 
 __all__ = [
-    "SamplingLoop",
-    "make_generator",
-    "CHECKPOINT_NAME",
     "SamplingInferer",
     "DiffusionSamplingInferer",
     "DIFFUSION_SAMPLERS",
-    "tensor_digest",
-    "to_json",
-    "unwrap_network",
-    "network_parameter",
-    "respace_diffusion",
-    "diffusion_fingerprint",
     "refined_affine",
     "PerpendicularSliceInferer",
     "TPDMSettings",

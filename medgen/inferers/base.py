@@ -1,13 +1,11 @@
 """What every medgen sampling inferer shares: seeding, the sampling loop, MetaTensor output, argument checks.
 
 - :class:`SamplingInferer`: the base class (seed, progress, checkpoint/resume through
-  :class:`~medgen.inferers.loop.SamplingLoop`, output as :class:`monai.data.MetaTensor`).
+  :class:`~medgen.diffusion.loop.SamplingLoop`, output as :class:`monai.data.MetaTensor`).
 - :class:`DiffusionSamplingInferer`: a :class:`SamplingInferer` over a discrete
   :class:`~medgen.diffusion.gaussian.GaussianDiffusion` (respacing, DDPM/DDIM step), shared by the WDM and SDM
   inferers.
-- helpers: :func:`tensor_digest` (content hash for the resume fingerprint), :func:`to_json` (settings dataclasses
-  as fingerprint entries), :func:`unwrap_network` and :func:`network_parameter` (attributes and device/dtype of a
-  possibly ``DataParallel``-wrapped network), :func:`refined_affine`.
+- :func:`refined_affine`: the output grid of super-resolution tasks.
 
 **Gradients.** Inferers whose data consistency needs autograd (DPS) get it the same way everywhere: sampling runs
 with ``torch.inference_mode`` switched off and each step that needs a graph under ``torch.enable_grad()``, so a call
@@ -18,8 +16,6 @@ created under inference mode are copied out of it first (:meth:`SamplingInferer.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,25 +23,17 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from torch import nn
 
 from medgen.checks import check_choice, check_int
-from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
+from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
+from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
-from medgen.inferers.loop import SamplingLoop, make_generator
-from medgen.networks.checkpoint import unwrap_network
 from medgen.transforms.utils import scale_voxel_axes
 
 __all__ = [
     "SamplingInferer",
     "DiffusionSamplingInferer",
     "DIFFUSION_SAMPLERS",
-    "tensor_digest",
-    "unwrap_network",
-    "network_parameter",
-    "respace_diffusion",
-    "diffusion_fingerprint",
-    "to_json",
     "refined_affine",
 ]
 
@@ -53,98 +41,10 @@ DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def tensor_digest(t: torch.Tensor | None) -> str | None:
-    """Short content hash of a tensor with its shape and dtype, or ``None`` for ``None``.
-
-    Part of the resume fingerprint (:meth:`SamplingInferer.sampling_loop` digests every tensor of ``extra``), so a
-    checkpoint of one input is never resumed for another input of the same shape.
-    """
-    if t is None:
-        return None
-    plain = t.as_tensor() if isinstance(t, MetaTensor) else t
-    data = plain.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
-    return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(plain.shape)}-{plain.dtype}"
-
-
-def to_json(value: Any) -> Any:
-    """``value`` as plain JSON data for a fingerprint: dataclasses as dicts, tuples as lists, tensors digested, dtypes
-    and other objects by ``str``/``repr``."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return tensor_digest(value)
-    if isinstance(value, (bool, int, float, str, type(None))):
-        return value
-    return str(value) if isinstance(value, torch.dtype) else repr(value)
-
-
 def refined_affine(affine: torch.Tensor, factors: Mapping[int, int]) -> torch.Tensor:
     """The affine of the grid ``factors[k]`` times finer along spatial axis ``k`` whose blocks of ``factor`` voxels
     average to the coarse voxels (:func:`~medgen.transforms.utils.scale_voxel_axes` with scale ``1 / factor``)."""
     return scale_voxel_axes(affine, {axis: 1.0 / factor for axis, factor in factors.items()})
-
-
-def network_parameter(network: Any) -> torch.Tensor | None:
-    """The first floating-point parameter of ``network`` (or of the first module of a tuple/list/``ModuleDict``).
-
-    Inferers read the device and dtype a network computes in from it; ``None`` for a plain callable.
-    """
-    if isinstance(network, nn.ModuleDict):
-        candidates: Sequence[Any] = list(network.values())
-    elif isinstance(network, (tuple, list, nn.ModuleList)):
-        candidates = list(network)
-    else:
-        candidates = [network]
-    for candidate in candidates:
-        if isinstance(candidate, nn.Module):
-            for parameter in candidate.parameters():
-                if parameter.is_floating_point():
-                    return parameter
-    return None
-
-
-def respace_diffusion(
-    diffusion: GaussianDiffusion, timestep_respacing: int | str | Sequence[int] | None
-) -> GaussianDiffusion:
-    """``diffusion`` over the steps ``timestep_respacing`` selects (guided-diffusion's ``SpacedDiffusion``).
-
-    Args:
-        diffusion: the original process.
-        timestep_respacing: ``None`` or ``""`` (all steps), an int ``N`` (``N`` evenly spaced steps), a section
-            string (``"ddim50"``, ``"10,15,20"``) or a list of section counts
-            (:func:`~medgen.diffusion.gaussian.space_timesteps`).
-
-    Raises:
-        ValueError: an int outside ``[1, num_timesteps]`` or sections that do not fit.
-        TypeError: any other type.
-    """
-    if timestep_respacing is None or timestep_respacing == "":
-        return diffusion.respace(range(diffusion.num_timesteps))
-    if isinstance(timestep_respacing, int) and not isinstance(timestep_respacing, bool):
-        if not 1 <= timestep_respacing <= diffusion.num_timesteps:
-            raise ValueError(f"timestep_respacing must be in [1, {diffusion.num_timesteps}], got {timestep_respacing}.")
-        return diffusion.respace(space_timesteps(diffusion.num_timesteps, [timestep_respacing]))
-    if isinstance(timestep_respacing, (str, Sequence)):
-        return diffusion.respace(space_timesteps(diffusion.num_timesteps, timestep_respacing))
-    raise TypeError(
-        "timestep_respacing must be None, an int, a section string or a list of ints, got "
-        f"{type(timestep_respacing).__name__}."
-    )
-
-
-def diffusion_fingerprint(diffusion: GaussianDiffusion) -> dict[str, Any]:
-    """JSON-serialisable identity of a (respaced) process: betas hash, timestep map, mean/variance types."""
-    return {
-        "betas_sha1": hashlib.sha1(diffusion.betas.cpu().numpy().tobytes()).hexdigest(),
-        "timestep_map": diffusion.timestep_map.tolist(),
-        "model_mean_type": diffusion.model_mean_type,
-        "model_var_type": diffusion.model_var_type,
-        "rescale_timesteps": diffusion.rescale_timesteps,
-    }
 
 
 # ---------------------------------------------------------------------------------------------- base classes

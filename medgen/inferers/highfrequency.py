@@ -23,7 +23,8 @@ from medgen.diffusion.consistency import DataConsistency, NormalizedGradient
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
-from medgen.inferers.base import SamplingInferer, network_parameter
+from medgen.inferers.base import SamplingInferer
+from medgen.networks.checkpoint import network_parameter
 from medgen.physics.mri import CartesianMRI, channels_to_complex, complex_to_channels
 
 __all__ = ["HighFrequencySpaceInferer", "HFSSettings", "KSpaceMeasurement", "SDE_PRESETS", "ACCELERATED"]

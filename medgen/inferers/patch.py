@@ -41,7 +41,8 @@ from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
-from medgen.inferers.base import SamplingInferer, refined_affine, unwrap_network
+from medgen.inferers.base import SamplingInferer, refined_affine
+from medgen.networks.checkpoint import unwrap_network
 from medgen.physics.base import ComposedOperator, LinearOperator
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY

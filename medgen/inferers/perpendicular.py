@@ -35,7 +35,8 @@ from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
-from medgen.inferers.base import SamplingInferer, network_parameter, refined_affine
+from medgen.inferers.base import SamplingInferer, refined_affine
+from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
 from medgen.physics.mask import Inpainting
 from medgen.physics.mri import CartesianMRI

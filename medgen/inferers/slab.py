@@ -46,7 +46,8 @@ from medgen.checks import check_int, check_number
 from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.priors import classifier_free_guidance
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
-from medgen.inferers.base import DiffusionSamplingInferer, unwrap_network
+from medgen.inferers.base import DiffusionSamplingInferer
+from medgen.networks.checkpoint import unwrap_network
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
 
 __all__ = [

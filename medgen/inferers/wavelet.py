@@ -34,12 +34,9 @@ from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
-from medgen.inferers.base import (
-    DiffusionSamplingInferer,
-    network_parameter,
-    unwrap_network,
-)
 from medgen.checks import check_int, check_number
+from medgen.inferers.base import DiffusionSamplingInferer
+from medgen.networks.checkpoint import network_parameter, unwrap_network
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.networks.wavunet import WavUNet
 

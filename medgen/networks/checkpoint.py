@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from torch import nn
 
 __all__ = [
     "CheckpointMismatchError",
+    "network_parameter",
     "read_checkpoint",
     "strip_prefix",
     "load_state_dict_checked",
@@ -22,6 +23,25 @@ __all__ = [
 
 class CheckpointMismatchError(RuntimeError):
     """A state dict does not fit a module; the message lists missing, unexpected and mis-shaped keys."""
+
+
+def network_parameter(network: Any) -> torch.Tensor | None:
+    """The first floating-point parameter of ``network`` (or of the first module of a tuple/list/``ModuleDict``).
+
+    Inferers read the device and dtype a network computes in from it; ``None`` for a plain callable.
+    """
+    if isinstance(network, nn.ModuleDict):
+        candidates: Sequence[Any] = list(network.values())
+    elif isinstance(network, (tuple, list, nn.ModuleList)):
+        candidates = list(network)
+    else:
+        candidates = [network]
+    for candidate in candidates:
+        if isinstance(candidate, nn.Module):
+            for parameter in candidate.parameters():
+                if parameter.is_floating_point():
+                    return parameter
+    return None
 
 
 def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -3,21 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.data import MetaTensor, decollate_batch, list_data_collate
-from torch import nn
 
-import medgen.inferers.loop as loop_module
-from medgen.diffusion.gaussian import GaussianDiffusion, space_timesteps
+from medgen.diffusion.gaussian import GaussianDiffusion, respace_diffusion, space_timesteps
 from medgen.diffusion.schedules import linear_beta_schedule
-from medgen.inferers.base import (
-    DiffusionSamplingInferer,
-    SamplingInferer,
-    network_parameter,
-    respace_diffusion,
-    tensor_digest,
-    unwrap_network,
-)
-from medgen.checks import check_int, check_number
-from tests.inferers.conftest import run_docstring_example
+from medgen.inferers.base import DiffusionSamplingInferer, SamplingInferer
 
 
 def test_wrap_output_keeps_affine_meta_and_batch_flag():
@@ -92,47 +81,6 @@ def test_extra_tensors_are_digested_into_the_fingerprint(tmp_path):
         Shifted(progress=False, checkpoint_dir=tmp_path)(x + 0.5)
 
 
-def test_tensor_digest():
-    x = torch.arange(6.0).reshape(2, 3)
-    assert tensor_digest(None) is None
-    assert tensor_digest(x) == tensor_digest(MetaTensor(x.clone()))
-    assert tensor_digest(x) == tensor_digest(x.t().contiguous().t())  # content, not memory layout
-    assert tensor_digest(x) != tensor_digest(x.reshape(3, 2))  # the shape is part of it
-    assert tensor_digest(x) != tensor_digest(x.double())  # and the dtype
-    assert tensor_digest(torch.zeros(2, dtype=torch.complex64)) != tensor_digest(torch.ones(2, dtype=torch.complex64))
-
-
-def test_argument_checks_name_the_argument():
-    assert check_int(3, "steps") == 3
-    assert check_int(None, "batch_size", allow_none=True) is None
-    for bad in (0, True, 2.0, "3"):
-        with pytest.raises(ValueError, match=r"steps must be an integer >= 1, got"):
-            check_int(bad, "steps")
-    assert check_number(2, "snr", 0.0, open_low=True) == 2.0
-    with pytest.raises(ValueError, match=r"snr must be in \(0.0, inf\], got 0.0"):
-        check_number(0, "snr", 0.0, open_low=True)
-    with pytest.raises(ValueError, match=r"eps must be in \(0.0, 1.0\), got 1.0"):
-        check_number(1.0, "eps", 0.0, 1.0, open_low=True, open_high=True)
-    with pytest.raises(ValueError, match="zeta"):
-        check_number(float("nan"), "zeta")
-    with pytest.raises(TypeError, match="lam must be a number, got str"):
-        check_number("1", "lam")
-
-
-def test_network_parameter_and_unwrap():
-    counter = nn.Module()
-    counter.register_parameter("count", nn.Parameter(torch.zeros(1, dtype=torch.long), requires_grad=False))
-    net = nn.Sequential(counter, nn.Linear(2, 2).double())
-    wrapped = nn.DataParallel(net)
-    assert unwrap_network(wrapped) is net and unwrap_network(net) is net
-    assert network_parameter(net).dtype == torch.float64  # the first FLOATING parameter
-    assert network_parameter(counter) is None
-    assert network_parameter(lambda x: x) is None
-    pair = nn.ModuleDict({"primary": nn.Linear(1, 1).double(), "auxiliary": nn.Linear(1, 1)})
-    assert network_parameter(pair).dtype == torch.float64
-    assert network_parameter((lambda x: x, nn.Linear(1, 1))) is not None
-
-
 def test_respace_diffusion_and_diffusion_inferer():
     base = GaussianDiffusion(linear_beta_schedule(100), "epsilon", "fixed_small")
     assert respace_diffusion(base, None).num_timesteps == 100
@@ -164,11 +112,3 @@ def test_respace_diffusion_and_diffusion_inferer():
     torch.testing.assert_close(out, abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps)
 
 
-def test_loop_module_docstring_example_runs(tmp_path, monkeypatch):
-    """The example of :mod:`medgen.inferers.loop` runs as written (its checkpoint goes to ``runs/demo``)."""
-    monkeypatch.chdir(tmp_path)
-    first = run_docstring_example(loop_module.__doc__, "medgen.inferers.loop")
-    assert first["result"]["x"].shape == (1, 1, 8, 8)
-    assert (tmp_path / "runs" / "demo" / loop_module.CHECKPOINT_NAME).is_file()
-    again = run_docstring_example(loop_module.__doc__, "medgen.inferers.loop")  # resumes the finished run
-    assert torch.equal(again["result"]["x"], first["result"]["x"])

@@ -7,7 +7,7 @@ import torch
 from monai.data import MetaTensor
 
 import medgen.inferers.patch as patch_module
-from medgen.inferers.loop import CHECKPOINT_NAME
+from medgen.diffusion.loop import CHECKPOINT_NAME
 from medgen.diffusion.priors import PatchPrior
 from medgen.inferers.patch import PatchDiffusionInferer
 from medgen.networks.convert import from_official

@@ -18,7 +18,7 @@ from torch import nn
 
 import medgen.inferers.slab as slab_module
 from medgen.diffusion.priors import classifier_free_guidance
-from medgen.inferers.loop import make_generator
+from medgen.diffusion.loop import make_generator
 from medgen.inferers.slab import (
     SemanticDiffusionInferer,
     SlabPatchInferer,

@@ -3,7 +3,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medgen.inferers.loop import CHECKPOINT_NAME, SamplingLoop, make_generator
+import medgen.diffusion.loop as loop_module
+from monai.data import MetaTensor
+
+from medgen.diffusion.loop import CHECKPOINT_NAME, SamplingLoop, make_generator, tensor_digest
+from tests.inferers.conftest import run_docstring_example
 
 
 class _Interrupt(RuntimeError):
@@ -143,3 +147,23 @@ def test_argument_validation(tmp_path):
     with pytest.raises(TypeError, match="must return a dict"):
         SamplingLoop(3, progress=False).run({}, lambda i, s: None)
     assert not any(tmp_path.iterdir())
+
+
+def test_tensor_digest():
+    x = torch.arange(6.0).reshape(2, 3)
+    assert tensor_digest(None) is None
+    assert tensor_digest(x) == tensor_digest(MetaTensor(x.clone()))
+    assert tensor_digest(x) == tensor_digest(x.t().contiguous().t())  # content, not memory layout
+    assert tensor_digest(x) != tensor_digest(x.reshape(3, 2))  # the shape is part of it
+    assert tensor_digest(x) != tensor_digest(x.double())  # and the dtype
+    assert tensor_digest(torch.zeros(2, dtype=torch.complex64)) != tensor_digest(torch.ones(2, dtype=torch.complex64))
+
+
+def test_loop_module_docstring_example_runs(tmp_path, monkeypatch):
+    """The example of :mod:`medgen.diffusion.loop` runs as written (its checkpoint goes to ``runs/demo``)."""
+    monkeypatch.chdir(tmp_path)
+    first = run_docstring_example(loop_module.__doc__, "medgen.diffusion.loop")
+    assert first["result"]["x"].shape == (1, 1, 8, 8)
+    assert (tmp_path / "runs" / "demo" / loop_module.CHECKPOINT_NAME).is_file()
+    again = run_docstring_example(loop_module.__doc__, "medgen.diffusion.loop")  # resumes the finished run
+    assert torch.equal(again["result"]["x"], first["result"]["x"])

@@ -3,7 +3,7 @@
 Example::
 
     import torch
-    from medgen.inferers.loop import SamplingLoop, make_generator
+    from medgen.diffusion.loop import SamplingLoop, make_generator
 
     generator = make_generator(0, "cpu")
     state = {"x": torch.randn(1, 1, 8, 8, generator=generator)}
@@ -22,6 +22,8 @@ fingerprint continues from the last checkpoint and gives a result bit-identical 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -29,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
-__all__ = ["SamplingLoop", "make_generator", "CHECKPOINT_NAME"]
+__all__ = ["SamplingLoop", "make_generator", "tensor_digest", "to_json", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "sampling_state.pt"
 _PLAIN_TYPES = (bool, int, float, str, type(None))
@@ -57,6 +60,35 @@ def make_generator(seed: int | None, device: torch.device | str | None = None) -
     generator = torch.Generator(device=torch.device(device) if device is not None else "cpu")
     generator.manual_seed(seed)
     return generator
+
+
+def tensor_digest(t: torch.Tensor | None) -> str | None:
+    """Short content hash of a tensor with its shape and dtype, or ``None`` for ``None``.
+
+    Part of the resume fingerprint (:meth:`SamplingInferer.sampling_loop` digests every tensor of ``extra``), so a
+    checkpoint of one input is never resumed for another input of the same shape.
+    """
+    if t is None:
+        return None
+    plain = t.as_tensor() if isinstance(t, MetaTensor) else t
+    data = plain.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:16] + f"-{tuple(plain.shape)}-{plain.dtype}"
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as plain JSON data for a fingerprint: dataclasses as dicts, tuples as lists, tensors digested, dtypes
+    and other objects by ``str``/``repr``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return tensor_digest(value)
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    return str(value) if isinstance(value, torch.dtype) else repr(value)
 
 
 def _check_checkpointable(value: Any, name: str) -> None:
