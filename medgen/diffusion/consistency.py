@@ -200,7 +200,7 @@ class NormalizedGradient(DataConsistency):
     - ``reference="score"`` (HFS-SDE): :meth:`guidance` returns ``-weight * g ||score|| / ||g||`` (0 where
       ``g = 0``), added to the score inside the sub-step's update, so the step size is the sampler's.
     - ``reference="residual"`` (PaDIS Langevin/PC data step): :meth:`apply` adds
-      ``weight * step_size * A^H r / ||r||`` with ``r = y - A x_in`` to every state.
+      ``weight * step_size * A^H r / ||r||`` with ``r = y - A x_in`` to every state (0 where ``r = 0``).
 
     Args:
         operator, y: see :class:`DataConsistency`.
@@ -233,7 +233,9 @@ class NormalizedGradient(DataConsistency):
         if self.reference != "residual":
             return states
         r = self.y - self.operator(ctx.x_in)
-        update = self.operator.adjoint(r * (self.weight * ctx.step_size / group_norms(r, self.norm)))
+        norms = group_norms(r, self.norm)
+        scale = torch.where(norms > 0, self.weight * ctx.step_size / norms, torch.zeros_like(norms))
+        update = self.operator.adjoint(r * scale)
         return tuple(s + update for s in states)
 
 

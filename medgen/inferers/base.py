@@ -16,9 +16,11 @@ created under inference mode are copied out of it first (:meth:`SamplingInferer.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from monai.data import MetaTensor
@@ -35,12 +37,33 @@ __all__ = [
     "DiffusionSamplingInferer",
     "DIFFUSION_SAMPLERS",
     "refined_affine",
+    "settings_with",
 ]
+
+S = TypeVar("S")
 
 DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:
+    """``base`` (a frozen settings dataclass) with ``overrides`` replaced; its ``__post_init__`` validates them.
+
+    Raises:
+        TypeError: an override is not a field, named with the closest field (``stpes`` -> ``steps``) and all fields.
+    """
+    fields = [f.name for f in dataclasses.fields(base)]  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"{owner} got an unknown setting {unknown[0]!r}{hint} (the settings of {type(base).__name__}: "
+            f"{', '.join(fields)})."
+        )
+    return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
+
+
 def refined_affine(affine: torch.Tensor, factors: Mapping[int, int]) -> torch.Tensor:
     """The affine of the grid ``factors[k]`` times finer along spatial axis ``k`` whose blocks of ``factor`` voxels
     average to the coarse voxels (:func:`~medgen.transforms.utils.scale_voxel_axes` with scale ``1 / factor``)."""

@@ -23,9 +23,9 @@ from medgen.diffusion.consistency import DataConsistency, NormalizedGradient
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
-from medgen.inferers.base import SamplingInferer
+from medgen.inferers.base import SamplingInferer, settings_with
 from medgen.networks.checkpoint import network_parameter
-from medgen.physics.mri import CartesianMRI, channels_to_complex, complex_to_channels
+from medgen.physics.mri import CartesianMRI, channels_to_complex, check_multicoil_kspace, complex_to_channels
 
 __all__ = ["HighFrequencySpaceInferer", "HFSSettings", "KSpaceMeasurement", "SDE_PRESETS", "ACCELERATED"]
 
@@ -35,7 +35,26 @@ SDES = ("hfs", "vp", "ve")
 
 @dataclass(frozen=True)
 class HFSSettings:
-    """The sampler settings of :class:`HighFrequencySpaceInferer` (see its Args); validated here."""
+    """The sampler settings of :class:`HighFrequencySpaceInferer`; presets per SDE in :data:`SDE_PRESETS`.
+
+    Attributes:
+        sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
+        num_steps: time steps ``N`` (official 1000; accelerated 100/100/300 for hfs/vp/ve).
+        snr: corrector signal-to-noise ratio.
+        lam: data-consistency weight in the predictor (official ``sampling.mse``).
+        corrector_lam: data-consistency weight in the corrector (official ``sampling.corrector_mse``).
+        eps: last time of the grid (1e-3 for hfs/vp, 1e-5 for ve).
+        corrector_steps: Langevin steps per time step (official ``n_steps_each = 1``; 0 = predictor only).
+        table_size: length of the discrete ``beta``/``sigma`` tables (official 1000 also when accelerated, a quirk:
+            the tables are then indexed with ``floor(t (N - 1))``); ``None``: ``N``.
+        beta_min, beta_max: ``beta(0)``, ``beta(1)`` of the VP/HFS schedule.
+        sigma_min, sigma_max: noise std range of the VE schedule (data units).
+        project_predictor_score: HFS only: project the predictor's score by ``P`` (the exact reverse SDE) instead of
+            the official un-projected score.
+        batch_size: items per network call and per norm coupling (``None``: the whole batch at once).
+        denoise: return the last predictor's noise-free mean (official ``noise_removal=True``).
+        output: ``"complex"``, ``"channels"`` or ``"magnitude"``.
+    """
 
     sde: str = "hfs"
     num_steps: int = 1000
@@ -191,26 +210,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
         accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
             0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
-        num_steps: number of time steps ``N`` (default from :data:`SDE_PRESETS`).
-        snr: corrector signal-to-noise ratio (default from :data:`SDE_PRESETS`).
-        lam: data-consistency weight in the predictor (official ``sampling.mse``).
-        corrector_lam: data-consistency weight in the corrector (official ``sampling.corrector_mse``).
-        eps: last time of the grid (1e-3 for hfs/vp, 1e-5 for ve).
-        corrector_steps: Langevin steps per time step (official ``n_steps_each = 1``; 0 = predictor only).
-        table_size: length of the discrete ``beta``/``sigma`` tables (see the quirk above); ``None``: ``N``.
-        beta_min: ``beta(0)`` of the VP/HFS schedule.
-        beta_max: ``beta(1)`` of the VP/HFS schedule.
-        sigma_min: smallest noise std of the VE schedule (data units).
-        sigma_max: largest noise std of the VE schedule (data units).
-        project_predictor_score: HFS only: project the predictor's score by ``P`` (exact reverse SDE) instead of
-            the official un-projected score.
-        batch_size: items per network call and per norm coupling (``None``: the whole batch at once).
-        denoise: return the last predictor's noise-free mean (official ``noise_removal=True``).
-        output: ``"complex"``, ``"channels"`` or ``"magnitude"`` (see above).
-        seed: seed of the sampler's generator (``None``: global RNG).
-        progress: show a progress bar.
-        checkpoint_dir: folder for the sampling state (resume after an interruption).
-        checkpoint_every: save every this many steps (``0``: only at the end).
+        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
+            ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``).
 
     Raises:
         ValueError: an option is out of range or ``low_frequency_mask`` is missing for ``sde="hfs"``.
@@ -242,36 +244,18 @@ class HighFrequencySpaceInferer(SamplingInferer):
         *,
         sde: str = "hfs",
         accelerated: bool = False,
-        num_steps: int | None = None,
-        snr: float | None = None,
-        lam: float | None = None,
-        corrector_lam: float | None = None,
-        eps: float | None = None,
-        corrector_steps: int = 1,
-        table_size: int | None = 1000,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
-        sigma_min: float = 0.01,
-        sigma_max: float = 348.0,
-        project_predictor_score: bool = False,
-        batch_size: int | None = None,
-        denoise: bool = True,
-        output: str = "complex",
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        **settings: Any,
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         check_choice(sde, "sde", SDES)
-        given = {"num_steps": num_steps, "snr": snr, "lam": lam, "corrector_lam": corrector_lam, "eps": eps}
-        defaults = {**vars(SDE_PRESETS[sde]), **(ACCELERATED[sde] if accelerated else {})}
-        self.settings = HFSSettings(**{
-            **defaults, **{k: v for k, v in given.items() if v is not None}, "corrector_steps": corrector_steps,
-            "table_size": table_size, "beta_min": beta_min, "beta_max": beta_max, "sigma_min": sigma_min,
-            "sigma_max": sigma_max, "project_predictor_score": bool(project_predictor_score), "batch_size": batch_size,
-            "denoise": bool(denoise), "output": output,
-        })
+        preset = settings_with(SDE_PRESETS[sde], ACCELERATED[sde] if accelerated else {}, type(self).__name__)
+        # None keeps the preset's value where the setting itself cannot be None
+        settings = {k: v for k, v in settings.items() if v is not None or k in ("table_size", "batch_size")}
+        self.settings = settings_with(preset, settings, type(self).__name__)
         if low_frequency_mask is None and sde == "hfs":
             raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
         self.low_frequency_mask = None if low_frequency_mask is None else _as_2d_mask(
@@ -334,7 +318,13 @@ class HighFrequencySpaceInferer(SamplingInferer):
             TypeError: a tensor has the wrong type or dtype.
             ValueError: shapes do not fit together (the message names the argument and both shapes).
         """
-        kspace, mask, maps = self._validate(kspace, mask, sensitivity_maps)
+        kspace, mask, maps = check_multicoil_kspace(kspace, mask, sensitivity_maps)
+        height, width = kspace.shape[-2:]
+        if self.low_frequency_mask is not None and tuple(self.low_frequency_mask.shape) != (height, width):
+            raise ValueError(
+                f"low_frequency_mask (H, W) = {tuple(self.low_frequency_mask.shape)} must equal the k-space (H, W) = "
+                f"({height}, {width})."
+            )
         device = kspace.device
         complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         kspace = kspace.to(device=device, dtype=complex_dtype)
@@ -348,71 +338,6 @@ class HighFrequencySpaceInferer(SamplingInferer):
             low_mask = self.low_frequency_mask.to(device=device, dtype=dtype)
             low_image = CartesianMRI(low_mask, maps, convention="ortho", channels=True).adjoint(y)
         return KSpaceMeasurement(operator, y, low_image)
-
-    def _validate(
-        self, kspace: Any, mask: Any, sensitivity_maps: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if not isinstance(kspace, torch.Tensor):
-            raise TypeError(f"inputs (k-space) must be a torch.Tensor, got {type(kspace).__name__}.")
-        if isinstance(kspace, MetaTensor):
-            kspace = kspace.as_tensor()
-        if not kspace.is_complex():
-            raise TypeError(f"inputs (k-space) must be complex (B, Nc, H, W), got dtype {kspace.dtype}.")
-        if kspace.ndim != 4:
-            raise ValueError(
-                f"inputs (k-space) must be shaped (B, Nc, H, W) (a volume: slices as B), got {tuple(kspace.shape)}."
-            )
-        batch, coils, height, width = kspace.shape
-        if mask is None:
-            raise ValueError("mask (the k-space sampling mask) is required, got None.")
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
-        if isinstance(mask, MetaTensor):
-            mask = mask.as_tensor()
-        mask = mask.real if mask.is_complex() else mask
-        if mask.ndim < 2 or mask.ndim > 4 or tuple(mask.shape[-2:]) != (height, width):
-            raise ValueError(
-                f"mask must be shaped (H, W) = ({height}, {width}) or broadcastable to the k-space "
-                f"{tuple(kspace.shape)}, got {tuple(mask.shape)}."
-            )
-        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
-        if mask.shape[0] not in (1, batch) or mask.shape[1] not in (1, coils):
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} does not broadcast against the k-space {tuple(kspace.shape)}."
-            )
-        if not bool(torch.any(mask != 0)):
-            raise ValueError("mask samples no k-space location (all zeros).")
-        if self.low_frequency_mask is not None and tuple(self.low_frequency_mask.shape) != (height, width):
-            raise ValueError(
-                f"low_frequency_mask (H, W) = {tuple(self.low_frequency_mask.shape)} must equal the k-space (H, W) = "
-                f"({height}, {width})."
-            )
-        if sensitivity_maps is None:
-            if coils != 1:
-                raise ValueError(
-                    f"multi-coil k-space ({coils} coils, shape {tuple(kspace.shape)}) needs sensitivity_maps; "
-                    "pass them or a single-coil (B, 1, H, W) k-space."
-                )
-            return kspace, mask, None
-        if not isinstance(sensitivity_maps, torch.Tensor):
-            raise TypeError(f"sensitivity_maps must be a torch.Tensor or None, got {type(sensitivity_maps).__name__}.")
-        if isinstance(sensitivity_maps, MetaTensor):
-            sensitivity_maps = sensitivity_maps.as_tensor()
-        if not sensitivity_maps.is_complex():
-            raise TypeError(
-                f"sensitivity_maps must be complex (B, Nc, H, W), got dtype {sensitivity_maps.dtype} (HFS-SDE's real "
-                "c2r maps (B, 2 Nc, H, W) convert with medgen.physics.mri.channels_to_complex)."
-            )
-        if (
-            sensitivity_maps.ndim != 4
-            or sensitivity_maps.shape[0] not in (1, batch)
-            or tuple(sensitivity_maps.shape[1:]) != (coils, height, width)
-        ):
-            raise ValueError(
-                f"sensitivity_maps must be shaped ({batch} or 1, {coils}, {height}, {width}) to match the k-space "
-                f"{tuple(kspace.shape)}, got {tuple(sensitivity_maps.shape)}."
-            )
-        return kspace, mask, sensitivity_maps
 
     def initial_sample(
         self,

@@ -41,7 +41,7 @@ from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
-from medgen.inferers.base import SamplingInferer, refined_affine
+from medgen.inferers.base import SamplingInferer, refined_affine, settings_with
 from medgen.networks.checkpoint import unwrap_network
 from medgen.physics.base import ComposedOperator, LinearOperator
 from medgen.physics.blur import Downsample
@@ -63,7 +63,22 @@ RESIDUAL_NORMS = ("per_image", "per_item", "batch")
 
 @dataclass(frozen=True)
 class PaDISSettings:
-    """The solver settings of :class:`PatchDiffusionInferer` (see its Args); validated here."""
+    """The solver settings of :class:`PatchDiffusionInferer`.
+
+    Attributes:
+        num_steps: noise levels ``n >= 2`` (PaDIS README: 100; click default 18).
+        sigma_min: smallest noise level, image units (PaDIS README: 0.003).
+        sigma_max: largest noise level, image units (PaDIS README: 10).
+        rho: Karras schedule exponent (7).
+        zeta: data-consistency step weight (PaDIS README: 0.3).
+        inner_iterations: denoiser evaluations per noise level for dps and langevin (PaDIS: 10).
+        solver: ``"dps"``, ``"langevin"`` or ``"pc"``.
+        init: ``"pseudo_inverse"``, ``"noise"`` or ``None`` (the solver's official choice).
+        clamp: ``(low, high)`` range of the initial pseudo-inverse and of the result, or ``None``.
+        residual_norm: ``"per_image"``, ``"per_item"`` or ``"batch"``.
+        ddnm: ``solver="langevin"`` only: PaDIS' range-null-space variant.
+        snr: ``solver="pc"`` corrector signal-to-noise ratio (PaDIS: 0.16).
+    """
 
     num_steps: int = 100
     sigma_min: float = 0.003
@@ -80,9 +95,7 @@ class PaDISSettings:
 
     def __post_init__(self) -> None:
         check_choice(self.solver, "solver", SOLVERS)
-        if self.init is None:
-            object.__setattr__(self, "init", "pseudo_inverse" if self.solver == "dps" else "noise")
-        check_choice(self.init, "init", INITS)
+        check_choice(self.init, "init", (*INITS, None))
         check_choice(self.residual_norm, "residual_norm", RESIDUAL_NORMS)
         check_int(self.num_steps, "num_steps", 2)
         check_int(self.inner_iterations, "inner_iterations", 1)
@@ -95,6 +108,11 @@ class PaDISSettings:
             object.__setattr__(self, "clamp", (float(self.clamp[0]), float(self.clamp[1])))
         if self.ddnm and self.solver != "langevin":
             raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {self.solver!r}.")
+
+    @property
+    def initialisation(self) -> str:
+        """``init``, or the solver's official choice: ``"pseudo_inverse"`` for dps, ``"noise"`` otherwise."""
+        return self.init or ("pseudo_inverse" if self.solver == "dps" else "noise")
 
     def sigmas(self) -> list[float]:
         """The noise levels ``(num_steps + 1,)``, descending, ending with 0 (Karras et al.)."""
@@ -153,28 +171,16 @@ class PatchDiffusionInferer(SamplingInferer):
         operator: the forward model ``A`` (``forward``, ``adjoint``, ``pseudo_inverse``), moved to the measurement's
             device at call time.
         patch_size: patch side in pixels (PaDIS: 56).
-        pad: canvas padding in pixels (PaDIS: 24); see :class:`PatchDenoiser` for the constraint with ``patch_size``.
-        num_steps: number of noise levels ``n >= 2`` (PaDIS README: 100; click default 18).
-        sigma_min: smallest noise level, image units (PaDIS README: 0.003).
-        sigma_max: largest noise level, image units (PaDIS README: 10).
-        rho: Karras schedule exponent (7).
-        zeta: data-consistency step weight (PaDIS README: 0.3).
-        inner_iterations: denoiser evaluations per noise level for dps and langevin (PaDIS: 10).
-        solver: ``"dps"``, ``"langevin"`` or ``"pc"``.
-        init: ``"pseudo_inverse"``, ``"noise"`` or ``None`` (the solver's official choice, see above).
-        patch_mode: :class:`PatchDenoiser` ``mode`` (``"random"`` = PaDIS).
-        overlap: :class:`PatchDenoiser` ``overlap`` for ``patch_mode="overlap"``.
-        clamp: ``(low, high)`` range of the initial pseudo-inverse and of the result, or ``None`` for no clamping.
+        pad: canvas padding in pixels (PaDIS: 24); see :class:`~medgen.diffusion.priors.PatchPrior` for the
+            constraint with ``patch_size``.
+        patch_mode: ``"random"`` (PaDIS) or ``"overlap"`` (:class:`~medgen.diffusion.priors.PatchPrior`).
+        overlap: patch overlap in pixels for ``patch_mode="overlap"``.
+        max_batch: patches per network call (``None``: one call).
         slice_axis: for volumes ``(B, C, D1, D2, D3)``, the axis (2, 3, 4 or -3, -2, -1) along which the volume is cut
             into 2D images; all slices are denoised in one batch. The two other axes must be equal (square slices).
-        residual_norm: ``"per_image"``, ``"per_item"`` or ``"batch"`` (see above).
-        ddnm: ``solver="langevin"`` only: PaDIS' range-null-space variant.
-        snr: ``solver="pc"`` corrector signal-to-noise ratio (PaDIS: 0.16).
-        max_batch: :class:`PatchDenoiser` ``max_batch``.
-        seed: seed of the sampler's generator (see :class:`~medgen.inferers.base.SamplingInferer`).
-        progress: show a progress bar.
-        checkpoint_dir: folder for the sampling state (resume after an interruption).
-        checkpoint_every: save every this many noise levels.
+        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
+            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``).
 
     Raises:
         ValueError/TypeError: on invalid settings (before any computation).
@@ -185,35 +191,26 @@ class PatchDiffusionInferer(SamplingInferer):
         operator: LinearOperator,
         patch_size: int = 56,
         pad: int = 24,
-        num_steps: int = 100,
-        sigma_min: float = 0.003,
-        sigma_max: float = 10.0,
-        rho: float = 7.0,
-        zeta: float = 0.3,
-        inner_iterations: int = 10,
-        solver: str = "dps",
-        init: str | None = None,
+        *,
         patch_mode: str = "random",
         overlap: int = 8,
-        clamp: tuple[float, float] | None = (0.0, 1.0),
-        slice_axis: int = -1,
-        residual_norm: str = "per_image",
-        ddnm: bool = False,
-        snr: float = 0.16,
         max_batch: int | None = None,
-        *,
+        slice_axis: int = -1,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        **settings: Any,
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
         check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
         self.operator = operator
-        self.settings = PaDISSettings(num_steps, sigma_min, sigma_max, rho, zeta, inner_iterations, solver, init,
-                                      None if clamp is None else tuple(clamp), residual_norm, bool(ddnm), snr)
+        clamp = settings.get("clamp", ())
+        if clamp is not None and clamp != ():
+            settings["clamp"] = tuple(clamp) if isinstance(clamp, (list, tuple)) else clamp
+        self.settings = settings_with(PaDISSettings(), settings, type(self).__name__)
         self.view = CanvasView(pad, slice_axis)
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
 
@@ -345,7 +342,7 @@ class PatchDiffusionInferer(SamplingInferer):
     def _initial_canvas(self, y, operator, image_shape, generator) -> torch.Tensor:
         """``pad(clamp(A^+ y))`` or ``sigma_max z`` (whole canvas; image area only for ``pc``, as official)."""
         settings, view = self.settings, self.view
-        if settings.init == "pseudo_inverse":
+        if settings.initialisation == "pseudo_inverse":
             x0 = operator.pseudo_inverse(y)
             return view.canvas(x0 if settings.clamp is None else x0.clamp(*settings.clamp))
         zeros = view.canvas(torch.zeros(image_shape, device=y.device, dtype=y.dtype))

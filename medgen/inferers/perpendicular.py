@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
-from medgen.inferers.base import SamplingInferer, refined_affine
+from medgen.inferers.base import SamplingInferer, refined_affine, settings_with
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
 from medgen.physics.mask import Inpainting
@@ -65,45 +65,59 @@ class TPDMSettings:
 
     Attributes:
         steps: PC steps ``N`` (TPDM: 2000) at ``t_i = linspace(1, eps, N)``.
-        sigma_min: smallest VE noise std (TPDM 0.01; ``None``: the network's, from its ``sigmas`` buffer).
-        sigma_max: largest VE noise std (TPDM 378; ``None``: the network's).
+        K: plane schedule: ``K - 1`` primary steps then one auxiliary, or a float: auxiliary with probability
+            ``1 / K`` (TPDM 2; SV-CT 2.7); see :class:`~medgen.diffusion.views.PlaneView`.
+        batch_size: slices per minibatch (TPDM 32 uncond, 6 otherwise).
+        snr: Langevin signal-to-noise ratio (0.16).
+        norm_reduction: ``"batch_mean"`` (TPDM: one Langevin step size and one DPS norm per minibatch, so a slice's
+            update depends on its minibatch) or ``"per_sample"`` (per slice; TPDM's weights then act roughly
+            ``sqrt(batch_size)`` times stronger).
+        sigma_min: smallest VE noise std (``None``: the network's, from its ``sigmas`` buffer, else TPDM's 0.01).
+        sigma_max: largest VE noise std (``None``: the network's, else TPDM's 378).
         eps: last time of the grid (TPDM 1e-5).
-        pc: the corrector/predictor settings (snr 0.16, reverse-diffusion predictor, ``batch_mean`` norms).
         keep_predictor_noise: the next state is the predictor's noisy ``x`` (corrected). TPDM stores the
             predictor's ``x_mean``, so the predictor's noise is drawn but dropped every step (only the corrector
             injects noise). The last step's output is ``x_mean`` in both.
         zsr_official_init: TPDM masks the prior noise in the IMAGE domain before decoupling,
             ``couple(decouple(A^+ y) m + decouple(noise (1 - m)))``, which leaks noise into the measured block means;
-            corrected: the projection of the noise onto ``{A x = y}`` (:class:`~medgen.diffusion.consistency.
-            HardProjection` with :class:`~medgen.physics.zaxis.ZAxisAverage`).
-        noisy_target: TPDM's MR-ZSR DPS compares ``x0_hat`` with the measurement noised to ``sigma(t)`` (an extra
-            draw after each sub-step, :class:`~medgen.diffusion.consistency.DPS` ``noisy_target``); corrected:
-            the clean measurement.
+            corrected: the projection of the noise onto ``{A x = y}``.
+        zsr_noisy_target: TPDM's MR-ZSR DPS compares ``x0_hat`` with the measurement noised to ``sigma(t)`` (an extra
+            draw after each sub-step); corrected: the clean measurement.
     """
 
     steps: int = 2000
+    K: int | float = 2
+    batch_size: int = 6
+    snr: float = 0.16
+    norm_reduction: str = "batch_mean"
     sigma_min: float | None = None
     sigma_max: float | None = None
     eps: float = 1e-5
-    pc: PCSettings = field(default_factory=PCSettings)
     keep_predictor_noise: bool = True
     zsr_official_init: bool = False
-    noisy_target: bool = False
+    zsr_noisy_target: bool = False
 
     def __post_init__(self) -> None:
         check_int(self.steps, "steps", 1)
+        PlaneView(K=self.K, batch_size=self.batch_size)  # validates K and batch_size
+        self.pc  # validates snr and norm_reduction
         check_number(self.sigma_min, "sigma_min", 0.0, open_low=True, allow_none=True)
         check_number(self.sigma_max, "sigma_max", 0.0, open_low=True, allow_none=True)
         check_number(self.eps, "eps", 0.0, 1.0, open_low=True, open_high=True)
-        for name in ("keep_predictor_noise", "zsr_official_init", "noisy_target"):
+        for name in ("keep_predictor_noise", "zsr_official_init", "zsr_noisy_target"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}.")
 
+    @property
+    def pc(self) -> PCSettings:
+        """The predictor-corrector settings: one Langevin step, then reverse diffusion."""
+        return PCSettings(self.snr, 1, "reverse_diffusion", self.norm_reduction)
 
-TPDM_OFFICIAL = TPDMSettings(keep_predictor_noise=False, zsr_official_init=True, noisy_target=True)
+
+TPDM_OFFICIAL = TPDMSettings(keep_predictor_noise=False, zsr_official_init=True, zsr_noisy_target=True)
 """hyn2028/tpdm's loop number for number, quirks included (see :class:`TPDMSettings`)."""
 
-_OFFICIAL_VALUES = {"keep_predictor_noise": False, "zsr_official_init": True, "noisy_target": True}
+_QUIRKS = ("keep_predictor_noise", "zsr_official_init", "zsr_noisy_target", "norm_reduction")
 
 
 def _official_zsr_init(prior_noise: torch.Tensor, dagger: torch.Tensor, op: ZAxisAverage) -> torch.Tensor:
@@ -181,12 +195,7 @@ class PerpendicularSliceInferer(SamplingInferer):
     draws interleave, so a volume of a batch differs from the same volume sampled alone.
 
     Args:
-        task: ``"uncond"``, ``"zsr"``, ``"csmri"``, ``"svct"`` or ``"inverse"`` (see above).
-        steps: PC steps (TPDM 2000).
-        K: plane schedule (``K - 1`` primary steps then one auxiliary, or a float: auxiliary with probability
-            ``1 / K``; TPDM 2, SV-CT 2.7).
-        batch_size: slices per minibatch (TPDM 32 uncond, 6 otherwise).
-        snr: Langevin signal-to-noise ratio.
+        task: ``"uncond"``, ``"zsr"``, ``"csmri"``, ``"svct"``, ``"inverse"`` or ``"inpaint"`` (see above).
         dps_weight: DPS weight (zsr default :data:`TPDM_ZSR_DPS_WEIGHTS`; required for csmri/svct/inverse with DPS).
         factor: zsr factor.
         zsr_axis: zsr's averaged spatial axis (default: the primary plane's column axis).
@@ -194,12 +203,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         operator: slice operator for ``"svct"``/``"inverse"``.
         consistency: ``"dps"``, ``"projection"`` or ``"repaint"`` (default: ``"repaint"`` for inpaint, else DPS).
         primary_plane, auxiliary_plane, planes: see above.
-        sigma_min, sigma_max: VE noise range (``None``: the primary network's, else TPDM's 0.01 / 378).
-        eps: last time of the grid.
-        parity: run :data:`TPDM_OFFICIAL`.
-        keep_predictor_noise, norm_reduction, zsr_official_init, zsr_noisy_target: quirk overrides
-            (:class:`TPDMSettings`).
+        parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
+            it are refused).
         seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...).
 
     Raises:
         ValueError / TypeError: on any invalid argument, naming it.
@@ -209,10 +216,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         self,
         task: str = "uncond",
         *,
-        steps: int = 2000,
-        K: int | float = 2,
-        batch_size: int = 6,
-        snr: float = 0.16,
         dps_weight: float | None = None,
         factor: int | None = None,
         zsr_axis: int | None = None,
@@ -222,18 +225,12 @@ class PerpendicularSliceInferer(SamplingInferer):
         primary_plane: int | Sequence[int] | None = None,
         auxiliary_plane: int | Sequence[int] | None = None,
         planes: str | None = None,
-        sigma_min: float | None = None,
-        sigma_max: float | None = None,
-        eps: float = 1e-5,
         parity: bool = False,
-        keep_predictor_noise: bool | None = None,
-        norm_reduction: str | None = None,
-        zsr_official_init: bool | None = None,
-        zsr_noisy_target: bool | None = None,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        **settings: Any,
     ) -> None:
         super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         check_choice(task, "task", TASKS)
@@ -243,23 +240,17 @@ class PerpendicularSliceInferer(SamplingInferer):
             raise ValueError(f"consistency='repaint' is inpainting's; it needs task='inpaint', got task={task!r}.")
         if not isinstance(parity, bool):
             raise TypeError(f"parity must be a bool, got {type(parity).__name__}.")
-        overrides = {"keep_predictor_noise": keep_predictor_noise, "zsr_official_init": zsr_official_init,
-                     "noisy_target": zsr_noisy_target}
-        base = TPDM_OFFICIAL if parity else TPDMSettings()
-        for name, value in overrides.items():
-            if value is not None and parity and value != _OFFICIAL_VALUES[name]:
-                key = "zsr_noisy_target" if name == "noisy_target" else name
-                raise ValueError(f"{key}={value} contradicts parity=True (the official behaviour is {not value}).")
-        norm_reduction = "batch_mean" if norm_reduction is None else norm_reduction
-        if parity and norm_reduction != "batch_mean":
-            raise ValueError(f"norm_reduction={norm_reduction!r} contradicts parity=True (official: 'batch_mean').")
-        pc = PCSettings(snr=snr, norm_reduction=norm_reduction)
-        self.settings = replace(
-            base, steps=steps, sigma_min=sigma_min, sigma_max=sigma_max, eps=eps, pc=pc,
-            **{k: v for k, v in overrides.items() if v is not None},
-        )
+        settings = {k: v for k, v in settings.items() if not (k in _QUIRKS and v is None)}
+        if parity:
+            for name in _QUIRKS:
+                if name in settings and settings[name] != getattr(TPDM_OFFICIAL, name):
+                    raise ValueError(
+                        f"{name}={settings[name]!r} contradicts parity=True (official: {getattr(TPDM_OFFICIAL, name)!r})."
+                    )
+        self.settings = settings_with(TPDM_OFFICIAL if parity else TPDMSettings(), settings, type(self).__name__)
+        planes = self._planes(task, parity, planes, primary_plane, auxiliary_plane)
+        self.view = PlaneView(*planes, self.settings.K, self.settings.batch_size)
         self.task, self.parity, self.consistency = task, parity, consistency
-        self.view = PlaneView(*self._planes(task, parity, planes, primary_plane, auxiliary_plane), K, batch_size)
         self.factor, self.zsr_axis, self.mask, self.operator = None, None, None, None
         self.dps_weight = self._task_arguments(task, consistency, dps_weight, factor, zsr_axis, mask, operator)
 
@@ -480,7 +471,7 @@ class PerpendicularSliceInferer(SamplingInferer):
             return RePaint(operator.mask.expand_as(y), y)
         weight = self.dps_weight * (math.sqrt(self.factor) if self.task == "zsr" else 1.0)
         norm = "batch" if self.settings.pc.norm_reduction == "batch_mean" else "item"
-        return DPS(operator, y, weight, norm=norm, noisy_target=self.task == "zsr" and self.settings.noisy_target)
+        return DPS(operator, y, weight, norm=norm, noisy_target=self.task == "zsr" and self.settings.zsr_noisy_target)
 
     def _initial_stack(self, info: dict[str, Any], b: int, sde: VESDE, generator: torch.Generator | None):
         shape = self.view.stack_shape(info["spatial"], self.view.primary)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ from medgen.checks import check_int, check_number
 from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.priors import classifier_free_guidance
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
-from medgen.inferers.base import DiffusionSamplingInferer
+from medgen.inferers.base import DiffusionSamplingInferer, settings_with
 from medgen.networks.checkpoint import unwrap_network
 from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
 
@@ -54,6 +55,8 @@ __all__ = [
     "sdm_diffusion",
     "slab_layout",
     "blend_weights",
+    "SDMSettings",
+    "SlabSettings",
     "SemanticDiffusionInferer",
     "SlabPatchInferer",
 ]
@@ -89,36 +92,11 @@ def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[in
     return torch.cat(slices, dim=-1)
 
 
-class SemanticDiffusionInferer(DiffusionSamplingInferer):
-    """Sample a volume from its label map with a semantic diffusion model (the CTCA low-res stage, whole volume).
+@dataclass(frozen=True)
+class SDMSettings:
+    """The settings of :class:`SemanticDiffusionInferer` besides the process.
 
-    Per step (official ``p_sample`` of ``3d_sdm``/``3d_sdm_hr_sliceref``):
-
-    1. ``out = network(x_t, t, y)`` with ``y`` the one-hot label map (:func:`~medgen.networks.sdm_unet.
-       one_hot_labels`) and ``t`` the integer timestep of the original 1000-step process; ``out[:, :1]`` is the noise
-       prediction, ``out[:, 1:]`` the learned-range variance value;
-    2. with ``guidance_scale != 1``: a second pass ``network(x_t, t, 0 [, 0])`` with the label map (and reference)
-       set to zero, and ``eps = eps_u + s (eps_c - eps_u)`` on the noise channel only (the variance stays
-       conditional; :func:`~medgen.diffusion.guidance.classifier_free_guidance`); ``s = 1`` makes no second pass;
-    3. ``x0 = clamp(predict_x0(eps), -1, 1)`` (``clip_denoised``), ``x_{t-1} = posterior_mean + exp(log_var / 2) z``
-       (no noise at ``t = 0``) with ``z`` drawn after the network calls; or a DDIM step.
-
-    The initial noise ``randn(B, 1, H, W, D)`` and the per-step draws come from the inferer's generator, so on the CPU
-    a ``seed`` reproduces the official run after ``torch.manual_seed(seed)`` (the official code draws on CUDA there).
-
-    **Differences from the official code** (defaults are the official sampler). ``timestep_respacing`` and
-    ``sampler="ddim"`` work here; in the official ``image_sample.py`` ``--use_ddim`` is broken (``ddim_sample_loop``
-    receives ``history`` as its ``noise`` argument and returns one value where two are unpacked). The official
-    post-processing (``utils/postprocess_lr.py`` and ``postprocess_hr.py``: values above 0.999 set to ``--level``
-    0.9, samples saved as ``(x + 1) / 2``) is available as ``threshold_level`` and ``rescale_output``, off by default;
-    their optional per-slab intensity matching to ground-truth percentiles needs real data and is not included.
-
-    Args:
-        diffusion: the process; default :func:`sdm_diffusion`.
-        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
-            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
-        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
-        eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
+    Attributes:
         clip_denoised: clamp the ``x0`` prediction to ``[-1, 1]`` at every step (official True).
         guidance_scale: classifier-free guidance scale ``s`` (official ``--s``, README 1 = no guidance).
         guidance_drop_reference: the unconditional pass also zeroes the reference (``3d_sdm_hr_sliceref``: True).
@@ -128,11 +106,95 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             ``--level`` 0.9).
         rescale_output: return ``(x + 1) / 2`` (as the official sampler saves) instead of ``[-1, 1]``.
         dtype: floating dtype of the sampling state and the conditioning (float32 as the official code).
+    """
+
+    clip_denoised: bool = True
+    guidance_scale: float = 1.0
+    guidance_drop_reference: bool = True
+    num_classes: int | None = None
+    threshold_level: float | None = None
+    rescale_output: bool = False
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(check_number(self.guidance_scale, "guidance_scale")):
+            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale!r}.")
+        check_int(self.num_classes, "num_classes", 1, allow_none=True)
+        check_number(self.threshold_level, "threshold_level", allow_none=True)
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {self.dtype!r}.")
+
+
+@dataclass(frozen=True)
+class SlabSettings(SDMSettings):
+    """The settings of :class:`SlabPatchInferer`: :class:`SDMSettings` and the slabs.
+
+    Attributes:
+        slab_depth: slices per slab (official 16).
+        overlap: slices shared by consecutive slabs (0: official non-overlapping slabs).
+        last_slab: ``"pad"`` or ``"shift"``.
+        blend: weights of overlapping slabs: ``"linear"``, ``"cosine"`` or ``"constant"``.
+        slab_batch_size: slabs per network call (``None``: all slabs of all volumes in one call); guidance passes are
+            separate calls of the same size. Does not change the result beyond floating-point batch effects.
+        position_normalizer: denominator of the z-position channel (``None``: the in-plane size ``H``, official
+            ``image_size``).
+        reference_margin: low-res slices added on each side of a slab's reference window (``None``: ``d // 8``,
+            official 8 for d = 64).
+        reference_pad_value: value of reference slices outside the low-res volume (-1024).
+        pad_label: class of the padded slices with ``last_slab="pad"``.
+    """
+
+    slab_depth: int = 16
+    overlap: int = 0
+    last_slab: str = "pad"
+    blend: str = "linear"
+    slab_batch_size: int | None = None
+    position_normalizer: int | None = None
+    reference_margin: int | None = None
+    reference_pad_value: float = -1024.0
+    pad_label: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.view  # validates the slab geometry
+        check_int(self.slab_batch_size, "slab_batch_size", 1, allow_none=True)
+        check_int(self.position_normalizer, "position_normalizer", 1, allow_none=True)
+        check_int(self.reference_margin, "reference_margin", 0, allow_none=True)
+        check_number(self.reference_pad_value, "reference_pad_value")
+        check_int(self.pad_label, "pad_label", 0)
+
+    @property
+    def view(self) -> SlabView:
+        """The slab view."""
+        return SlabView(self.slab_depth, self.overlap, self.last_slab, self.blend)
+
+
+class SemanticDiffusionInferer(DiffusionSamplingInferer):
+    """Sample a volume from its label map with a semantic diffusion model (the CTCA low-res stage, whole volume).
+
+    Per step (official ``p_sample``): ``out = network(x_t, t, y)`` with ``y`` the one-hot label map and ``t`` the
+    original process's integer timestep (``out[:, :1]`` the noise, ``out[:, 1:]`` the learned-range variance value);
+    with ``guidance_scale != 1`` a second pass with the label map (and reference) zeroed, guided on the noise channel
+    only (:func:`~medgen.diffusion.priors.classifier_free_guidance`); then the shared DDPM or DDIM step
+    (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0`` clamped to ``[-1, 1]``, noise drawn after the network
+    calls). On the CPU a ``seed`` reproduces the official run after ``torch.manual_seed(seed)``. Respacing and DDIM
+    work here (the official ``--use_ddim`` is broken); the official post-processing is ``threshold_level`` and
+    ``rescale_output`` (off by default). The bundle ``sdm_ctca`` documents the differences.
+
+    Args:
+        diffusion: the process; default :func:`sdm_diffusion`.
+        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
+            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
+        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
+        eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
         seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...).
 
     Raises:
         ValueError, TypeError: invalid options.
     """
+
+    settings_type: type[SDMSettings] = SDMSettings
 
     def __init__(
         self,
@@ -140,18 +202,12 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        clip_denoised: bool = True,
-        guidance_scale: float = 1.0,
-        guidance_drop_reference: bool = True,
-        num_classes: int | None = None,
-        threshold_level: float | None = None,
-        rescale_output: bool = False,
-        dtype: torch.dtype = torch.float32,
         *,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        **settings: Any,
     ) -> None:
         super().__init__(
             sdm_diffusion() if diffusion is None else diffusion,
@@ -163,33 +219,11 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
         )
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(
-            guidance_scale
-        ):
-            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}.")
-        check_int(num_classes, "num_classes", 1, allow_none=True)
-        check_number(threshold_level, "threshold_level", allow_none=True)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}.")
-
-        self.clip_denoised = bool(clip_denoised)
-        self.guidance_scale = float(guidance_scale)
-        self.guidance_drop_reference = bool(guidance_drop_reference)
-        self.num_classes = num_classes
-        self.threshold_level = None if threshold_level is None else float(threshold_level)
-        self.rescale_output = bool(rescale_output)
-        self.dtype = dtype
+        self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
-        return {
-            **super().config(),
-            "clip_denoised": self.clip_denoised,
-            "guidance_scale": self.guidance_scale,
-            "guidance_drop_reference": self.guidance_drop_reference,
-            "num_classes": self.num_classes,
-            "dtype": str(self.dtype),
-        }
+        return {**super().config(), "settings": self.settings}
 
     # ------------------------------------------------------------------------------------------------ pieces
     def network_conditioning(self, network: Network) -> tuple[int, bool, int]:
@@ -203,9 +237,9 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         """
         module = unwrap_network(network)
         found = getattr(module, "num_classes", None)
-        if isinstance(found, int) and self.num_classes is not None and found != self.num_classes:
-            raise ValueError(f"num_classes={self.num_classes} but network.num_classes is {found}.")
-        num_classes = found if isinstance(found, int) else self.num_classes
+        if isinstance(found, int) and self.settings.num_classes is not None and found != self.settings.num_classes:
+            raise ValueError(f"num_classes={self.settings.num_classes} but network.num_classes is {found}.")
+        num_classes = found if isinstance(found, int) else self.settings.num_classes
         if num_classes is None:
             raise ValueError(
                 f"the network ({type(module).__name__}) has no num_classes attribute: pass num_classes to the inferer."
@@ -256,24 +290,24 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             ``(N, 2, H, W, Dz)``: guided noise and conditional variance value.
         """
         conditional = network(x, t, y) if r is None else network(x, t, y, r)
-        if self.guidance_scale == 1.0:
+        if self.settings.guidance_scale == 1.0:
             return conditional
-        null_r = None if r is None else (torch.zeros_like(r) if self.guidance_drop_reference else r)
+        null_r = None if r is None else (torch.zeros_like(r) if self.settings.guidance_drop_reference else r)
         y0 = torch.zeros_like(y)
         unconditional = network(x, t, y0) if null_r is None else network(x, t, y0, null_r)
-        return classifier_free_guidance(conditional, unconditional, self.guidance_scale, channels=x.shape[1])
+        return classifier_free_guidance(conditional, unconditional, self.settings.guidance_scale, channels=x.shape[1])
 
     def reverse_step(
         self, model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """One step of the configured sampler with ``model(x, t) -> (N, 2C, ...)``; returns ``x_{t-1}``."""
-        return self.step(model, x, t, generator, clip_denoised=self.clip_denoised)["sample"]
+        return self.step(model, x, t, generator, clip_denoised=self.settings.clip_denoised)["sample"]
 
     def postprocess(self, image: torch.Tensor) -> torch.Tensor:
         """``threshold_level`` (values > 0.999 -> level), then ``rescale_output`` (``(x + 1) / 2``)."""
-        if self.threshold_level is not None:
-            image = torch.where(image > OFFICIAL_THRESHOLD, torch.full_like(image, self.threshold_level), image)
-        if self.rescale_output:
+        if self.settings.threshold_level is not None:
+            image = torch.where(image > OFFICIAL_THRESHOLD, torch.full_like(image, self.settings.threshold_level), image)
+        if self.settings.rescale_output:
             image = (image + 1) / 2
         return image
 
@@ -287,7 +321,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
     ) -> torch.Tensor:
         """Draw ``randn(initial_shape)`` and run all reverse steps of ``model`` through the sampling loop."""
         generator = self.generator(device)
-        state = {"x": torch.randn(initial_shape, generator=generator, device=device, dtype=self.dtype)}
+        state = {"x": torch.randn(initial_shape, generator=generator, device=device, dtype=self.settings.dtype)}
         num_steps = self.diffusion.num_timesteps
         loop = self.sampling_loop(num_steps, input_shape, extra=extra)
 
@@ -332,7 +366,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         self.check_labels(labels, num_classes)
         self.check_spatial(network, labels.shape[2:], "inputs")
         device = labels.device
-        y = one_hot_labels(labels, num_classes, dtype=self.dtype)
+        y = one_hot_labels(labels, num_classes, dtype=self.settings.dtype)
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.guided_output(network, x, t, y, None)
@@ -346,123 +380,38 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
 class SlabPatchInferer(SemanticDiffusionInferer):
     """Sample a high-res volume as z-slabs conditioned on labels, z-position and a low-res reference (CTCA SDM HR).
 
-    The volume ``(B, 1, H, W, D)`` is covered by slabs of ``slab_depth`` slices (:func:`slab_layout`). Slab ``k``
-    starting at slice ``z_k`` is conditioned on
+    The volume ``(B, 1, H, W, D)`` is covered by slabs (:class:`~medgen.diffusion.views.SlabView`). Slab ``k``
+    starting at slice ``z_k`` is conditioned on ``y``, its one-hot labels plus (when the network has
+    ``position_channel``) the z-position channel ``2 (z / position_normalizer - 0.5)``, and ``r`` (when it has
+    ``reference_channels``), the low-res volume cut to the slab's z-extent plus a margin, min-max normalised, with its
+    z-position (:func:`~medgen.networks.sdm_unet.reference_for_slab`). All slabs of all volumes are denoised together,
+    stacked volume-major (row ``b * K + k``), ``slab_batch_size`` slabs per network call.
 
-    - ``y``: the one-hot labels of its slices, plus (when the network has ``position_channel``) the z-position channel
-      ``2 (z / position_normalizer - 0.5)`` of its slices (:func:`~medgen.networks.sdm_unet.slab_z_position_channel`;
-      the official normaliser is the in-plane ``image_size`` 128, which equals the official volume depth);
-    - ``r`` (when the network has ``reference_channels``): the low-res volume cut to the slab's z-extent plus a
-      margin, min-max normalised, with its z-position (:func:`~medgen.networks.sdm_unet.reference_for_slab` with
-      ``volume_depth = D``; a slab not starting at a multiple of ``slab_depth`` uses the same arithmetic at its start).
-
-    All slabs of all volumes are denoised together at every step: their network inputs are stacked volume-major
-    (index ``b * K + k``) and sent through the network ``slab_batch_size`` slabs at a time (``None``: one call).
-
-    **Non-overlapping mode** (``overlap=0``, ``last_slab="pad"``, the official layout): the slabs tile the canvas
-    ``[0, K * slab_depth)`` and are sampled independently, exactly like the official ``image_sample.py`` run with the
-    ``K`` slabs of one volume as its batch (README ``--batch_size 8``): the sampling state is the slab stack
-    ``(B * K, 1, H, W, slab_depth)``, the initial noise is ``randn(B * K, 1, H, W, slab_depth)`` and each step draws one
-    ``randn`` of that shape after the network calls (so slab ``k`` of volume ``b`` gets rows ``b * K + k`` of every
-    draw; with ``B = 1`` and a ``seed`` on the CPU these are the official draws after ``torch.manual_seed(seed)``). The
-    slabs are then concatenated along z in index order (official ``postprocess_hr.stitch_and_normalize_volumes``).
-    The official slabs share nothing but the reference, so their seams show.
-
-    **Overlap mode** (``overlap > 0``, or ``last_slab="shift"`` when ``D`` is not a multiple of ``slab_depth``): the
-    sampling state is the whole volume ``(B, 1, H, W, D_canvas)``. At every step each slab is cut out of the current
-    volume, the network predicts its noise and variance value, and these outputs are averaged into one volume with the
-    blending weights of :func:`slab_blend_weights` (``blend``: ``"linear"``, ``"cosine"`` or ``"constant"``); the
-    diffusion step (x0 prediction, clipping, posterior, noise ``randn(B, 1, H, W, D_canvas)``) is then taken once on the
-    volume. Overlapping slabs therefore always see identical inputs and the volume is one sample, not stitched pieces:
-    the seams disappear (MultiDiffusion, Bar-Tal et al. 2023, applied to z-slabs). Averaging the noise prediction is the
-    same as averaging the per-slab posterior means before clipping.
-
-    **Depth not a multiple of the slab.** ``last_slab="pad"``: the label map is padded at the end with
-    ``pad_label`` (0, background) to the canvas depth, the extra slices are sampled (z-positions continuing past
-    ``D``, reference slices past the low-res volume filled with -1024 like the official margins) and cropped off;
-    ``last_slab="shift"``: the last slab ends at ``D`` and overlaps its predecessor, which is then blended as above.
+    - Non-overlapping slabs (``overlap=0``, ``last_slab="pad"``, official): the state is the slab stack
+      ``(B K, 1, H, W, slab_depth)``, sampled like the official ``image_sample.py`` with the ``K`` slabs of a volume as
+      its batch (with ``B = 1`` and a CPU ``seed`` the official draws), then concatenated along z. Seams show.
+    - Overlap (``overlap > 0``, or ``last_slab="shift"``): the state is the whole volume; every step the slabs' network
+      outputs are averaged into one volume with :func:`~medgen.diffusion.views.blend_weights` and one diffusion step is
+      taken on it (MultiDiffusion, Bar-Tal et al. 2023, on z-slabs): one sample, no seams.
+    - A depth not a multiple of the slab: ``"pad"`` pads the label map with ``pad_label`` (reference slices past the
+      low-res volume get -1024, as the official margins) and crops; ``"shift"`` ends the last slab at ``D``.
 
     Args:
-        slab_depth: slices per slab (official 16).
-        overlap: slices shared by consecutive slabs (0: official non-overlapping slabs).
-        last_slab: ``"pad"`` or ``"shift"`` (see above).
-        blend: weights of overlapping slabs: ``"linear"``, ``"cosine"`` or ``"constant"``.
-        slab_batch_size: slabs per network call (``None``: all slabs of all volumes in one call); guidance passes are
-            separate calls of the same size. Does not change the result beyond floating-point batch effects.
-        position_normalizer: denominator of the z-position channel (``None``: the in-plane size ``H``, official
-            ``image_size``).
-        reference_margin: low-res slices added on each side of a slab's reference window (``None``: ``d // 8``,
-            official 8 for d = 64).
-        reference_pad_value: value of reference slices outside the low-res volume (-1024).
-        pad_label: class of the padded slices with ``last_slab="pad"``.
-        diffusion, timestep_respacing, sampler, eta, clip_denoised, guidance_scale, guidance_drop_reference,
-            num_classes, threshold_level, rescale_output, dtype: see :class:`SemanticDiffusionInferer` (guidance
-            zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference).
-        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        diffusion, timestep_respacing, sampler, eta, seed, progress, checkpoint_dir, checkpoint_every: see
+            :class:`SemanticDiffusionInferer`.
+        settings: fields of :class:`SlabSettings` (the slab geometry and conditioning, and :class:`SDMSettings`;
+            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference).
 
     Raises:
         ValueError, TypeError: invalid options.
     """
 
-    def __init__(
-        self,
-        slab_depth: int = 16,
-        overlap: int = 0,
-        last_slab: str = "pad",
-        blend: str = "linear",
-        slab_batch_size: int | None = None,
-        position_normalizer: int | None = None,
-        reference_margin: int | None = None,
-        reference_pad_value: float = -1024.0,
-        pad_label: int = 0,
-        diffusion: GaussianDiffusion | None = None,
-        timestep_respacing: int | str | Sequence[int] | None = None,
-        sampler: str = "ddpm",
-        eta: float = 0.0,
-        clip_denoised: bool = True,
-        guidance_scale: float = 1.0,
-        guidance_drop_reference: bool = True,
-        num_classes: int | None = None,
-        threshold_level: float | None = None,
-        rescale_output: bool = False,
-        dtype: torch.dtype = torch.float32,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-    ) -> None:
-        super().__init__(
-            diffusion, timestep_respacing, sampler, eta, clip_denoised, guidance_scale, guidance_drop_reference,
-            num_classes, threshold_level, rescale_output, dtype,
-            seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        )
-        self.view = SlabView(slab_depth, overlap, last_slab, blend)
-        check_int(slab_batch_size, "slab_batch_size", 1, allow_none=True)
-        check_int(position_normalizer, "position_normalizer", 1, allow_none=True)
-        check_int(reference_margin, "reference_margin", 0, allow_none=True)
-        check_number(reference_pad_value, "reference_pad_value")
-        check_int(pad_label, "pad_label", 0)
-        self.slab_batch_size = slab_batch_size
-        self.position_normalizer = position_normalizer
-        self.reference_margin = reference_margin
-        self.reference_pad_value = float(reference_pad_value)
-        self.pad_label = pad_label
+    settings_type = SlabSettings
 
     @property
-    def slab_depth(self) -> int:
-        return self.view.slab_depth
-
-    def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
-        return {
-            **super().config(),
-            "view": self.view,
-            "position_normalizer": self.position_normalizer,
-            "reference_margin": self.reference_margin,
-            "reference_pad_value": self.reference_pad_value,
-            "pad_label": self.pad_label,
-        }
+    def view(self) -> SlabView:
+        """The slab view of the settings."""
+        return self.settings.view
 
     def slab_conditioning(
         self,
@@ -487,27 +436,27 @@ class SlabPatchInferer(SemanticDiffusionInferer):
             ``y`` ``(B K, num_classes [+1], H, W, slab_depth)`` and ``r`` ``(B K, 2, h, w, n)`` or ``None``.
         """
         batch, _, height, width, depth = labels.shape
-        device, sd = labels.device, self.slab_depth
+        device, sd = labels.device, self.settings.slab_depth
         if canvas_depth > depth:
-            labels = F.pad(labels, (0, canvas_depth - depth), mode="constant", value=self.pad_label)
-        normalizer = self.position_normalizer or height
+            labels = F.pad(labels, (0, canvas_depth - depth), mode="constant", value=self.settings.pad_label)
+        normalizer = self.settings.position_normalizer or height
         ys, rs = [], []
         for b in range(batch):
             for start in starts:
-                y = one_hot_labels(labels[b : b + 1, :, :, :, start : start + sd], num_classes, dtype=self.dtype)
+                y = one_hot_labels(labels[b : b + 1, :, :, :, start : start + sd], num_classes, dtype=self.settings.dtype)
                 if position:
-                    y = torch.cat([y, _z_position(start, sd, normalizer, (height, width), self.dtype, device)[None]], 1)
+                    y = torch.cat([y, _z_position(start, sd, normalizer, (height, width), self.settings.dtype, device)[None]], 1)
                 ys.append(y)
                 if reference is not None:
-                    rs.append(reference_for_slab(reference[b, 0], start // sd, sd, depth, self.reference_margin,
-                                                 self.reference_pad_value, self.dtype, first_slice=start))
+                    rs.append(reference_for_slab(reference[b, 0], start // sd, sd, depth, self.settings.reference_margin,
+                                                 self.settings.reference_pad_value, self.settings.dtype, first_slice=start))
         return torch.cat(ys), (torch.stack(rs).to(device) if rs else None)
 
     def slab_model(
         self, network: Network, y: torch.Tensor, r: torch.Tensor | None
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``model(slabs, t) -> outputs`` over the stacked slabs, ``slab_batch_size`` slabs per (guided) call."""
-        chunk = self.slab_batch_size or y.shape[0]
+        chunk = self.settings.slab_batch_size or y.shape[0]
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             outputs = [
@@ -566,9 +515,9 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         batch, _, height, width, depth = labels.shape
         num_classes, position, reference_channels = self.network_conditioning(network)
         self.check_labels(labels, num_classes)
-        if self.pad_label >= num_classes:
-            raise ValueError(f"pad_label must be a class in [0, {num_classes}), got {self.pad_label}.")
-        self.check_spatial(network, (height, width, self.slab_depth), "a slab (H, W, slab_depth)")
+        if self.settings.pad_label >= num_classes:
+            raise ValueError(f"pad_label must be a class in [0, {num_classes}), got {self.settings.pad_label}.")
+        self.check_spatial(network, (height, width, self.settings.slab_depth), "a slab (H, W, slab_depth)")
         ref = None
         if reference_channels:
             if reference is None:
@@ -587,7 +536,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
                                  f"{reference_channels}.")
             ref = _plain(reference).to(labels.device).expand(batch, -1, -1, -1, -1)
             if not ref.is_floating_point():
-                ref = ref.to(self.dtype)
+                ref = ref.to(self.settings.dtype)
         elif reference is not None:
             raise ValueError("reference was given but the network has no reference branch (reference_channels=0).")
 
@@ -595,7 +544,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         y, r = self.slab_conditioning(labels, ref, starts, canvas, num_classes, position)
         slab_model = self.slab_model(network, y, r)
         extra = {"labels": labels, "reference": ref, "starts": starts, "canvas": canvas}
-        device, count, sd = labels.device, len(starts), self.slab_depth
+        device, count, sd = labels.device, len(starts), self.settings.slab_depth
         with torch.no_grad():
             if tiled:
                 slabs = self._run((batch * count, 1, height, width, sd), slab_model, device, labels.shape, extra)

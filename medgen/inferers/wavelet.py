@@ -35,7 +35,7 @@ from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.checks import check_int, check_number
-from medgen.inferers.base import DiffusionSamplingInferer
+from medgen.inferers.base import DiffusionSamplingInferer, settings_with
 from medgen.networks.checkpoint import network_parameter, unwrap_network
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.networks.wavunet import WavUNet
@@ -68,7 +68,26 @@ def _image_shape(inputs: Any) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class WDMSettings:
-    """The settings of :class:`WaveletDiffusionInferer` besides the process (see its Args)."""
+    """The settings of :class:`WaveletDiffusionInferer` besides the process.
+
+    Attributes:
+        clip_denoised: clip the predicted ``x0`` in image space at every step (official: True).
+        clip_range: ``(low, high)`` image-space range of the data: ``(-1, 1)`` WDM, ``(0, 1)`` cWDM.
+        lll_scale: WDM's divisor of the LLL subband (3).
+        conditional: ``inputs`` are the condition volumes ``(B, n_cond, D, H, W)`` (cWDM, e.g. in a MONAI
+            evaluator); otherwise ``inputs`` is a template / shape and a condition may be given as ``condition=``.
+        image_channels: channels ``C`` of the generated volume when ``inputs`` are conditions (cWDM: 1).
+        spatial_multiple: image-space multiple every padded size must have (one int or one per axis, even);
+            ``None`` infers ``2 * network downsampling`` from the network.
+        pad_value: constant used to pad conditions and the known image (``None``: ``clip_range[0]``, the background
+            of WDM's and cWDM's data). Padded voxels count as known in inpainting.
+        clamp_output: clamp the result to ``clip_range`` (cWDM post-processing).
+        mask_condition_channel: set the result to ``clip_range[0]`` where this channel of the condition is 0 (cWDM:
+            ``0``, "zero out all non-brain parts"); ``None`` disables it.
+        rescale_output: map ``clip_range`` to ``[0, 1]``: ``(x + 1) / 2`` for WDM, as its sampling script saves.
+        jump_length: RePaint's jump length (inpainting only).
+        jump_n_sample: RePaint's number of passes per jump (``1``: no jumps).
+    """
 
     clip_denoised: bool = True
     clip_range: tuple[float, float] = (-1.0, 1.0)
@@ -160,23 +179,9 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             :func:`~medgen.diffusion.gaussian.space_timesteps`).
         sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        clip_denoised: clip the predicted ``x0`` in image space at every step (official: True).
-        clip_range: ``(low, high)`` image-space range of the data: ``(-1, 1)`` WDM, ``(0, 1)`` cWDM.
-        lll_scale: WDM's divisor of the LLL subband (3).
-        conditional: ``inputs`` are the condition volumes ``(B, n_cond, D, H, W)`` (cWDM, e.g. in a MONAI
-            evaluator); otherwise ``inputs`` is a template / shape and a condition may be given as ``condition=``.
-        image_channels: channels ``C`` of the generated volume when ``inputs`` are conditions (cWDM: 1).
-        spatial_multiple: image-space multiple every padded size must have (one int or one per axis, even);
-            ``None`` infers ``2 * network downsampling`` from the network.
-        pad_value: constant used to pad conditions and the known image (``None``: ``clip_range[0]``, the
-            background of WDM's and cWDM's data). Padded voxels count as known in inpainting.
-        clamp_output: clamp the result to ``clip_range`` (cWDM post-processing).
-        mask_condition_channel: set the result to ``clip_range[0]`` where this channel of the condition is 0
-            (cWDM: ``0``, "zero out all non-brain parts" by the first condition); ``None`` disables it.
-        rescale_output: map ``clip_range`` to ``[0, 1]``: ``(x + 1) / 2`` for WDM, as its sampling script saves.
-        jump_length: RePaint's jump length (inpainting only).
-        jump_n_sample: RePaint's number of passes per jump (``1``: no jumps).
         seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
+            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...).
 
     Raises:
         ValueError: invalid options.
@@ -189,23 +194,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        clip_denoised: bool = True,
-        clip_range: Sequence[float] = (-1.0, 1.0),
-        lll_scale: float = 3.0,
-        conditional: bool = False,
-        image_channels: int = 1,
-        spatial_multiple: int | Sequence[int] | None = None,
-        pad_value: float | None = None,
-        clamp_output: bool = False,
-        mask_condition_channel: int | None = None,
-        rescale_output: bool = False,
-        jump_length: int = 1,
-        jump_n_sample: int = 1,
         *,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        **settings: Any,
     ) -> None:
         super().__init__(
             wdm_diffusion() if diffusion is None else diffusion,
@@ -217,12 +211,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
         )
-        self.settings = WDMSettings(
-            clip_denoised, tuple(clip_range) if isinstance(clip_range, Sequence) else clip_range, lll_scale,
-            conditional, image_channels, spatial_multiple, pad_value, clamp_output, mask_condition_channel,
-            rescale_output, jump_length, jump_n_sample,
+        if isinstance(settings.get("clip_range"), list):
+            settings["clip_range"] = tuple(settings["clip_range"])
+        self.settings = settings_with(WDMSettings(), settings, type(self).__name__)
+        self.schedule = repaint_schedule(
+            self.diffusion.num_timesteps, self.settings.jump_length, self.settings.jump_n_sample
         )
-        self.schedule = repaint_schedule(self.diffusion.num_timesteps, jump_length, jump_n_sample)
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""

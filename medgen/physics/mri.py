@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ __all__ = [
     "complex_to_channels",
     "channels_to_complex",
     "CartesianMRI",
+    "check_multicoil_kspace",
 ]
 
 
@@ -160,6 +162,80 @@ def _centring_factors(size: int, centred_input: bool) -> tuple[torch.Tensor, tor
 def _broadcasts_into(factor: torch.Tensor, t: torch.Tensor) -> bool:
     """Whether ``t *= factor`` keeps ``t``'s shape (and dtype), so the product can be taken in place."""
     return torch.broadcast_shapes(factor.shape, t.shape) == t.shape and torch.result_type(t, factor) == t.dtype
+
+
+def check_multicoil_kspace(
+    kspace: Any, mask: Any, sensitivity_maps: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate undersampled (multi-coil) k-space, its sampling mask and coil maps; errors name the argument.
+
+    Args:
+        kspace: complex ``(B, Nc, H, W)`` (a volume: slices as ``B``), finite.
+        mask: sampling mask ``(H, W)`` or broadcastable to ``kspace`` (``(1, 1, H, W)``, ``(B, 1, H, W)``, ...),
+            real/bool/complex (real part used), sampling at least one location.
+        sensitivity_maps: complex ``(B or 1, Nc, H, W)``, finite and not all zero; ``None`` for single coil.
+
+    Returns:
+        ``(kspace, mask, maps)`` as plain tensors, ``mask`` with 4 dims.
+
+    Raises:
+        TypeError: a tensor of the wrong type or dtype (HFS-SDE's real c2r maps are named).
+        ValueError: shapes that do not fit, NaN/Inf, an empty mask, all-zero maps.
+    """
+    if not isinstance(kspace, torch.Tensor):
+        raise TypeError(f"inputs (k-space) must be a torch.Tensor, got {type(kspace).__name__}.")
+    kspace = kspace.as_tensor() if hasattr(kspace, "as_tensor") else kspace
+    if not kspace.is_complex():
+        raise TypeError(f"inputs (k-space) must be complex (B, Nc, H, W), got dtype {kspace.dtype}.")
+    if kspace.ndim != 4:
+        raise ValueError(
+            f"inputs (k-space) must be shaped (B, Nc, H, W) (a volume: slices as B), got {tuple(kspace.shape)}."
+        )
+    if not bool(torch.isfinite(kspace).all()):
+        bad = int((~torch.isfinite(kspace)).sum())
+        raise ValueError(f"inputs (k-space) must be finite, got {bad} NaN/Inf samples.")
+    batch, coils, height, width = kspace.shape
+    if mask is None:
+        raise ValueError("mask (the k-space sampling mask) is required, got None.")
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+    mask = mask.as_tensor() if hasattr(mask, "as_tensor") else mask
+    mask = mask.real if mask.is_complex() else mask
+    if mask.ndim < 2 or mask.ndim > 4 or tuple(mask.shape[-2:]) != (height, width):
+        raise ValueError(
+            f"mask must be shaped (H, W) = ({height}, {width}) or broadcastable to the k-space {tuple(kspace.shape)}, "
+            f"got {tuple(mask.shape)}."
+        )
+    mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+    if mask.shape[0] not in (1, batch) or mask.shape[1] not in (1, coils):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast against the k-space {tuple(kspace.shape)}.")
+    if not bool(torch.any(mask != 0)):
+        raise ValueError("mask samples no k-space location (all zeros).")
+    if sensitivity_maps is None:
+        if coils != 1:
+            raise ValueError(
+                f"multi-coil k-space ({coils} coils, shape {tuple(kspace.shape)}) needs sensitivity_maps; "
+                "pass them or a single-coil (B, 1, H, W) k-space."
+            )
+        return kspace, mask, None
+    if not isinstance(sensitivity_maps, torch.Tensor):
+        raise TypeError(f"sensitivity_maps must be a torch.Tensor or None, got {type(sensitivity_maps).__name__}.")
+    maps = sensitivity_maps.as_tensor() if hasattr(sensitivity_maps, "as_tensor") else sensitivity_maps
+    if not maps.is_complex():
+        raise TypeError(
+            f"sensitivity_maps must be complex (B, Nc, H, W), got dtype {maps.dtype} (HFS-SDE's real c2r maps "
+            "(B, 2 Nc, H, W) convert with medgen.physics.mri.channels_to_complex)."
+        )
+    if maps.ndim != 4 or maps.shape[0] not in (1, batch) or tuple(maps.shape[1:]) != (coils, height, width):
+        raise ValueError(
+            f"sensitivity_maps must be shaped ({batch} or 1, {coils}, {height}, {width}) to match the k-space "
+            f"{tuple(kspace.shape)}, got {tuple(maps.shape)}."
+        )
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("sensitivity_maps must be finite, got NaN/Inf values.")
+    if not bool(torch.any(maps != 0)):
+        raise ValueError("sensitivity_maps are all zero (every coil sees nothing).")
+    return kspace, mask, maps
 
 
 class CartesianMRI(LinearOperator):

@@ -152,6 +152,6 @@ def test_official_configurations():
     assert parser.get_parsed_content("lowres_checkpoint").endswith("official_lowres.pt")
     assert parser.get_parsed_content("highres_checkpoint").endswith("official_highres.pt")
     inferer = parser.get_parsed_content("highres_inferer")
-    assert inferer.view.slab_depth == 16 and inferer.view.overlap == 0 and inferer.reference_pad_value == -1024.0
+    assert inferer.view.slab_depth == 16 and inferer.view.overlap == 0 and inferer.settings.reference_pad_value == -1024.0
     assert inferer.diffusion.num_timesteps == 1000 and inferer.sampler == "ddpm"
     assert parser.get_parsed_content("lowres_size") == [64, 64, 64]

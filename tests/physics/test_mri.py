@@ -211,3 +211,25 @@ def test_folded_shifts_equal_the_shifted_ffts(convention, size, coils):
     torch.testing.assert_close(op.adjoint(y), expected_adjoint, atol=1e-12, rtol=1e-12)
     # the folded factors follow a dtype change of the input
     torch.testing.assert_close(op(x.to(torch.complex64)), expected_forward.to(torch.complex64), atol=1e-5, rtol=1e-5)
+
+
+def test_check_multicoil_kspace_names_bad_inputs():
+    from medgen.physics.mri import check_multicoil_kspace
+
+    kspace = torch.randn(2, 3, 8, 8, dtype=torch.complex64)
+    maps = torch.randn(1, 3, 8, 8, dtype=torch.complex64)
+    mask = torch.ones(8, 8)
+    k, m, s = check_multicoil_kspace(kspace, mask, maps)
+    assert m.shape == (1, 1, 8, 8) and s is maps
+    bad = kspace.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"inputs \(k-space\) must be finite, got 1 NaN/Inf"):
+        check_multicoil_kspace(bad, mask, maps)
+    with pytest.raises(ValueError, match="sensitivity_maps are all zero"):
+        check_multicoil_kspace(kspace, mask, torch.zeros_like(maps))
+    with pytest.raises(ValueError, match="sensitivity_maps must be finite"):
+        check_multicoil_kspace(kspace, mask, maps * float("inf"))
+    with pytest.raises(ValueError, match="all zeros"):
+        check_multicoil_kspace(kspace, torch.zeros(8, 8), maps)
+    with pytest.raises(ValueError, match="needs sensitivity_maps"):
+        check_multicoil_kspace(kspace, mask)
