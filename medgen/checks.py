@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_tensor", "check_positive_int", "check_choice", "check_int", "check_number"]
+__all__ = ["check_tensor", "check_positive_int", "check_choice", "check_int", "check_number", "check_volume"]
 
 
 def check_tensor(value: Any, name: str, min_ndim: int = 0, layout: str = "", real_floating: bool = False) -> None:
@@ -85,3 +85,30 @@ def check_number(
         bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
         raise ValueError(f"{name} must be in {bounds}, got {value}.")
     return value
+
+
+def check_volume(value: Any, name: str, channels: int | None = None, allow_complex: bool = False) -> torch.Tensor:
+    """``value`` as a plain tensor if it is a non-empty batch of volumes ``(B, C, D0, D1, D2)``, else a clear error.
+
+    Args:
+        value: the argument to check (a tensor or MetaTensor; the meta is dropped in the result).
+        name: its name, used in messages.
+        channels: the required ``C`` (``None``: any).
+        allow_complex: accept complex data (k-space volumes); otherwise it must be real floating point.
+
+    Raises:
+        TypeError: not a tensor, complex when not allowed, or not floating point.
+        ValueError: not 5 dims, the wrong number of channels, or empty.
+    """
+    layout = f"(B, {'C' if channels is None else f'C={channels}'}, D0, D1, D2)"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor {layout}, got {type(value).__name__}.")
+    if value.ndim != 5 or (channels is not None and value.shape[1] != channels):
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(value.shape)}.")
+    if value.is_complex() and not allow_complex:
+        raise TypeError(f"{name} must be real, got {value.dtype}.")
+    if not (value.is_floating_point() or value.is_complex()):
+        raise TypeError(f"{name} must be floating point, got {value.dtype}.")
+    if min(value.shape) < 1:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}.")
+    return value.as_tensor() if hasattr(value, "as_tensor") else value

@@ -133,7 +133,18 @@ class Prior(ABC):
         return f"{type(self).__name__}(network={name}, noise_model={self.noise_model!r})"
 
 
-class ScorePrior(Prior):
+class _NetworkPrior(Prior):
+    """A prior that calls ``network(x, sigma)`` (shared constructor of :class:`ScorePrior` and :class:`DenoiserPrior`)."""
+
+    def __init__(self, network: Callable[..., torch.Tensor], noise_model: str = "ve") -> None:
+        if not callable(network):
+            raise TypeError(f"network must be callable as network(x, sigma), got {type(network).__name__}.")
+        check_choice(noise_model, "noise_model", NOISE_MODELS)
+        self.network = network
+        self.noise_model = noise_model
+
+
+class ScorePrior(_NetworkPrior):
     """A score network ``network(x, sigma) -> grad log p_sigma(x)`` (NCSN++ under the VE-SDE, HFS-SDE's DDPM U-Net).
 
     Args:
@@ -141,31 +152,17 @@ class ScorePrior(Prior):
         noise_model: ``"ve"`` (``sigma`` = VE std, NCSN++) or ``"vp"`` (``sigma`` = VP marginal std, HFS-SDE).
     """
 
-    def __init__(self, network: Callable[..., torch.Tensor], noise_model: str = "ve") -> None:
-        if not callable(network):
-            raise TypeError(f"network must be callable as network(x, sigma), got {type(network).__name__}.")
-        check_choice(noise_model, "noise_model", NOISE_MODELS)
-        self.network = network
-        self.noise_model = noise_model
-
     def score(self, x: torch.Tensor, sigma: Any, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.network(x, sigma)
 
 
-class DenoiserPrior(Prior):
-    """A denoiser ``network(x, sigma, *extra) -> x0_hat`` (EDM's preconditioned networks, VE noise).
+class DenoiserPrior(_NetworkPrior):
+    """A denoiser ``network(x, sigma) -> x0_hat`` (EDM's preconditioned networks).
 
     Args:
         network: the denoiser.
         noise_model: ``"ve"`` (EDM) or ``"vp"``.
     """
-
-    def __init__(self, network: Callable[..., torch.Tensor], noise_model: str = "ve") -> None:
-        if not callable(network):
-            raise TypeError(f"network must be callable as network(x, sigma), got {type(network).__name__}.")
-        check_choice(noise_model, "noise_model", NOISE_MODELS)
-        self.network = network
-        self.noise_model = noise_model
 
     def denoise(self, x: torch.Tensor, sigma: Any, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.network(x, sigma)

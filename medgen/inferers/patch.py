@@ -120,52 +120,29 @@ class PaDISSettings:
 
 
 class PatchDiffusionInferer(SamplingInferer):
-    """PaDIS inverse solver: posterior sampling for ``y = A x`` with a patch-diffusion prior (:class:`PatchDenoiser`).
+    """PaDIS inverse solver: posterior sampling for ``y = A x`` with a patch-diffusion prior.
 
-    Noise levels: Karras et al. ``sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho``,
-    ``i < num_steps``, then ``0`` (:func:`~medgen.diffusion.schedules.karras_sigmas`). The state is the padded canvas
-    ``x`` (``N = w + 2 pad`` per side) of every image; ``D`` is the patch denoiser (border zero), ``score =
-    (D - x) / sigma^2`` and ``x_c`` the image area of the canvas. Per noise level ``sigma`` (``inner_iterations``
-    times each, a fresh patch offset per denoiser call):
+    The state is the padded canvas ``x`` (:class:`~medgen.diffusion.views.CanvasView`) of every image, ``D`` the
+    :class:`~medgen.diffusion.priors.PatchPrior` (border zero, a fresh patch offset per call), ``score =
+    (D - x) / sigma^2``; the noise levels are Karras et al.'s (:meth:`PaDISSettings.sigmas`, then 0). Per level
+    ``sigma`` (``inner_iterations`` times for dps and langevin), with the official formulas:
 
-    - ``solver="dps"`` (PaDIS ``dps``, what the official ``main`` runs): ``alpha = sigma^2 / 2``;
-      ``x <- x - zeta * grad_x ||y - A(D_c)||_2 + alpha / 2 * score + sqrt(alpha) z`` (UN-squared norm, gradient
-      through the denoiser, ``score`` and ``D`` at the same ``x``; no noise at the last level).
-    - ``solver="langevin"`` (PaDIS ``langevin``): ``alpha = sigma^2``; data step
-      ``x_c <- x_c + zeta / ||r|| * min(40, 200 sigma) * A^T r`` with ``r = y - A x_c``, then
-      ``x <- x + alpha / 2 * score + sqrt(alpha) z`` (``score`` from before the data step; no noise at the last level).
-      ``ddnm=True``: no data step; ``score = (x0 - x) / sigma^2`` with the range-null estimate
-      ``x0 = A^+ y + D_c - A^+ A D_c`` (zero border).
-    - ``solver="pc"`` (PaDIS ``pc_sampling``; ``inner_iterations`` unused): for the levels ``sigma > sigma'`` except
-      the last pair ``(sigma_min, 0)``: predictor ``x <- x + (sigma^2 - sigma'^2) score + sqrt(sigma^2 - sigma'^2) z``;
-      data step ``zeta / ||r||``; corrector with the SAME patch offset, ``D`` evaluated at ``sigma`` but
-      ``score = (D - x) / sigma'^2``, ``eps = 2 snr ||z|| / ||score||`` (not squared), ``x <- x + eps score +
-      sqrt(2 eps) z``; data step ``zeta / ||r|| * min(40, 200 sigma)``. These are the official formulas, kept as they
-      are.
+    - ``solver="dps"`` (what the official ``main`` runs): :func:`~medgen.diffusion.samplers.langevin_step` with
+      ``alpha = sigma^2 / 2`` and :class:`~medgen.diffusion.consistency.DPS` (``zeta``, the un-squared residual
+      norm's gradient through the denoiser); no noise at the last level.
+    - ``solver="langevin"``: ``alpha = sigma^2`` and the data step ``zeta min(40, 200 sigma) A^T r / ||r||``
+      (:class:`~medgen.diffusion.consistency.NormalizedGradient`), or with ``ddnm=True`` DDNM's range-null estimate
+      (:class:`~medgen.diffusion.consistency.RangeNullSpace`).
+    - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` (the predictor, a data step, the corrector with
+      the same patch offsets and PaDIS' unsquared step size, a data step) over all levels but the last pair.
 
-    Initialisation (``init``): ``"pseudo_inverse"`` = ``pad(clamp(A^+ y))`` (PaDIS ``dps``: the clamped FBP for CT,
-    the operator's ``pseudo_inverse`` otherwise), or ``"noise"`` = ``sigma_max * z`` on the whole canvas (PaDIS
-    ``langevin``; for ``pc`` only the image area, zero border, as official). Default: ``"pseudo_inverse"`` for dps,
-    ``"noise"`` otherwise. The result is ``clamp(x_c)`` (PaDIS clamps to ``[0, 1]``, the data range of its models).
-
-    Norms (``residual_norm``): PaDIS solves one image at a time, so its ``||y - A x||`` (and the ``||z||``,
-    ``||score||`` of pc) belong to ONE image. ``"per_image"`` (default) keeps that: every 2D image of the batch, and
-    every slice of a volume, has its own norm, so batching does not change a result's law (the gradient of the sum of
-    the norms). It needs an operator acting slice by slice along ``slice_axis`` whose measurement keeps that axis at
-    the same position (e.g. :class:`~medgen.physics.ct.ParallelBeamCT` with the same ``slice_axis``, or 2D
-    :class:`~medgen.physics.blur.Blur`/:class:`~medgen.physics.blur.Downsample` with ``slice_axis=2``).
-    ``"per_item"``: one norm per batch item (for operators coupling slices); ``"batch"``: one norm over everything
-    (TPDM's convention, :func:`~medgen.diffusion.guidance.dps_gradient`). For one 2D image all three agree.
-
-    Randomness: all offsets and noises come from the seeded generator (:meth:`generator`), so a seeded run repeats
-    and resumes bit-identically; the official code draws the offsets from Python's ``random`` and the noise from the
-    global torch RNG, so its random streams are not reproduced (its arithmetic is).
-
-    Differences from the official code (all deliberate): any medgen ``LinearOperator`` (the public code only has CT
-    and raises ``NotImplementedError`` for deblurring and super-resolution); the data term crops the actual image size
-    (official ``measurement_cond_fn`` hard-codes ``w=256``); batches, channels and volumes are supported (official:
-    one image, and ``pc`` draws a hard-coded 3-channel initial noise); the unused ``t_goal`` border noise draw is
-    skipped.
+    ``init``: ``"pseudo_inverse"`` (``pad(clamp(A^+ y))``, the clamped FBP for CT; dps's official choice) or
+    ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
+    one image at a time, so ``"per_image"`` (default) gives every 2D image and every slice of a volume its own norm
+    (it needs an operator acting slice by slice along ``slice_axis``); ``"per_item"`` one norm per batch item;
+    ``"batch"`` one norm over everything (TPDM's convention). All offsets and noises come from the seeded generator,
+    so a run repeats and resumes bit-identically (the official random streams are Python's and torch's global ones).
+    The bundle ``padis_ct`` lists the deliberate differences (any operator, the real image size, batches, volumes).
 
     Args:
         operator: the forward model ``A`` (``forward``, ``adjoint``, ``pseudo_inverse``), moved to the measurement's

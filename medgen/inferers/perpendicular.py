@@ -29,7 +29,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medgen.checks import check_choice, check_int, check_number
+from medgen.checks import check_choice, check_int, check_number, check_volume
 from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
@@ -361,20 +361,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         return VESDE(sigma_min, sigma_max, self.settings.steps)
 
     # ------------------------------------------------------------------------------------------- inputs
-    @staticmethod
-    def _check_volume(x: Any, name: str, complex_ok: bool = False) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor (B, 1, D0, D1, D2), got {type(x).__name__}.")
-        if x.ndim != 5 or x.shape[1] != 1:
-            raise ValueError(f"{name} must have shape (B, C=1, D0, D1, D2), got {tuple(x.shape)}.")
-        if x.is_complex() and not complex_ok:
-            raise TypeError(f"{name} must be real, got {x.dtype}.")
-        if not (x.is_floating_point() or x.is_complex()):
-            raise TypeError(f"{name} must be floating point, got {x.dtype}.")
-        if min(x.shape) < 1:
-            raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}.")
-        return x
-
     def _operators(self, measured: torch.Tensor, kwargs: dict[str, Any]) -> list[LinearOperator]:
         """The operator of the primary slices of each volume for this call (zsr ``length``, csmri masks)."""
         plane, batch = self.view.primary, measured.shape[0]
@@ -433,7 +419,7 @@ class PerpendicularSliceInferer(SamplingInferer):
             raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; accepted: mask, length, device.")
         if self.task == "uncond":
             if isinstance(inputs, torch.Tensor):
-                self._check_volume(inputs, "inputs")
+                check_volume(inputs, "inputs", channels=1)
                 return {"batch": inputs.shape[0], "spatial": tuple(inputs.shape[2:]), "device": inputs.device,
                         "dtype": inputs.dtype, "terms": None}
             if not (isinstance(inputs, Sequence) and all(isinstance(s, int) and s >= 1 for s in inputs)):
@@ -446,7 +432,7 @@ class PerpendicularSliceInferer(SamplingInferer):
             return {"batch": shape[0], "spatial": shape[2:], "device": device, "dtype": torch.get_default_dtype(),
                     "terms": None}
 
-        x = self._check_volume(inputs, "inputs", complex_ok=self.task == "csmri")
+        x = check_volume(inputs, "inputs", channels=1, allow_complex=self.task == "csmri")
         measured = self.plain(x)
         operators = self._operators(measured, kwargs)
         plane = self.view.primary

@@ -34,7 +34,7 @@ from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
-from medgen.checks import check_int, check_number
+from medgen.checks import check_int, check_number, check_volume
 from medgen.inferers.base import DiffusionSamplingInferer, settings_with
 from medgen.networks.checkpoint import network_parameter, unwrap_network
 from medgen.networks.guided_unet import GuidedUNet
@@ -43,19 +43,9 @@ from medgen.networks.wavunet import WavUNet
 __all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]
 
 
-def _check_volume(value: Any, name: str) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, D, H, W), got {type(value).__name__}.")
-    if value.ndim != 5:
-        raise ValueError(f"{name} must have shape (B, C, D, H, W) (5 dims), got shape {tuple(value.shape)}.")
-    if value.is_complex():
-        raise TypeError(f"{name} must be real, got {value.dtype}.")
-    return value.as_tensor() if isinstance(value, MetaTensor) else value
-
-
 def _image_shape(inputs: Any) -> tuple[int, ...]:
     if isinstance(inputs, torch.Tensor):
-        return tuple(int(s) for s in _check_volume(inputs, "inputs").shape)
+        return tuple(int(s) for s in check_volume(inputs, "inputs").shape)
     if isinstance(inputs, (tuple, list, torch.Size)) and len(inputs) == 5 and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in inputs
     ):
@@ -147,30 +137,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
     The result is ``IDWT(x_0)`` cropped back to the input size, then optionally post-processed (``clamp_output``,
     ``mask_condition_channel``, ``rescale_output``, in that order).
 
-    **Faithfulness.** The defaults are the official sampler: 1000 ancestral DDPM steps over the linear schedule,
-    ``x0`` prediction, fixed-large variance, image-space clipping to ``[-1, 1]``, initial noise
-    ``randn(B, 8, D/2, H/2, W/2)`` followed by one ``randn_like(x)`` per step after the network call. On the CPU a
-    ``seed`` reproduces the official draws after ``torch.manual_seed(seed)``. Official WDM reseeds before every
-    sample batch with ``seed, seed + 1, ...``; here every call reseeds with ``seed`` (batch ``k`` of an official run is
-    ``seed + k``). Official cWDM seeds once and keeps drawing for each subject in turn, so only its first subject is
-    reproduced by one call. On CUDA the official code draws the initial noise on the CPU and the steps on the GPU;
-    here all draws come from one generator on the inputs' device (not bit-identical there).
-
-    **Beyond the official code.**
-
-    - ``timestep_respacing`` / ``sampler="ddim"``: the official scripts parse ``--sampling_steps`` and
-      ``--use_ddim`` but never use them (every official sample is 1000-step DDPM); here they take effect.
-    - Any size: the image is padded at the end of each axis to a multiple of ``spatial_multiple`` (2 for the DWT
-      times the network's downsampling; inferred for :class:`~medgen.networks.guided_unet.GuidedUNet` and
-      :class:`~medgen.networks.wavunet.WavUNet`) with ``pad_value`` (conditions, known image) and the result is
-      cropped back. The official code silently mis-transforms odd sizes; cWDM pads depth 155 -> 160 with zeros by
-      hand, which is what ``pad_value=0`` does.
-    - 3D inpainting (listed as future work in WDM's README): with a ``mask`` (1 = known) and a ``known`` volume,
-      before every reverse step the known image's coefficients are forward-noised to the current level, both states
-      are transformed to IMAGE space, combined there with the mask, and transformed back (RePaint, Lugmayr et al.
-      2022); after the last step the clean known image is pasted the same way. ``jump_length``/``jump_n_sample``
-      add RePaint's resampling jumps (:func:`repaint_schedule`). Combining in image space keeps the mask exact at
-      voxel resolution, which a mask on the half-resolution coefficients could not.
+    The defaults are the official sampler (on the CPU a ``seed`` reproduces its draws after
+    ``torch.manual_seed(seed)``). Beyond it: respacing and DDIM take effect (the official flags are ignored there),
+    any size works (padding to ``spatial_multiple`` with ``pad_value``, cropped back), and 3D inpainting with a
+    ``mask`` and a ``known`` volume (:class:`~medgen.diffusion.consistency.RePaint` combining the states in image
+    space; ``jump_length``/``jump_n_sample`` add RePaint's jumps). The bundle ``wdm_brain_mri`` documents each
+    difference (seeding per batch, CUDA draws, odd sizes).
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
@@ -328,11 +300,11 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         if settings.conditional:
             if condition is None:
                 condition = inputs  # type: ignore[assignment]
-            condition_t = _check_volume(condition, "condition" if condition is not inputs else "inputs")
+            condition_t = check_volume(condition, "condition" if condition is not inputs else "inputs")
             shape = (condition_t.shape[0], settings.image_channels, *condition_t.shape[2:])
         else:
             shape = _image_shape(inputs)
-            condition_t = None if condition is None else _check_volume(condition, "condition")
+            condition_t = None if condition is None else check_volume(condition, "condition")
         batch, channels, spatial = shape[0], shape[1], tuple(shape[2:])
         if condition_t is not None and (condition_t.shape[0] != batch or tuple(condition_t.shape[2:]) != spatial):
             raise ValueError(
@@ -423,10 +395,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
                     f"jump_n_sample={self.settings.jump_n_sample} (RePaint jumps) needs inpainting inputs, got no mask."
                 )
             return None, None
-        mask_t = _check_volume(mask, "mask")
+        if isinstance(mask, torch.Tensor) and not (mask.is_floating_point() or mask.is_complex()):
+            mask = mask.float()  # a bool or integer 0/1 mask
+        mask_t = check_volume(mask, "mask")
         if known is None and isinstance(inputs, torch.Tensor) and not self.settings.conditional:
             known = inputs
-        known_t = _check_volume(known, "known")
+        known_t = check_volume(known, "known")
         if tuple(known_t.shape) != tuple(shape):
             raise ValueError(f"known must have the output shape {tuple(shape)}, got {tuple(known_t.shape)}.")
         if mask_t.shape[0] not in (1, batch) or mask_t.shape[1] not in (1, channels) or (
