@@ -255,15 +255,10 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         Raises:
             ValueError: a size is not divisible (before sampling starts).
         """
-        module = unwrap_network(network)
-        factor, mult = getattr(module, "resample_factor", None), getattr(module, "channel_mult", None)
-        if factor is None or mult is None:
-            return
-        multiple = [int(f) ** (len(mult) - 1) for f in factor]
-        if any(s % m for s, m in zip(shape, multiple)):
+        multiple = getattr(unwrap_network(network), "input_multiple", None)
+        if multiple is not None and any(s % m for s, m in zip(shape, multiple)):
             raise ValueError(
-                f"{name} spatial shape {tuple(shape)} must be divisible by {tuple(multiple)} for this network "
-                f"({len(mult) - 1} resampling steps of {tuple(factor)})."
+                f"{name} spatial shape {tuple(shape)} must be divisible by {tuple(multiple)} for this network."
             )
 
     def check_labels(self, labels: torch.Tensor, num_classes: int, name: str = "inputs") -> None:

@@ -37,8 +37,6 @@ from medgen.diffusion.views import WaveletView
 from medgen.checks import check_int, check_number, check_volume
 from medgen.inferers.base import DiffusionSamplingInferer, settings_with
 from medgen.networks.checkpoint import network_parameter, unwrap_network
-from medgen.networks.guided_unet import GuidedUNet
-from medgen.networks.wavunet import WavUNet
 
 __all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]
 
@@ -195,20 +193,13 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         return {**super().config(), "settings": self.settings}
 
     def view(self, network: Callable[..., Any]) -> WaveletView:
-        """The wavelet view: padding to ``spatial_multiple``, or ``2 *`` the network's total downsampling
-        (``resample_factor ** (levels - 1)`` for a GuidedUNet, ``2 ** levels`` for a WavUNet, 1 for any other
-        callable), Haar with LLL / ``lll_scale``, padding value ``pad_value``."""
+        """The wavelet view: padding to ``spatial_multiple``, or ``2 *`` the network's ``input_multiple`` (1 for a
+        network without one), Haar with LLL / ``lll_scale``, padding value ``pad_value``."""
         settings = self.settings
         multiple = settings.spatial_multiple
         if multiple is None:
-            module = unwrap_network(network)
-            if isinstance(module, GuidedUNet):
-                levels = len(module.channel_mult) - 1
-                multiple = tuple(2 * f**levels for f in module.resample_factor)
-            elif isinstance(module, WavUNet):
-                multiple = (2 * 2 ** len(module.channel_mult),) * 3
-            else:
-                multiple = (2, 2, 2)
+            network_multiple = getattr(unwrap_network(network), "input_multiple", (1, 1, 1))
+            multiple = tuple(2 * m for m in network_multiple)
         return WaveletView(multiple, settings.lll_scale, settings.background)
 
     def model(

@@ -371,6 +371,11 @@ class GuidedUNet(nn.Module):
         """
         return cls(**official_unet_kwargs(config, allowed_extra=()))
 
+    @property
+    def input_multiple(self) -> tuple[int, ...]:
+        """Per spatial axis, the size every input must be a multiple of: ``resample_factor ** (levels - 1)``."""
+        return tuple(int(f) ** (len(self.channel_mult) - 1) for f in self.resample_factor)
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Args:
             x: (B, in_channels, *S), every spatial size divisible by ``resample_factor ** (levels - 1)``.

@@ -434,6 +434,11 @@ class SDMUNet(nn.Module):
             use_checkpoint=bool(c["use_checkpoint"]),
         )
 
+    @property
+    def input_multiple(self) -> tuple[int, ...]:
+        """Per spatial axis, the size every input must be a multiple of: ``resample_factor ** (levels - 1)``."""
+        return tuple(int(f) ** (len(self.channel_mult) - 1) for f in self.resample_factor)
+
     def forward(
         self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor, r: torch.Tensor | None = None
     ) -> torch.Tensor:

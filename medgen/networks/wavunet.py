@@ -276,6 +276,11 @@ class WavUNet(nn.Module):
                 "use_scale_shift_norm", "num_groups", "use_checkpoint")
         return cls(**{k: kwargs[k] for k in keep if k in kwargs})
 
+    @property
+    def input_multiple(self) -> tuple[int, int, int]:
+        """Per spatial axis, the size every input must be a multiple of: ``2 ** levels`` (one Haar step per level)."""
+        return (2 ** len(self.channel_mult),) * 3
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Args:
             x: (B, in_channels, D, H, W), every size divisible by ``2 ** len(channel_mult)``.
