@@ -54,6 +54,7 @@ __all__ = [
     "DenoiserPrior",
     "EpsilonPrior",
     "ClassifierFreeGuidance",
+    "GuidedNetwork",
     "PatchPrior",
     "as_noise_model",
     "as_prior",
@@ -293,6 +294,37 @@ class ClassifierFreeGuidance(Prior):
         if self.scale == 1.0:
             return c
         return classifier_free_guidance(c, self.unconditional.denoise(x, sigma, generator=generator), self.scale)
+
+
+class GuidedNetwork:
+    """Classifier-free guidance as a wrapper of a conditional network's raw output (SDM, the CTCA model).
+
+    ``guided(x, t, *conditions) = u + s (c - u)`` on the first ``channels`` output channels (the learned-variance
+    channels stay conditional), with ``c = network(x, t, *conditions)`` and ``u`` the same call with the conditions
+    zeroed, except those ``keep`` marks; ``scale = 1`` makes one call.
+
+    Args:
+        network: ``network(x, t, *conditions)``.
+        scale: guidance scale ``s``.
+        keep: per condition, keep it in the unconditional pass (CTCA: the reference is dropped too, so all False).
+        channels: guided leading channels (``None``: the channels of ``x``).
+    """
+
+    def __init__(
+        self, network: Callable[..., torch.Tensor], scale: float, keep: Sequence[bool] = (), channels: int | None = None
+    ) -> None:
+        if not callable(network):
+            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        self.network, self.scale, self.keep, self.channels = network, float(scale), tuple(keep), channels
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:
+        conditional = self.network(x, t, *conditions)
+        if self.scale == 1.0:
+            return conditional
+        keep = self.keep + (False,) * (len(conditions) - len(self.keep))
+        null = [c if k else torch.zeros_like(c) for c, k in zip(conditions, keep)]
+        channels = x.shape[1] if self.channels is None else self.channels
+        return classifier_free_guidance(conditional, self.network(x, t, *null), self.scale, channels)
 
 
 class _NoiseModelAdapter(Prior):

@@ -45,11 +45,17 @@ from monai.data import MetaTensor
 
 from medgen.checks import check_int, check_number
 from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
-from medgen.diffusion.priors import classifier_free_guidance
+from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer, settings_with
 from medgen.networks.checkpoint import unwrap_network
-from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
+from medgen.networks.sdm_unet import (
+    check_label_map,
+    one_hot_labels,
+    reference_for_slab,
+    sdm_conditioning,
+    slab_z_position_channel,
+)
 
 __all__ = [
     "sdm_diffusion",
@@ -65,23 +71,6 @@ __all__ = [
 OFFICIAL_THRESHOLD = 0.999
 
 Network = Callable[..., torch.Tensor]
-
-
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    return t.as_tensor() if isinstance(t, MetaTensor) else t
-
-
-def _check_label_map(inputs: Any, name: str = "inputs") -> torch.Tensor:
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"{name} must be an integer label map tensor (B, 1, H, W, D), got {type(inputs).__name__}.")
-    if inputs.ndim != 5 or inputs.shape[1] != 1:
-        raise ValueError(f"{name} must be a label map of shape (B, 1, H, W, D), got shape {tuple(inputs.shape)}.")
-    if inputs.is_complex() or inputs.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {inputs.dtype}.")
-    labels = _plain(inputs)
-    if labels.is_floating_point() and not torch.equal(labels.round(), labels):
-        raise ValueError(f"{name} must hold integer class indices, got non-integer values.")
-    return labels
 
 
 def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[int, int], dtype, device) -> torch.Tensor:
@@ -226,71 +215,28 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         return {**super().config(), "settings": self.settings}
 
     # ------------------------------------------------------------------------------------------------ pieces
-    def network_conditioning(self, network: Network) -> tuple[int, bool, int]:
-        """``(num_classes, position_channel, reference_channels)`` the network expects in ``y`` and ``r``.
-
-        Read from the network's attributes (:class:`~medgen.networks.sdm_unet.SDMUNet` has them); a network without
-        them gets ``num_classes`` from the inferer, no position channel and no reference.
-
-        Raises:
-            ValueError: no class count is known, or the inferer's ``num_classes`` contradicts the network's.
-        """
-        module = unwrap_network(network)
-        found = getattr(module, "num_classes", None)
-        if isinstance(found, int) and self.settings.num_classes is not None and found != self.settings.num_classes:
-            raise ValueError(f"num_classes={self.settings.num_classes} but network.num_classes is {found}.")
-        num_classes = found if isinstance(found, int) else self.settings.num_classes
-        if num_classes is None:
-            raise ValueError(
-                f"the network ({type(module).__name__}) has no num_classes attribute: pass num_classes to the inferer."
-            )
-        position = bool(getattr(module, "position_channel", False))
-        reference_channels = getattr(module, "reference_channels", 0)
-        return num_classes, position, int(reference_channels or 0)
-
-    @staticmethod
-    def check_spatial(network: Network, shape: Sequence[int], name: str) -> None:
-        """Check the network can take a volume of spatial ``shape`` (divisible by its total resampling factor).
-
-        Raises:
-            ValueError: a size is not divisible (before sampling starts).
-        """
-        multiple = getattr(unwrap_network(network), "input_multiple", None)
-        if multiple is not None and any(s % m for s, m in zip(shape, multiple)):
-            raise ValueError(
-                f"{name} spatial shape {tuple(shape)} must be divisible by {tuple(multiple)} for this network."
-            )
-
-    def check_labels(self, labels: torch.Tensor, num_classes: int, name: str = "inputs") -> None:
-        """Raise ``ValueError`` if ``labels`` holds a class outside ``[0, num_classes)``."""
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(
-                f"{name} must hold classes in [0, {num_classes}) (the network's num_classes), got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]."
-            )
-
-    def guided_output(
-        self, network: Network, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, r: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The network output with the official classifier-free guidance (see the class docstring, steps 1-2).
+    def inputs(self, inputs: Any, network: Network, slab: Sequence[int] | None = None) -> tuple[torch.Tensor, Any]:
+        """Validated label maps and the network's ``(num_classes, position_channel, reference_channels)``.
 
         Args:
-            network: ``network(x, t, y[, r])``.
-            x: noisy volumes/slabs ``(N, 1, H, W, Dz)``.
-            t: ``(N,)`` timesteps as the network takes them.
-            y: label map (+ z-position) ``(N, L, H, W, Dz)``.
-            r: reference ``(N, 2, h, w, d)`` or ``None``.
-
-        Returns:
-            ``(N, 2, H, W, Dz)``: guided noise and conditional variance value.
+            inputs: label maps ``(B, 1, H, W, D)``.
+            network: the SDM network (its attributes say what it expects).
+            slab: the spatial shape the network sees (default: the label map's).
         """
-        conditional = network(x, t, y) if r is None else network(x, t, y, r)
-        if self.settings.guidance_scale == 1.0:
-            return conditional
-        null_r = None if r is None else (torch.zeros_like(r) if self.settings.guidance_drop_reference else r)
-        y0 = torch.zeros_like(y)
-        unconditional = network(x, t, y0) if null_r is None else network(x, t, y0, null_r)
-        return classifier_free_guidance(conditional, unconditional, self.settings.guidance_scale, channels=x.shape[1])
+        if not callable(network):
+            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        conditioning = sdm_conditioning(network, self.settings.num_classes)
+        labels = check_label_map(inputs, conditioning[0])
+        shape = tuple(labels.shape[2:]) if slab is None else tuple(slab)
+        multiple = getattr(unwrap_network(network), "input_multiple", None)
+        if multiple is not None and any(s % m for s, m in zip(shape, multiple)):
+            raise ValueError(f"the network's inputs {shape} must be divisible by {tuple(multiple)} (its resampling).")
+        return labels, conditioning
+
+    def guided(self, network: Network) -> GuidedNetwork:
+        """The network with the official classifier-free guidance (a second pass with the label map, z-position and
+        -- with ``guidance_drop_reference`` -- the reference zeroed, guidance on the noise channel only)."""
+        return GuidedNetwork(network, self.settings.guidance_scale, (False, not self.settings.guidance_drop_reference))
 
     def reverse_step(
         self, model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
@@ -349,22 +295,19 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         """
         if args or kwargs:
             raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
-        labels = _check_label_map(inputs)
-        num_classes, position, reference_channels = self.network_conditioning(network)
+        labels, (num_classes, position, reference_channels) = self.inputs(inputs, network)
         if position or reference_channels:
             raise ValueError(
                 "the network expects a z-position channel and/or a reference volume (a high-res slab model); "
                 "sample it with SlabPatchInferer."
             )
-        self.check_labels(labels, num_classes)
-        self.check_spatial(network, labels.shape[2:], "inputs")
         device = labels.device
         y = one_hot_labels(labels, num_classes, dtype=self.settings.dtype)
 
+        guided = self.guided(network)
+
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.guided_output(network, x, t, y, None)
+            return guided(x, t, y)
 
         with torch.no_grad():
             image = self._run(tuple(labels.shape), model, device, labels.shape, {"labels": labels})
@@ -452,13 +395,11 @@ class SlabPatchInferer(SemanticDiffusionInferer):
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``model(slabs, t) -> outputs`` over the stacked slabs, ``slab_batch_size`` slabs per (guided) call."""
         chunk = self.settings.slab_batch_size or y.shape[0]
+        guided = self.guided(network)
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            outputs = [
-                self.guided_output(network, x[i : i + chunk], t[i : i + chunk], y[i : i + chunk],
-                                   None if r is None else r[i : i + chunk])
-                for i in range(0, x.shape[0], chunk)
-            ]
+            rows = [slice(i, i + chunk) for i in range(0, x.shape[0], chunk)]
+            outputs = [guided(x[k], t[k], y[k]) if r is None else guided(x[k], t[k], y[k], r[k]) for k in rows]
             return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
         return model
@@ -504,15 +445,11 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         """
         if args or kwargs:
             raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
-        labels = _check_label_map(inputs)
+        slab = (*inputs.shape[2:4], self.settings.slab_depth) if isinstance(inputs, torch.Tensor) else None
+        labels, (num_classes, position, reference_channels) = self.inputs(inputs, network, slab)
         batch, _, height, width, depth = labels.shape
-        num_classes, position, reference_channels = self.network_conditioning(network)
-        self.check_labels(labels, num_classes)
         if self.settings.pad_label >= num_classes:
             raise ValueError(f"pad_label must be a class in [0, {num_classes}), got {self.settings.pad_label}.")
-        self.check_spatial(network, (height, width, self.settings.slab_depth), "a slab (H, W, slab_depth)")
         ref = None
         if reference_channels:
             if reference is None:
@@ -529,7 +466,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
             if reference_channels != 2:
                 raise ValueError(f"the reference gives 2 channels (intensity, z-position), the network expects "
                                  f"{reference_channels}.")
-            ref = _plain(reference).to(labels.device).expand(batch, -1, -1, -1, -1)
+            ref = (reference.as_tensor() if isinstance(reference, MetaTensor) else reference).to(labels.device).expand(batch, -1, -1, -1, -1)
             if not ref.is_floating_point():
                 ref = ref.to(self.settings.dtype)
         elif reference is not None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked
+from medgen.networks.checkpoint import build_uninitialized, load_state_dict_checked, unwrap_network
 from medgen.networks.guided_layers import (
     ConditionedTimestepBlock,
     GroupNorm32,
@@ -62,6 +62,8 @@ __all__ = [
     "one_hot_labels",
     "slab_z_position_channel",
     "reference_for_slab",
+    "sdm_conditioning",
+    "check_label_map",
 ]
 
 # create_model's channel_mult for channel_mult="" (script_util.py of both CTCA branches)
@@ -660,3 +662,43 @@ def reference_for_slab(
     z = torch.arange(z_start, z_end, dtype=torch.float64, device=vol.device)
     position = (2 * (z / lr_depth - 0.5)).to(vol.dtype).reshape(1, 1, -1).expand_as(window)
     return torch.stack([window, position])
+
+
+def sdm_conditioning(network: Any, num_classes: int | None = None) -> tuple[int, bool, int]:
+    """``(num_classes, position_channel, reference_channels)`` a (possibly wrapped) SDM network expects.
+
+    Read from the network's attributes (:class:`SDMUNet` has them); a network without them gets ``num_classes`` from the
+    caller, no position channel and no reference.
+
+    Raises:
+        ValueError: no class count is known, or ``num_classes`` contradicts the network's.
+    """
+    module = unwrap_network(network)
+    found = getattr(module, "num_classes", None)
+    found = found if isinstance(found, int) and not isinstance(found, bool) else None
+    if found is not None and num_classes is not None and found != num_classes:
+        raise ValueError(f"num_classes={num_classes} but network.num_classes is {found}.")
+    if found is None and num_classes is None:
+        raise ValueError(f"the network ({type(module).__name__}) has no num_classes attribute: pass num_classes.")
+    position = bool(getattr(module, "position_channel", False))
+    return found if found is not None else num_classes, position, int(getattr(module, "reference_channels", 0) or 0)
+
+
+def check_label_map(labels: Any, num_classes: int, name: str = "inputs") -> torch.Tensor:
+    """``labels`` as a plain tensor if it is an integer-valued label map ``(B, 1, *spatial)`` of classes in
+    ``[0, num_classes)``, else a ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be an integer label map tensor (B, 1, H, W, D), got {type(labels).__name__}.")
+    if labels.ndim != 5 or labels.shape[1] != 1:
+        raise ValueError(f"{name} must be a label map of shape (B, 1, H, W, D), got shape {tuple(labels.shape)}.")
+    if labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}.")
+    labels = labels.as_tensor() if hasattr(labels, "as_tensor") else labels
+    if labels.is_floating_point() and not torch.equal(labels.round(), labels):
+        raise ValueError(f"{name} must hold integer class indices, got non-integer values.")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"{name} must hold classes in [0, {num_classes}) (the network's num_classes), got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
+    return labels

@@ -246,10 +246,10 @@ def test_guidance_only_changes_the_noise_channel():
     y = torch.cat([one_hot_labels(labels_of((2, 1, 8, 8, 4)), 3), torch.rand(2, 1, 8, 8, 4, generator=g)], 1)
     r = torch.randn(2, 2, 4, 4, 6, generator=g)
     with torch.no_grad():
-        guided = inferer.guided_output(net, x, t, y, r)
+        guided = inferer.guided(net)(x, t, y, r)
         cond, uncond = net(x, t, y, r), net(x, t, torch.zeros_like(y), torch.zeros_like(r))
-        keep_r = SlabPatchInferer(guidance_scale=3.0, guidance_drop_reference=False).guided_output(net, x, t, y, r)
-        plain = SlabPatchInferer(guidance_scale=1.0).guided_output(net, x, t, y, r)
+        keep_r = SlabPatchInferer(guidance_scale=3.0, guidance_drop_reference=False).guided(net)(x, t, y, r)
+        plain = SlabPatchInferer(guidance_scale=1.0).guided(net)(x, t, y, r)
     assert torch.equal(guided[:, 1:], cond[:, 1:])
     torch.testing.assert_close(guided[:, :1], uncond[:, :1] + 3.0 * (cond[:, :1] - uncond[:, :1]), rtol=0, atol=1e-6)
     assert (guided[:, :1] - cond[:, :1]).abs().max() > 1e-3
