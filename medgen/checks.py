@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["check_tensor", "check_positive_int", "check_choice", "check_int", "check_number", "check_volume"]
+__all__ = [
+    "check_tensor",
+    "check_positive_int",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "check_volume",
+    "settings_with",
+]
+
+S = TypeVar("S")
 
 
 def check_tensor(value: Any, name: str, min_ndim: int = 0, layout: str = "", real_floating: bool = False) -> None:
@@ -112,3 +124,21 @@ def check_volume(value: Any, name: str, channels: int | None = None, allow_compl
     if min(value.shape) < 1:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}.")
     return value.as_tensor() if hasattr(value, "as_tensor") else value
+
+
+def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:
+    """``base`` (a frozen settings dataclass) with ``overrides`` replaced; its ``__post_init__`` validates them.
+
+    Raises:
+        TypeError: an override is not a field, named with the closest field (``stpes`` -> ``steps``) and all fields.
+    """
+    fields = [f.name for f in dataclasses.fields(base)]  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"{owner} got an unknown setting {unknown[0]!r}{hint} (the settings of {type(base).__name__}: "
+            f"{', '.join(fields)})."
+        )
+    return dataclasses.replace(base, **overrides)  # type: ignore[type-var]

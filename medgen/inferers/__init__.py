@@ -7,7 +7,6 @@ from medgen.inferers.base import (
     SamplingInferer,
     DiffusionSamplingInferer,
     DIFFUSION_SAMPLERS,
-    refined_affine,
 )
 from medgen.inferers.perpendicular import (
     PerpendicularSliceInferer,
@@ -46,7 +45,6 @@ __all__ = [
     "SamplingInferer",
     "DiffusionSamplingInferer",
     "DIFFUSION_SAMPLERS",
-    "refined_affine",
     "PerpendicularSliceInferer",
     "TPDMSettings",
     "TPDM_OFFICIAL",

@@ -5,7 +5,6 @@
 - :class:`DiffusionSamplingInferer`: a :class:`SamplingInferer` over a discrete
   :class:`~medgen.diffusion.gaussian.GaussianDiffusion` (respacing, DDPM/DDIM step), shared by the WDM and SDM
   inferers.
-- :func:`refined_affine`: the output grid of super-resolution tasks.
 
 **Gradients.** Inferers whose data consistency needs autograd (DPS) get it the same way everywhere: sampling runs
 with ``torch.inference_mode`` switched off and each step that needs a graph under ``torch.enable_grad()``, so a call
@@ -16,60 +15,34 @@ created under inference mode are copied out of it first (:meth:`SamplingInferer.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from medgen.checks import check_choice, check_int
-from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
+from medgen.diffusion.gaussian import (
+    GaussianDiffusion,
+    diffusion_fingerprint,
+    respace_diffusion,
+)
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
-from medgen.transforms.utils import scale_voxel_axes
 
 __all__ = [
     "SamplingInferer",
     "DiffusionSamplingInferer",
     "DIFFUSION_SAMPLERS",
-    "refined_affine",
-    "settings_with",
 ]
-
-S = TypeVar("S")
 
 DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:
-    """``base`` (a frozen settings dataclass) with ``overrides`` replaced; its ``__post_init__`` validates them.
-
-    Raises:
-        TypeError: an override is not a field, named with the closest field (``stpes`` -> ``steps``) and all fields.
-    """
-    fields = [f.name for f in dataclasses.fields(base)]  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], fields, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TypeError(
-            f"{owner} got an unknown setting {unknown[0]!r}{hint} (the settings of {type(base).__name__}: "
-            f"{', '.join(fields)})."
-        )
-    return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
-
-
-def refined_affine(affine: torch.Tensor, factors: Mapping[int, int]) -> torch.Tensor:
-    """The affine of the grid ``factors[k]`` times finer along spatial axis ``k`` whose blocks of ``factor`` voxels
-    average to the coarse voxels (:func:`~medgen.transforms.utils.scale_voxel_axes` with scale ``1 / factor``)."""
-    return scale_voxel_axes(affine, {axis: 1.0 / factor for axis, factor in factors.items()})
-
-
 # ---------------------------------------------------------------------------------------------- base classes
 class SamplingInferer(Inferer):
     """Base of medgen's diffusion inferers: a :class:`monai.inferers.Inferer` whose ``__call__`` runs a sampler.
@@ -119,9 +92,9 @@ class SamplingInferer(Inferer):
         with torch.inference_mode(False):
             return self.sample(inputs, network, *args, **kwargs)
 
+    @abstractmethod
     def sample(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-        """The inferer's sampler (subclasses implement it)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement sample().")
+        """The inferer's sampler."""
 
     @staticmethod
     def plain(t: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,19 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_choice, check_int, check_number
+from medgen.checks import check_choice, check_int, check_number, settings_with
 from medgen.diffusion.consistency import DataConsistency, NormalizedGradient
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
-from medgen.inferers.base import SamplingInferer, settings_with
+from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
-from medgen.physics.mri import CartesianMRI, channels_to_complex, check_multicoil_kspace, complex_to_channels
+from medgen.physics.mri import (
+    CartesianMRI,
+    channels_to_complex,
+    check_multicoil_kspace,
+    complex_to_channels,
+)
 
 __all__ = ["HighFrequencySpaceInferer", "HFSSettings", "KSpaceMeasurement", "SDE_PRESETS", "ACCELERATED"]
 

@@ -35,17 +35,28 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
-from medgen.checks import check_choice, check_int, check_number
-from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
+from medgen.checks import check_choice, check_int, check_number, settings_with
+from medgen.diffusion.consistency import (
+    DPS,
+    DataConsistency,
+    NormalizedGradient,
+    RangeNullSpace,
+)
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
-from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
+from medgen.diffusion.samplers import (
+    PADIS_DATA_STEP_CAP,
+    PADIS_DATA_STEP_RATE,
+    langevin_step,
+    padis_pc_step,
+)
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
-from medgen.inferers.base import SamplingInferer, refined_affine, settings_with
+from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import unwrap_network
 from medgen.physics.base import ComposedOperator, LinearOperator
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
+from medgen.transforms.utils import refined_affine
 
 __all__ = [
     "PATCH_MODES",

@@ -29,18 +29,31 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medgen.checks import check_choice, check_int, check_number, check_volume
-from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
+from medgen.checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_volume,
+    settings_with,
+)
+from medgen.diffusion.consistency import (
+    DPS,
+    DataConsistency,
+    HardProjection,
+    RePaint,
+    StepContext,
+)
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
-from medgen.inferers.base import SamplingInferer, refined_affine, settings_with
+from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
 from medgen.physics.mask import Inpainting
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
+from medgen.transforms.utils import refined_affine
 
 __all__ = [
     "PerpendicularSliceInferer",

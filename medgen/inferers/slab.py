@@ -43,11 +43,11 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number
+from medgen.checks import check_int, check_number, settings_with
 from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
-from medgen.inferers.base import DiffusionSamplingInferer, settings_with
+from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import unwrap_network
 from medgen.networks.sdm_unet import (
     check_label_map,

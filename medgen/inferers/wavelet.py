@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
+from medgen.checks import check_int, check_number, check_volume, settings_with
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
-from medgen.checks import check_int, check_number, check_volume
-from medgen.inferers.base import DiffusionSamplingInferer, settings_with
+from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import network_parameter, unwrap_network
 
 __all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]

@@ -9,7 +9,7 @@ import torch
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["as_plain_tensor", "as_floating_tensor", "restore_type", "apply_to_keys", "scale_voxel_axes"]
+__all__ = ["as_plain_tensor", "as_floating_tensor", "restore_type", "apply_to_keys", "scale_voxel_axes", "refined_affine"]
 
 
 def as_plain_tensor(img: Any) -> torch.Tensor:
@@ -86,3 +86,9 @@ def scale_voxel_axes(affine: torch.Tensor, scales: Mapping[int, float]) -> torch
             out[..., :-1, -1] += column * (scale - 1) / 2
             out[..., :-1, axis] = column * scale
     return out.to(affine.dtype)
+
+
+def refined_affine(affine: torch.Tensor, factors: Mapping[int, int]) -> torch.Tensor:
+    """The affine of the grid ``factors[k]`` times finer along spatial axis ``k`` whose blocks of ``factor`` voxels
+    average to the coarse voxels (:func:`scale_voxel_axes` with scale ``1 / factor``)."""
+    return scale_voxel_axes(affine, {axis: 1.0 / factor for axis, factor in factors.items()})

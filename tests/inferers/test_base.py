@@ -38,7 +38,7 @@ def test_sampling_loop_fingerprint_separates_configs(tmp_path):
         def config(self):
             return {**super().config(), "scale": self.scale}
 
-        def __call__(self, inputs, network=None):
+        def sample(self, inputs, network=None):
             g = self.generator(inputs.device)
             loop = self.sampling_loop(3, inputs.shape)
 
@@ -58,7 +58,7 @@ def test_sampling_loop_fingerprint_separates_configs(tmp_path):
 
 def test_bad_arguments():
     class Identity(SamplingInferer):
-        def __call__(self, inputs, network=None):
+        def sample(self, inputs, network=None):
             return self.wrap_output(inputs, inputs)
 
     with pytest.raises(TypeError, match="seed must be an int"):
@@ -71,7 +71,7 @@ def test_extra_tensors_are_digested_into_the_fingerprint(tmp_path):
     """Another measurement of the same shape never resumes a run (the loop fingerprint holds a content digest)."""
 
     class Shifted(SamplingInferer):
-        def __call__(self, inputs, network=None):
+        def sample(self, inputs, network=None):
             loop = self.sampling_loop(2, inputs.shape, extra={"measurement": inputs, "mask": None})
             return self.wrap_output(loop.run({"x": inputs.clone()}, lambda i, s: {"x": s["x"] + 1})["x"], inputs)
 
