@@ -49,11 +49,11 @@ def test_sampling_loop_fingerprint_separates_configs(tmp_path):
             return self.wrap_output(loop.run({"x": inputs.clone()}, step, generator=g)["x"], inputs)
 
     x = torch.zeros(1, 1, 4, 4)
-    first = Scaled(0.5, seed=3, progress=False, checkpoint_dir=tmp_path)(x)
-    again = Scaled(0.5, seed=3, progress=False, checkpoint_dir=tmp_path)(x)
+    first = Scaled(0.5, seed=3, progress=False, checkpoint_dir=tmp_path)(x, None)
+    again = Scaled(0.5, seed=3, progress=False, checkpoint_dir=tmp_path)(x, None)
     assert torch.equal(first, again)
     with pytest.raises(ValueError, match="different run"):
-        Scaled(0.7, seed=3, progress=False, checkpoint_dir=tmp_path)(x)
+        Scaled(0.7, seed=3, progress=False, checkpoint_dir=tmp_path)(x, None)
 
 
 def test_bad_arguments():
@@ -76,7 +76,7 @@ def test_extra_tensors_are_digested_into_the_fingerprint(tmp_path):
             return self.wrap_output(loop.run({"x": inputs.clone()}, lambda i, s: {"x": s["x"] + 1})["x"], inputs)
 
     x = torch.zeros(1, 1, 2, 2)
-    assert torch.equal(Shifted(progress=False, checkpoint_dir=tmp_path)(x), x + 2)
+    assert torch.equal(Shifted(progress=False, checkpoint_dir=tmp_path)(x, None), x + 2)
     with pytest.raises(ValueError, match="different run"):
         Shifted(progress=False, checkpoint_dir=tmp_path)(x + 0.5)
 
