@@ -78,7 +78,7 @@ def test_extra_tensors_are_digested_into_the_fingerprint(tmp_path):
     x = torch.zeros(1, 1, 2, 2)
     assert torch.equal(Shifted(progress=False, checkpoint_dir=tmp_path)(x, None), x + 2)
     with pytest.raises(ValueError, match="different run"):
-        Shifted(progress=False, checkpoint_dir=tmp_path)(x + 0.5)
+        Shifted(progress=False, checkpoint_dir=tmp_path)(x + 0.5, None)
 
 
 def test_respace_diffusion_and_diffusion_inferer():
