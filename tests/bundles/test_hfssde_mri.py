@@ -19,7 +19,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
-from medgen.engines.kspace import hfs_metrics, load_kspace_sample
+from medgen.engines.metrics import hfs_metrics
+from medgen.engines.samples import load_kspace_sample
 from medgen.networks.ddpm import DDPMUNet
 from medgen.physics.mri import ifft2c
 from tests.bundles.helpers import assert_apache_licence, bundle_metadata, sha1

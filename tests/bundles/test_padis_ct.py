@@ -18,7 +18,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
-from medgen.engines.slice_reconstruction import slice_metrics
+from medgen.engines.metrics import slice_metrics
 from medgen.networks.songunet import PatchEDMPrecond, patch_position_channels
 from medgen.physics.ct import ParallelBeamCT
 from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1

@@ -17,7 +17,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
-from medgen.engines.reconstruction import reconstruction_metrics
+from medgen.engines.metrics import reconstruction_metrics
 from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint
 from medgen.networks.ncsnpp import NCSNpp
 from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1
