@@ -7,6 +7,9 @@
   patch EDM (:mod:`~medgen.engines.training.patch_edm`), SDM with packed conditioning
   (:mod:`~medgen.engines.training.semantic`);
 - :mod:`~medgen.engines.training.ema`: the EMA of the weights, as a module and an ignite handler;
+- :mod:`~medgen.engines.training.checkpoints`: checkpoints written atomically, resumed exactly from any of them;
+- :mod:`~medgen.engines.training.sampler`: data order as a function of the iteration (exact mid-epoch resume);
+- :mod:`~medgen.engines.training.curves`: the loss curve PNG;
 - :mod:`~medgen.engines.training.weights`: the final weights, written atomically.
 """
 
@@ -24,6 +27,15 @@ from medgen.engines.training.semantic import (
     semantic_slab_items,
 )
 from medgen.engines.training.weights import save_state_dict
+from medgen.engines.training.checkpoints import (
+    AtomicCheckpointSaver,
+    RandomState,
+    ResumeTraining,
+    latest_checkpoint,
+    load_checkpoint,
+)
+from medgen.engines.training.sampler import ResumableSampler
+from medgen.engines.training.curves import LossCurve, tensorboard_available
 
 __all__ = [
     "DiffusionLoss",
@@ -42,4 +54,12 @@ __all__ = [
     "pack_semantic_input",
     "semantic_slab_items",
     "save_state_dict",
+    "AtomicCheckpointSaver",
+    "RandomState",
+    "ResumeTraining",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "ResumableSampler",
+    "LossCurve",
+    "tensorboard_available",
 ]

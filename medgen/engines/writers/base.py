@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,12 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medgen.data.io import save_nifti, save_orthogonal_slices_png
+from medgen.data.io import save_nifti
 from medgen.engines.writers.atomic import write_atomically
+from medgen.engines.writers.preview import PreviewColumn, save_preview_png
+from medgen.engines.writers.staging import OutputStaging, recover_staging
 
-__all__ = ["OutputWriter", "as_affine", "save_panel_grid_png", "volume_statistics"]
+__all__ = ["OutputWriter", "as_affine", "check_finite", "save_panel_grid_png", "volume_statistics"]
 
 
 def volume_statistics(volume: np.ndarray, threshold: float | None = None) -> dict[str, float]:
@@ -130,15 +133,30 @@ def save_panel_grid_png(
     return write_atomically(path, lambda tmp: figure.savefig(str(tmp), format="png"), overwrite, inputs)
 
 
+def check_finite(array: np.ndarray, name: str) -> None:
+    """Refuse to write a result holding NaN or infinite values (``ValueError`` naming ``name`` and the count)."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(
+            f"the {name} holds {int((~finite).sum())} NaN or infinite value(s) of {array.size}; nothing was written."
+        )
+
+
 class OutputWriter:
-    """Base of the bundles' output writers: prefix-named files in one folder, never over existing outputs or inputs.
+    """Base of the bundles' output writers: prefix-named files in one folder, all written or none, never over a file.
 
     A subclass says which files it writes (:meth:`paths`, built with :meth:`target`; the default is one result's
-    NIfTI, PNG and metrics JSON) and writes them in its ``__call__``; the base gives the rest. A bundle's ``run``
-    calls :meth:`check` first, so a run whose outputs exist stops BEFORE the long computation, then the writer::
+    NIfTI, PNG and metrics JSON) and writes them in its ``__call__`` inside :meth:`transaction`; the base gives the
+    rest. A bundle's ``run`` calls :meth:`check` first, so a run whose outputs exist stops BEFORE the long
+    computation, then the writer::
 
         writer.check()                      # FileExistsError / ValueError now, not after sampling
-        writer(result, ...)                 # NIfTI + PNG + JSON, each written atomically
+        writer(result, ...)                 # NIfTI + PNG + JSON, committed together
+
+    Inside a transaction every file is written into a hidden staging folder of ``output_dir`` and all of them are
+    moved into place at its end (:class:`~medgen.engines.writers.staging.OutputStaging`): a failure, a full disk
+    (``OSError`` "No space left on device") or a kill leaves ``output_dir`` as it was; :meth:`check` undoes what a
+    killed run left. After a call, :attr:`written` lists the files and :attr:`last_result` the JSON summary.
 
     Args:
         output_dir: folder of the outputs (created when writing).
@@ -166,6 +184,9 @@ class OutputWriter:
         self.info = dict(info or {})
         self.overwrite = bool(overwrite)
         self.inputs = tuple(str(p) for p in inputs if p)
+        self.written: list[Path] = []
+        self.last_result: dict[str, Any] | None = None
+        self._staging: OutputStaging | None = None
         self._started: float | None = None
 
     def target(self, suffix: str) -> Path:
@@ -180,19 +201,7 @@ class OutputWriter:
         """
         return {"nifti": self.target(".nii.gz"), "png": self.target(".png"), "metrics": self.target("_metrics.json")}
 
-    def check(self, *args: Any) -> None:
-        """Raise before any long computation if an output exists or is an input (and start the clock).
-
-        Args:
-            args: what decides the outputs, passed to :meth:`paths` (e.g. the number of samples).
-
-        Raises:
-            ValueError: an output path is one of ``inputs``.
-            FileExistsError: an output exists and ``overwrite`` is False.
-        """
-        outputs: list[Path] = []
-        for entry in self.paths(*args).values():
-            outputs.extend(entry if isinstance(entry, list) else [entry])
+    def _check_targets(self, outputs: Sequence[Path]) -> None:
         for path in outputs:
             if any(Path(p).resolve() == path.resolve() for p in self.inputs):
                 raise ValueError(f"refusing to write the output over the input file '{path}'; choose another prefix.")
@@ -202,6 +211,24 @@ class OutputWriter:
                 f"outputs exist: {', '.join(map(str, existing[:4]))}{' ...' if len(existing) > 4 else ''}; choose "
                 "another output_dir or seed, or pass overwrite=True."
             )
+
+    def check(self, *args: Any) -> None:
+        """Raise before any long computation if an output exists or is an input (and start the clock).
+
+        Also undoes and removes what killed runs left in ``output_dir`` (their staging folders).
+
+        Args:
+            args: what decides the outputs, passed to :meth:`paths` (e.g. the number of samples).
+
+        Raises:
+            ValueError: an output path is one of ``inputs``.
+            FileExistsError: an output exists and ``overwrite`` is False.
+        """
+        recover_staging(self.output_dir)
+        outputs: list[Path] = []
+        for entry in self.paths(*args).values():
+            outputs.extend(entry if isinstance(entry, list) else [entry])
+        self._check_targets(outputs)
         self._started = time.perf_counter()
 
     def seconds_since_check(self, *args: Any) -> float:
@@ -210,30 +237,46 @@ class OutputWriter:
             self.check(*args)
         return time.perf_counter() - (self._started or time.perf_counter())
 
-    def save_nifti(self, array: np.ndarray, path: Path, affine: np.ndarray) -> Path:
-        """Write ``array`` as NIfTI (float32, ``affine``) with this writer's overwrite and input rules."""
-        return save_nifti(array, path, affine=affine, overwrite=self.overwrite, inputs=self.inputs)
+    @contextmanager
+    def transaction(self) -> Iterator[OutputStaging]:
+        """Write a call's files together: staged inside the block, committed at its end, removed on any error.
 
-    def save_volume(
-        self,
-        array: np.ndarray,
-        nifti: Path,
-        png: Path,
-        affine: np.ndarray,
-        title: str | None = None,
-        display_range: tuple[float | None, float | None] = (None, None),
-    ) -> dict[str, Any]:
-        """Write ``array`` ``(D, H, W)`` as NIfTI and as a PNG of its orthogonal mid-slices on ``display_range``.
+        Raises:
+            OSError: ``ENOSPC`` "No space left on device" naming the file, when the disk filled (nothing written).
+        """
+        staging = OutputStaging(self.output_dir, self.prefix, self.overwrite)
+        self._staging = staging
+        try:
+            with staging:
+                yield staging
+        finally:
+            self._staging = None
+        self.written = list(staging.committed)
+
+    def write_file(self, path: Path, write: Callable[[Path], Any]) -> Path:
+        """Write the output ``path`` through ``write(file)``: into the staging folder inside :meth:`transaction`,
+        atomically in place outside it; never over an input, nor over an existing file unless ``overwrite``.
 
         Returns:
-            :meth:`describe` of the written files.
+            ``path``.
         """
-        self.save_nifti(array, nifti, affine)
-        save_orthogonal_slices_png(
-            array, png, title=title, overwrite=self.overwrite, inputs=self.inputs,
-            vmin=display_range[0], vmax=display_range[1],
-        )
-        return self.describe(array, affine, nifti=nifti, png=png)
+        self._check_targets([path])
+        if self._staging is None:
+            return write_atomically(path, write, self.overwrite, self.inputs)
+        write(self._staging.path_for(path))
+        return path
+
+    def save_nifti(self, array: np.ndarray, path: Path, affine: np.ndarray) -> Path:
+        """Write ``array`` as NIfTI (float32, ``affine``), refusing NaN or infinite values."""
+        check_finite(np.asarray(array), f"result written to '{path.name}'")
+        return self.write_file(path, lambda file: save_nifti(array, file, affine=affine, overwrite=True))
+
+    def save_preview(
+        self, path: Path, columns: Sequence[PreviewColumn], slice_axis: int | None = None, title: str | None = None
+    ) -> Path:
+        """Write the preview ``columns`` (:func:`~medgen.engines.writers.preview.save_preview_png`) as ``path``."""
+        return save_preview_png(path, columns, slice_axis, title if title is not None else self.prefix,
+                                save=self.write_file)
 
     @staticmethod
     def describe(array: np.ndarray, affine: np.ndarray, **files: Path) -> dict[str, Any]:
@@ -242,17 +285,14 @@ class OutputWriter:
         return {**names, "shape": list(array.shape), "affine": affine.tolist()}
 
     def write_summary(self, path: Path, content: dict[str, Any]) -> dict[str, Any]:
-        """Write ``content`` as indented JSON atomically (values JSON cannot hold as ``str``) and stop the clock.
+        """Write ``content`` as indented JSON (values JSON cannot hold as ``str``), keep it as :attr:`last_result` and
+        stop the clock.
 
         Returns:
             ``content``.
-
-        Raises:
-            FileExistsError: ``path`` exists and ``overwrite`` is False.
         """
         text = json.dumps(content, indent=2, default=str)
-        write_atomically(path, lambda tmp: tmp.write_text(text), self.overwrite, self.inputs)
+        self.write_file(path, lambda file: file.write_text(text))
+        self.last_result = content
         self._started = None
         return content
-
-

@@ -1,4 +1,4 @@
-"""Writing unconditionally generated volumes: one NIfTI and one preview per sample and a JSON of statistics."""
+"""Writing unconditionally generated volumes: one NIfTI and one preview per sample and a JSON of statistics, together."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import torch
 from monai.data import MetaTensor
 
 from medgen.engines.writers.base import OutputWriter, as_affine, volume_statistics
+from medgen.engines.writers.preview import preview_columns
 
 __all__ = ["GeneratedVolumeWriter"]
 
 
 class GeneratedVolumeWriter(OutputWriter):
-    """Write a batch of generated volumes into ``output_dir`` without overwriting anything.
+    """Write a batch of generated volumes into ``output_dir``: every file or none, never over a file.
 
-    Files for a batch of ``B`` samples: ``<prefix>_<k>.nii.gz`` and ``<prefix>_<k>.png`` for ``k = 0..B-1`` and
+    Files for a batch of ``B`` samples: ``<prefix>_<k>.nii.gz`` and ``<prefix>_<k>.png`` (three orthogonal
+    mid-planes) for ``k = 0..B-1`` and
     ``<prefix>_stats.json`` holding ``info``, the elapsed time since :meth:`check` and per-sample statistics
     (:func:`volume_statistics`), shape and affine.
 
@@ -72,8 +74,9 @@ class GeneratedVolumeWriter(OutputWriter):
             the content written to the statistics JSON.
 
         Raises:
-            ValueError: ``volumes`` is not a 5D tensor.
+            ValueError: ``volumes`` is not a 5D tensor, or holds NaN/Inf (nothing written).
             FileExistsError: an output exists and ``overwrite`` is False.
+            OSError: the disk is full (nothing written).
         """
         if not isinstance(volumes, torch.Tensor) or volumes.ndim != 5:
             raise ValueError(
@@ -85,12 +88,13 @@ class GeneratedVolumeWriter(OutputWriter):
         paths = self.paths(num_samples)
         data = (volumes.as_tensor() if isinstance(volumes, MetaTensor) else volumes).detach().cpu().float().numpy()
         samples = []
-        for k in range(num_samples):
-            entry = self.save_volume(
-                data[k], paths["nifti"][k], paths["png"][k], as_affine(None, volumes, k),  # type: ignore[index]
-                title=f"{self.prefix} #{k}",
-            )
-            samples.append({**entry, **volume_statistics(data[k], self.threshold)})
-        content = {**self.info, "seconds": round(elapsed, 3), "threshold": self.threshold, "samples": samples}
-        return self.write_summary(self.target("_stats.json"), content)
-
+        with self.transaction():
+            for k in range(num_samples):
+                nifti, png = paths["nifti"][k], paths["png"][k]  # type: ignore[index]
+                affine = as_affine(None, volumes, k)
+                self.save_nifti(data[k], nifti, affine)
+                self.save_preview(png, preview_columns(data[k], output_name=f"{self.prefix} #{k}"))
+                samples.append({**self.describe(data[k], affine, nifti=nifti, png=png),
+                                **volume_statistics(data[k], self.threshold)})
+            content = {**self.info, "seconds": round(elapsed, 3), "threshold": self.threshold, "samples": samples}
+            return self.write_summary(self.target("_stats.json"), content)

@@ -1,8 +1,9 @@
-"""Writing multi-coil k-space reconstructions: magnitude slices, a comparison PNG and HFS-SDE's metrics.
+"""Writing multi-coil k-space reconstructions: magnitude slices, a preview PNG and HFS-SDE's metrics.
 
-:class:`KspaceReconstructionWriter`: ``<prefix>.nii.gz`` (magnitude slices), ``<prefix>.png`` (reference,
-zero-filled, reconstruction and error per slice) and ``<prefix>_metrics.json``
-(:func:`~medgen.engines.metrics.kspace.hfs_metrics`), atomically and never over an existing file or an input.
+:class:`KspaceReconstructionWriter`: ``<prefix>.nii.gz`` (magnitude slices), ``<prefix>.png`` (the preview of
+:mod:`~medgen.engines.writers.preview`: measured k-space | zero-filled | reconstruction | reference | |error| per
+slice) and ``<prefix>_metrics.json`` (:func:`~medgen.engines.metrics.kspace.hfs_metrics`), committed together and
+never over an existing file or an input.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ import torch
 
 from medgen.engines.metrics.base import as_magnitude_slices
 from medgen.engines.metrics.kspace import hfs_metrics
-from medgen.engines.writers.base import OutputWriter, as_affine, save_panel_grid_png, volume_statistics
+from medgen.engines.writers.base import OutputWriter, as_affine, volume_statistics
+from medgen.engines.writers.preview import preview_columns
 
 __all__ = ["KspaceReconstructionWriter"]
 
 
 class KspaceReconstructionWriter(OutputWriter):
-    """Write a reconstruction of 2D slices into ``output_dir`` without overwriting anything.
+    """Write a reconstruction of 2D slices into ``output_dir``: all three files or none, never over a file.
 
     Files: ``<prefix>.nii.gz`` (the magnitudes ``(H, W, S)``: slices along the third axis, float32, ``affine``),
-    ``<prefix>.png`` (one row per slice: reference, zero-filled, reconstruction and 5x the absolute error, on the
-    reference's display range; without a reference only the reconstruction and the zero-filled image) and
-    ``<prefix>_metrics.json`` (``info``, seconds since :meth:`check`, shape, affine, statistics and, with a
-    reference, :func:`hfs_metrics` of the reconstruction and of every baseline).
+    ``<prefix>.png`` (the preview: the measured k-space as log-magnitudes, the zero-filled baseline, the
+    reconstruction, the reference and the absolute error, one row per slice, the scores (means over the slices) in
+    the titles; without a reference only the first three) and ``<prefix>_metrics.json`` (``info``, seconds since
+    :meth:`check`, shape, affine, statistics and, with a reference, :func:`hfs_metrics` of the reconstruction and of
+    every baseline).
 
     Args:
         output_dir: folder of the outputs (created).
@@ -52,6 +55,16 @@ class KspaceReconstructionWriter(OutputWriter):
     ) -> None:
         super().__init__(output_dir, prefix, info, overwrite, inputs)
 
+    @staticmethod
+    def kspace_display(kspace: Any) -> np.ndarray:
+        """``log(1 + |k|)`` of multi-coil k-space ``(S, Nc, H, W)`` combined over coils (root sum of squares),
+        as ``(H, W, S)`` for the preview."""
+        k = torch.as_tensor(kspace).detach().cpu()
+        k = k.reshape(-1, *k.shape[-3:]) if k.ndim > 3 else k[None]
+        magnitude = torch.sqrt((k.abs().to(torch.float64) ** 2).sum(dim=1))
+        return torch.log1p(magnitude / magnitude.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30) * 1e3) \
+            .permute(1, 2, 0).numpy()
+
     def __call__(
         self,
         reconstruction: Any,
@@ -59,23 +72,26 @@ class KspaceReconstructionWriter(OutputWriter):
         baselines: Mapping[str, Any] | None = None,
         affine: Any | None = None,
         extra: Mapping[str, Any] | None = None,
+        kspace: Any | None = None,
     ) -> dict[str, Any]:
         """Write ``reconstruction`` ``(S, 1, H, W)`` (or ``(S, H, W)``; complex or real, magnitudes are written).
 
         Args:
             reconstruction: the reconstructed slices.
-            reference: the fully sampled images for metrics and the PNG, or ``None``.
-            baselines: named images (e.g. ``{"zero_filled": ...}``), scored against ``reference`` too; the one named
-                ``"zero_filled"`` is shown in the PNG.
+            reference: the fully sampled images for metrics and the preview, or ``None``.
+            baselines: named images (e.g. ``{"zero_filled": ...}``), scored against ``reference`` too; the strongest is
+                shown in the preview.
             affine: 4x4 affine of the NIfTI (default identity, whatever ``reconstruction`` is).
             extra: more JSON-serialisable entries for the metrics file (computed during the run).
+            kspace: the measured (undersampled) k-space ``(S, Nc, H, W)``, shown in the preview, or ``None``.
 
         Returns:
             the content written to the metrics JSON.
 
         Raises:
             FileExistsError: an output exists and ``overwrite`` is False.
-            TypeError, ValueError: images of the wrong type or shape.
+            TypeError, ValueError: images of the wrong type or shape, or a result holding NaN/Inf (nothing written).
+            OSError: the disk is full (nothing written).
         """
         recon = as_magnitude_slices(reconstruction, "reconstruction")
         ref = None if reference is None else as_magnitude_slices(reference, "reference")
@@ -89,49 +105,28 @@ class KspaceReconstructionWriter(OutputWriter):
         baseline_metrics = {k: hfs_metrics(v, ref) for k, v in named.items()} if ref is not None else {}
         elapsed = self.seconds_since_check()
         paths = self.paths()
-        volume = recon[:, 0].permute(1, 2, 0).float().numpy()  # (H, W, S)
-        self.save_nifti(volume, paths["nifti"], affine)
-        self._save_png(paths["png"], recon, ref, named.get("zero_filled"), metrics, baseline_metrics)
-        content = {
-            **self.info,
-            **dict(extra or {}),
-            "seconds": round(elapsed, 3),
-            **self.describe(volume, affine, nifti=paths["nifti"], png=paths["png"]),
-            "statistics": volume_statistics(volume),
-            "metrics": metrics,
-            "baselines": baseline_metrics,
-        }
-        return self.write_summary(paths["metrics"], content)
 
-    def _save_png(
-        self,
-        path: Path,
-        recon: torch.Tensor,
-        ref: torch.Tensor | None,
-        zero_filled: torch.Tensor | None,
-        metrics: Mapping[str, Any] | None,
-        baseline_metrics: Mapping[str, Any],
-    ) -> None:
-        columns: list[tuple[str, torch.Tensor, Mapping[str, Any] | None]] = []
-        if ref is not None:
-            columns.append(("reference", ref, None))
-        if zero_filled is not None:
-            columns.append(("zero-filled", zero_filled, baseline_metrics.get("zero_filled")))
-        columns.append(("reconstruction", recon, metrics))
-        if ref is not None:
-            columns.append(("|error| x 5", 5 * (recon - ref).abs(), None))
-        display = ref if ref is not None else recon
-        vmax = float(np.percentile(display.numpy(), 99.5)) or 1.0
-        rows = []
-        for row in range(recon.shape[0]):
-            panels = []
-            for title, images, scores in columns:
-                if scores is not None:
-                    psnr, ssim = scores["per_slice"]["psnr"][row], scores["per_slice"]["ssim"][row]
-                    title = f"{title}\n{psnr:.2f} dB / {ssim:.3f}"
-                panels.append((title, images[row, 0].numpy()))
-            rows.append(panels)
-        save_panel_grid_png(
-            rows, path, title=self.prefix, overwrite=self.overwrite, inputs=self.inputs, vmin=0.0, vmax=vmax,
-            panel_size=(2.4, 2.5), fontsize=8, title_fontsize=9,
+        def stack(images: torch.Tensor) -> np.ndarray:  # (S, 1, H, W) -> (H, W, S)
+            return images[:, 0].permute(1, 2, 0).float().numpy()
+
+        volume = stack(recon)
+        display = stack(ref) if ref is not None else volume
+        columns = preview_columns(
+            volume, input=None if kspace is None else self.kspace_display(kspace), input_name="measured k-space",
+            baselines={k: stack(v) for k, v in named.items()}, reference=None if ref is None else stack(ref),
+            scores=metrics, baseline_scores=baseline_metrics, output_name=self.prefix,
+            display_range=(0.0, float(np.percentile(display, 99.5)) or 1.0),
         )
+        with self.transaction():
+            self.save_nifti(volume, paths["nifti"], affine)
+            self.save_preview(paths["png"], columns, slice_axis=2)
+            content = {
+                **self.info,
+                **dict(extra or {}),
+                "seconds": round(elapsed, 3),
+                **self.describe(volume, affine, nifti=paths["nifti"], png=paths["png"]),
+                "statistics": volume_statistics(volume),
+                "metrics": metrics,
+                "baselines": baseline_metrics,
+            }
+            return self.write_summary(paths["metrics"], content)

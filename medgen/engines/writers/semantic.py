@@ -1,10 +1,10 @@
 """Writing label-map-conditioned synthesis results: volumes, previews and how well the image follows the labels.
 
 :class:`SemanticSynthesisWriter` writes the high-res volume (and optionally the low-res stage) as NIfTI with the
-label maps' affines plus PNGs of three orthogonal mid-slices, and ``<prefix>_stats.json`` with the settings,
+label maps' affines plus previews (label map | volume, three orthogonal mid-planes), and ``<prefix>_stats.json`` with the settings,
 run time, intensity statistics and :func:`~medgen.engines.metrics.semantic.class_intensity_statistics` of each
 volume. It refuses to write over existing files (:meth:`SemanticSynthesisWriter.check` says so BEFORE sampling) or
-over its inputs, and writes every file atomically.
+over its inputs, and commits every file together.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from medgen.engines.metrics.base import as_volume
 from medgen.engines.metrics.semantic import class_intensity_statistics
 from medgen.engines.writers.base import OutputWriter, as_affine, volume_statistics
+from medgen.engines.writers.preview import preview_columns
 
 __all__ = ["SemanticSynthesisWriter"]
 
@@ -77,13 +78,18 @@ class SemanticSynthesisWriter(OutputWriter):
 
     def _stage(self, stage: str, volume: Any, labels: Any, paths: Mapping[str, Path]) -> dict[str, Any]:
         data = as_volume(volume, f"{stage} volume").numpy()
+        label_map = as_volume(labels, f"{stage} labels").numpy()
         affine = as_affine(None, volume)
-        scores = class_intensity_statistics(data, labels, self.class_names, self.contrasts, self.expected_values)
+        scores = class_intensity_statistics(data, label_map, self.class_names, self.contrasts, self.expected_values)
         array = data.astype(np.float32)
-        entry = self.save_volume(
-            array, paths[f"{stage}_nifti"], paths[f"{stage}_png"], affine, f"{self.prefix} {stage}", self.display_range
-        )
-        return {**entry, "statistics": volume_statistics(array), **scores}
+        nifti, png = paths[f"{stage}_nifti"], paths[f"{stage}_png"]
+        self.save_nifti(array, nifti, affine)
+        classes = max(float(label_map.max()), 1.0)
+        columns = preview_columns(array, input=label_map, input_name="label map", input_display=(0.0, classes),
+                                  input_cmap="tab10", output_name=f"{self.prefix} {stage}",
+                                  display_range=self.display_range)
+        self.save_preview(png, columns)
+        return {**self.describe(array, affine, nifti=nifti, png=png), "statistics": volume_statistics(array), **scores}
 
     def __call__(
         self, highres: Any, labels: Any, lowres: Any | None = None, lowres_labels: Any | None = None
@@ -101,7 +107,9 @@ class SemanticSynthesisWriter(OutputWriter):
 
         Raises:
             FileExistsError: an output exists and ``overwrite`` is False.
-            TypeError, ValueError: bad volumes, or ``lowres`` without ``lowres_labels``.
+            TypeError, ValueError: bad volumes, ``lowres`` without ``lowres_labels``, or a volume holding NaN/Inf
+                (nothing written).
+            OSError: the disk is full (nothing written).
         """
         if lowres is not None and lowres_labels is None:
             raise ValueError("lowres_labels must be given with lowres.")
@@ -109,7 +117,8 @@ class SemanticSynthesisWriter(OutputWriter):
         elapsed = self.seconds_since_check(stages)
         paths = self.paths(stages)
         content: dict[str, Any] = {**self.info, "seconds": round(elapsed, 3)}
-        content["highres"] = self._stage("highres", highres, labels, paths)
-        if lowres is not None:
-            content["lowres"] = self._stage("lowres", lowres, lowres_labels, paths)
-        return self.write_summary(paths["stats"], content)
+        with self.transaction():
+            content["highres"] = self._stage("highres", highres, labels, paths)
+            if lowres is not None:
+                content["lowres"] = self._stage("lowres", lowres, lowres_labels, paths)
+            return self.write_summary(paths["stats"], content)

@@ -1,8 +1,9 @@
-"""Writing slice-wise (2D) reconstructions from a bundle run: NIfTI + comparison PNG + a JSON of per-slice metrics.
+"""Writing slice-wise (2D) reconstructions from a bundle run: NIfTI + preview PNG + a JSON of per-slice metrics.
 
 :class:`SliceReconstructionWriter` is :class:`~medgen.engines.writers.reconstruction.ReconstructionWriter` (same files,
-same no-overwrite and atomic-write rules) with the 2D metrics of :func:`~medgen.engines.metrics.slices.slice_metrics`
-and a PNG that puts the middle slice of the reconstruction next to the baselines and the reference.
+same no-overwrite and all-or-nothing rules) with the 2D metrics of :func:`~medgen.engines.metrics.slices.slice_metrics`
+and a preview of the slices instead of three mid-planes. :func:`save_slice_comparison_png` draws named 2D images side
+by side.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ def save_slice_comparison_png(
 
 
 class SliceReconstructionWriter(ReconstructionWriter):
-    """Write one slice-wise reconstruction into ``output_dir`` without overwriting anything.
+    """Write one slice-wise reconstruction into ``output_dir``: all three files or none, never over a file.
 
     Files (as :class:`~medgen.engines.writers.reconstruction.ReconstructionWriter`): ``<prefix>.nii.gz`` (float32, the
     MetaTensor's affine or ``affine``), ``<prefix>.png`` and ``<prefix>_metrics.json`` holding ``info``, the seconds
     since :meth:`check`, the volume's shape, affine and statistics, and, with a reference, :func:`slice_metrics` of the
-    reconstruction and of each baseline. The PNG shows the middle slice (along ``slice_axis``) of every baseline, of
-    the reconstruction and of the reference, side by side, on ``display_range``.
+    reconstruction and of each baseline. The preview shows input | strongest baseline | output | reference | |error|
+    for the slices along ``slice_axis`` (at most four, evenly spaced).
 
     Args:
         output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range: as
@@ -107,22 +108,3 @@ class SliceReconstructionWriter(ReconstructionWriter):
     def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
         """:func:`slice_metrics` with this writer's settings."""
         return slice_metrics(volume, reference, self.slice_axis, self.data_range, self.clip, self.win_size)
-
-    def save_png(
-        self, path: Path, volume: torch.Tensor, reference: Any | None, baselines: Mapping[str, Any]
-    ) -> None:
-        """Write the middle slice (along ``slice_axis``) of every baseline, of ``volume`` and of ``reference`` side by
-        side on ``display_range`` (:func:`save_slice_comparison_png`)."""
-        middle = volume.shape[self.slice_axis] // 2
-
-        def middle_slice(v: Any) -> torch.Tensor:
-            return as_volume(v, "panel").select(self.slice_axis, middle)
-
-        panels = {name: middle_slice(value) for name, value in baselines.items()}
-        panels[self.prefix] = middle_slice(volume)
-        if reference is not None:
-            panels["reference"] = middle_slice(reference)
-        save_slice_comparison_png(
-            panels, path, title=None, overwrite=self.overwrite, inputs=self.inputs,
-            vmin=self.display_range[0], vmax=self.display_range[1],
-        )

@@ -43,7 +43,7 @@ def test_output_writer_names_checks_and_writes_the_summary(tmp_path):
     late = NoteWriter(tmp_path / "out", "late")
     late.check()
     (tmp_path / "out" / "late_metrics.json").write_text("written by another run meanwhile")
-    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="outputs exist"):
         late(1.0)
     assert (tmp_path / "out" / "late_metrics.json").read_text() == "written by another run meanwhile"
     NoteWriter(tmp_path / "out", "run", overwrite=True)(3.0)
