@@ -27,13 +27,14 @@ from medgen.bundle.inputs import (
 from medgen.bundle.resources import available_memory, check_memory, check_output_dir, format_bytes, largest_slice
 from medgen.bundle.record import RunRecord, check_run_record, file_digest
 from medgen.bundle.summary import format_summary
-from medgen.bundle.edge import INPUT_KINDS, BundleEdge, default_image_reader
+from medgen.bundle.edge import INPUT_KINDS, BundleEdge, default_image_reader, run_folder
 from medgen.bundle.cascade import TwoStageInferer
 
 __all__ = [
     "BundleEdge",
     "INPUT_KINDS",
     "default_image_reader",
+    "run_folder",
     "BundleInputError",
     "bundle_input_error",
     "show_bundle_errors_briefly",

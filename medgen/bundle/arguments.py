@@ -17,6 +17,7 @@ command line and nothing is checked.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 
 from medgen.bundle.errors import BundleInputError
 
-__all__ = ["GivenArguments", "given_arguments", "check_keys", "closest_key", "split_id"]
+__all__ = ["GivenArguments", "given_arguments", "check_keys", "closest_key", "split_id", "build_component"]
 
 # keyword arguments of monai.bundle.run / create_workflow / ConfigWorkflow that are not config overrides
 _WORKFLOW_ARGUMENTS = frozenset(
@@ -42,11 +43,13 @@ class GivenArguments:
         config_files: the config files, in merge order.
         overrides: config ids and values given on the command line (or in ``args_file``), e.g. ``{"steps": 2}``.
         config: the config after the overrides (raw: ``$`` expressions unevaluated), or ``{}`` when unknown.
+        parser: the workflow's ``ConfigParser`` (to instantiate config items), or ``None`` when unknown.
     """
 
     config_files: tuple[str, ...]
     overrides: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
+    parser: Any = None
 
 
 def split_id(config_id: str) -> list[str]:
@@ -91,7 +94,7 @@ def given_arguments() -> GivenArguments | None:
     workflow = local.get("workflow")
     parser = getattr(workflow, "parser", None)
     config = dict(parser.config) if parser is not None and isinstance(parser.config, dict) else {}
-    return GivenArguments(files, overrides, config)
+    return GivenArguments(files, overrides, config, parser)
 
 
 def closest_key(key: str, candidates: Sequence[str]) -> str | None:
@@ -160,3 +163,51 @@ def _refuse(
     where = f" in '{parent}'" if parent else ""
     raise BundleInputError(f"unknown key '{config_id}' ({shown}); the keys {names} declares{where} are: {listed}.")
 
+
+
+def _argument_keys(raw: Any) -> dict[str, str]:
+    """``{constructor argument: config key}`` for the arguments of a raw component given as plain references
+    (``"timestep_respacing": "@steps"``)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    found = {}
+    for argument, value in raw.items():
+        if isinstance(value, str) and re.fullmatch(r"@[A-Za-z_][A-Za-z0-9_]*", value):
+            found[str(argument)] = value[1:]
+    return found
+
+
+def build_component(parser: Any, config: Mapping[str, Any], config_id: str) -> Any:
+    """Build config item ``config_id`` with ``parser`` (cached for the run); a ``ValueError``/``TypeError`` it raises
+    is re-raised as :class:`BundleInputError` with each constructor argument named by the config key it comes from.
+
+    Raises:
+        BundleInputError: the item cannot be built from the given settings.
+    """
+    try:
+        return parser.get_parsed_content(config_id)
+    except Exception as e:  # noqa: BLE001 (MONAI wraps the constructor's error in RuntimeError)
+        cause = _first_setting_error(e)
+        if cause is None:
+            raise
+        message = str(cause)
+        keys = _argument_keys(config.get(config_id))
+        found = [(match.start(), key) for argument, key in keys.items()
+                 if (match := re.search(rf"\b{re.escape(argument)}\b", message))]
+        for argument, key in keys.items():
+            message = re.sub(rf"\b{re.escape(argument)}\b", key, message)
+        given = f" (set with --{min(found)[1]})" if found else ""  # the argument the message is about comes first
+        raise BundleInputError(f"{message.rstrip('.')}{given}.") from e
+
+
+def _first_setting_error(error: BaseException | None) -> BaseException | None:
+    """The first ``ValueError``/``TypeError`` in ``error``'s chain (``None`` if a BundleInputError comes first)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BundleInputError):
+            return None
+        if isinstance(error, (ValueError, TypeError)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -30,6 +30,8 @@ the key or file, what was expected and what came:
 5. the reference has the shape of the output the run will produce (``output_shape``);
 6. the estimated peak memory (``memory_estimate``) fits the device or ``max_memory_gb``, and the output folder's
    file system has room for the outputs;
+6b. the config items named in ``components`` (e.g. the inferer) are built, so a bad setting fails here; their
+   errors name the user's key (``steps``), not the constructor's argument it feeds (``timestep_respacing``);
 7. ``checkpoint_dir``: an interrupted run there is continued only if it is the same run
    (:func:`~medgen.bundle.record.check_run_record` names every difference);
 8. fewer ``steps`` than the bundle's quality was measured with print a warning quoting the measurement.
@@ -53,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgen.bundle.arguments import check_keys, given_arguments
+from medgen.bundle.arguments import build_component, check_keys, given_arguments
 from medgen.bundle.errors import BundleInputError, show_bundle_errors_briefly
 from medgen.bundle.inputs import (
     check_affine,
@@ -68,7 +70,7 @@ from medgen.bundle.record import NOT_RESULT_KEYS, RunRecord, check_run_record
 from medgen.bundle.resources import check_memory, check_output_dir, format_bytes
 from medgen.bundle.summary import format_summary
 
-__all__ = ["BundleEdge", "INPUT_KINDS", "default_image_reader"]
+__all__ = ["BundleEdge", "INPUT_KINDS", "default_image_reader", "run_folder"]
 
 INPUT_KINDS = ("image", "label_map", "kspace", "complex_image")
 """How an input is checked:
@@ -82,6 +84,19 @@ INPUT_KINDS = ("image", "label_map", "kspace", "complex_image")
 """
 
 _MAIN_ARRAY = {"kspace": "kspace", "complex_image": "image"}
+
+
+def run_folder(bundle_root: str | os.PathLike, output_dir: str | os.PathLike, prefix: str) -> str:
+    """The default checkpoint folder of an inference run: ``<bundle_root>/runs/<prefix>-<8 hex digits>``.
+
+    The digits hash the absolute output folder, so runs writing to different folders never share a checkpoint
+    folder, and the same command finds its interrupted run again. Keeping the run's state out of the output folder
+    leaves that folder untouched until the outputs are committed.
+    """
+    import hashlib
+
+    digest = hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:8]
+    return str(Path(bundle_root) / "runs" / f"{prefix}-{digest}")
 
 
 def default_image_reader() -> Callable[[str], Any]:
@@ -132,6 +147,9 @@ class BundleEdge:
             training keeps its checkpoints).
         settings: the run's result-changing settings for the restart check (default: taken from the config the
             ``monai.bundle run`` command built).
+        components: config ids built during the check (the inferer, ...; only under ``monai.bundle run``, whose
+            parser builds them once for the whole run). An error building one is reported with the config keys the
+            failing arguments come from.
 
     Raises:
         ValueError: an unknown kind.
@@ -165,6 +183,7 @@ class BundleEdge:
         validated_quality: str = "",
         remove_checkpoint_dir: bool = True,
         settings: Mapping[str, Any] | None = None,
+        components: Sequence[str] = (),
     ) -> None:
         self.bundle = str(bundle)
         self.output_dir = output_dir
@@ -195,6 +214,7 @@ class BundleEdge:
         self.validated_quality = validated_quality
         self.remove_checkpoint_dir = bool(remove_checkpoint_dir)
         self.settings = None if settings is None else dict(settings)
+        self.components = tuple(components)
         self.resumed = False
         self.expected_shape: tuple[int, ...] | None = None
         self.memory: dict[str, Any] | None = None
@@ -211,7 +231,12 @@ class BundleEdge:
             check_keys(given.config_files, given.overrides)
         check_output_dir(self.output_dir)
         if self.writer is not None:
-            self.writer.check(*self.writer_args)
+            try:
+                self.writer.check(*self.writer_args)
+            except FileExistsError:
+                raise
+            except ValueError as e:  # e.g. num_samples < 1, or an output that would replace an input
+                raise BundleInputError(str(e)) from e
         for key, path in self.weights.items():
             self._check_weight(key, path)
         data = self.data
@@ -226,6 +251,9 @@ class BundleEdge:
                 self.memory = check_memory(estimate, self.device, self.max_memory_gb, advice=self.memory_advice)
             needed = 4.0 * math.prod(self.expected_shape) * self.output_volumes + 4 * 1024**2
             check_output_dir(self.output_dir, needed_bytes=needed)
+        if given is not None and given.parser is not None:
+            for config_id in self.components:
+                build_component(given.parser, given.config, config_id)
         self._check_checkpoint_dir(given.config if given is not None else {})
         self._warn_about_steps()
 
@@ -365,6 +393,7 @@ class BundleEdge:
     def _check_checkpoint_dir(self, config: Mapping[str, Any]) -> None:
         if self.checkpoint_dir is None:
             return
+        check_output_dir(self.checkpoint_dir, key="checkpoint_dir")
         settings = self.settings if self.settings is not None else config
         files = {**self.inputs, **self.weights}
         record = RunRecord.create(settings, files, NOT_RESULT_KEYS | set(files))  # files: compared by content

@@ -92,6 +92,11 @@ def read_npz(key: str, path: Any, required: Sequence[str] = ()) -> dict[str, np.
     if not zipfile.is_zipfile(file):
         with open(file, "rb") as handle:
             start = handle.read(16)
+        if start.startswith(b"PK\x03\x04"):
+            raise BundleInputError(
+                f"{describe(key, path)} is a truncated or damaged .npz archive ({file.stat().st_size} bytes; its zip "
+                "directory is missing): copy the file again."
+            )
         raise BundleInputError(
             f"{describe(key, path)} is not a NumPy .npz archive (it starts with {start!r}); give a file written by "
             f"numpy.savez{' holding ' + ', '.join(required) if required else ''}."

@@ -55,18 +55,18 @@ def test_killed_hfssde_inference_continues_to_the_same_result(tmp_path: Path):
     bundle = BUNDLES / "hfssde_mri"
     settings = {"steps": 6, "seed": 2, "checkpoint_every": 2, "progress": False}
     run(config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle),
-        output_dir=str(tmp_path / "reference"), **settings)
-    out = tmp_path / "out"
-    arguments = command_line(bundle / "configs" / "inference.json", bundle, output_dir=out, **settings)
-    checkpoints = out / ".hfssde_hfs_equispaced_acc4_seed2.checkpoints"
+        output_dir=str(tmp_path / "reference"), checkpoint_dir=str(tmp_path / "reference_state"), **settings)
+    out, checkpoints = tmp_path / "out", tmp_path / "state"
+    arguments = command_line(bundle / "configs" / "inference.json", bundle, output_dir=out,
+                             checkpoint_dir=checkpoints, **settings)
     log = tmp_path / "log.txt"
 
     # 1. killed between steps, right after the state of step 2 was saved
     killpoints.kill_when_stopped(killpoints.start("after_sampling_save", 1, arguments, log), log)
-    assert visible(out) == [] and (checkpoints / "sampling_state.pt").is_file()
+    assert everything(out) == [] and (checkpoints / "sampling_state.pt").is_file()
     # 2. the same command continues from step 2 and is killed while writing the state of step 6
     killpoints.kill_when_stopped(killpoints.start("sampling_write", 2, arguments, log), log)
-    assert visible(out) == [] and any(p.name.startswith(".sampling_state.pt") for p in checkpoints.iterdir())
+    assert everything(out) == [] and any(p.name.startswith(".sampling_state.pt") for p in checkpoints.iterdir())
     # 3. another input is refused, the difference named, nothing written
     changed = tmp_path / "changed.npz"
     sample = dict(np.load(bundle / "sample" / "phantom_seed7_kspace.npz"))
@@ -78,33 +78,36 @@ def test_killed_hfssde_inference_continues_to_the_same_result(tmp_path: Path):
     assert "holds an interrupted run with other settings: input_path" in refused.stdout and "changed.npz" in \
         refused.stdout, refused.stdout[-2000:]
     assert everything(out) == before
-    # 4. the same command again, killed while writing the outputs (one of three files staged)
+    # 4. the same command again, killed while writing the outputs (one of three files staged): the output folder is
+    # as it was before the run (the files are staged in the checkpoint folder)
     killpoints.kill_when_stopped(killpoints.start("output_write", 2, arguments, log), log)
-    assert visible(out) == []
+    assert everything(out) == []
     # 5. the same command finishes: the uninterrupted result, nothing else left
     finished = killpoints.run(arguments, log)
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert "continuing the interrupted run" in finished.stdout
     same_outputs(out, tmp_path / "reference")
-    assert everything(out) == visible(out)  # no staging folder, no checkpoint folder, no temporary file
+    assert everything(out) == visible(out) and not checkpoints.exists()  # no staging, state or temporary file
 
 
 def test_killed_wdm_inference_continues_and_other_settings_are_refused(tmp_path: Path):
     bundle = BUNDLES / "wdm_brain_mri"
     settings = {"steps": 6, "seed": 1, "checkpoint_every": 1, "progress": False}
     run(config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle),
-        output_dir=str(tmp_path / "reference"), **settings)
-    out = tmp_path / "out"
-    arguments = command_line(bundle / "configs" / "inference.json", bundle, output_dir=out, **settings)
+        output_dir=str(tmp_path / "reference"), checkpoint_dir=str(tmp_path / "reference_state"), **settings)
+    out, checkpoints = tmp_path / "out", tmp_path / "state"
+    config = bundle / "configs" / "inference.json"
+    arguments = command_line(config, bundle, output_dir=out, checkpoint_dir=checkpoints, **settings)
     log = tmp_path / "log.txt"
     killpoints.kill_when_stopped(killpoints.start("sampling_write", 3, arguments, log), log)
-    other = command_line(bundle / "configs" / "inference.json", bundle, output_dir=out, **{**settings, "steps": 8})
+    other = command_line(config, bundle, output_dir=out, checkpoint_dir=checkpoints, **{**settings, "steps": 8})
     refused = killpoints.run(other, log)
     assert refused.returncode != 0 and "steps 6 (this run: 8)" in refused.stdout, refused.stdout[-2000:]
+    assert everything(out) == []
     finished = killpoints.run(arguments, log)
     assert finished.returncode == 0, finished.stdout[-3000:]
     same_outputs(out, tmp_path / "reference")
-    assert everything(out) == visible(out)
+    assert everything(out) == visible(out) and not checkpoints.exists()
 
 
 def test_killed_training_continues_to_the_same_weights(tmp_path: Path):

@@ -164,6 +164,9 @@ class OutputWriter:
         info: JSON-serialisable settings recorded in the JSON summary (seed, steps, checkpoint, ...).
         overwrite: replace existing outputs (default: refuse with ``FileExistsError``); an input is never replaced.
         inputs: paths the result was computed from, never written over (empty entries such as ``None`` are skipped).
+        staging_dir: where the files are staged before the commit when it is on ``output_dir``'s file system (e.g.
+            the run's checkpoint folder: ``output_dir`` is then not touched before the commit); default
+            ``output_dir``.
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -176,6 +179,7 @@ class OutputWriter:
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
+        staging_dir: str | os.PathLike | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix or os.sep in prefix or "/" in prefix:
             raise ValueError(f"prefix must be a non-empty file-name prefix without '/', got {prefix!r}.")
@@ -184,6 +188,7 @@ class OutputWriter:
         self.info = dict(info or {})
         self.overwrite = bool(overwrite)
         self.inputs = tuple(str(p) for p in inputs if p)
+        self.staging_dir = None if staging_dir in (None, "") else Path(staging_dir)
         self.written: list[Path] = []
         self.last_result: dict[str, Any] | None = None
         self._staging: OutputStaging | None = None
@@ -215,7 +220,7 @@ class OutputWriter:
     def check(self, *args: Any) -> None:
         """Raise before any long computation if an output exists or is an input (and start the clock).
 
-        Also undoes and removes what killed runs left in ``output_dir`` (their staging folders).
+        Also undoes and removes what killed runs left in ``output_dir`` and ``staging_dir`` (their staging folders).
 
         Args:
             args: what decides the outputs, passed to :meth:`paths` (e.g. the number of samples).
@@ -225,6 +230,8 @@ class OutputWriter:
             FileExistsError: an output exists and ``overwrite`` is False.
         """
         recover_staging(self.output_dir)
+        if self.staging_dir is not None:
+            recover_staging(self.staging_dir)
         outputs: list[Path] = []
         for entry in self.paths(*args).values():
             outputs.extend(entry if isinstance(entry, list) else [entry])
@@ -244,7 +251,7 @@ class OutputWriter:
         Raises:
             OSError: ``ENOSPC`` "No space left on device" naming the file, when the disk filled (nothing written).
         """
-        staging = OutputStaging(self.output_dir, self.prefix, self.overwrite)
+        staging = OutputStaging(self.output_dir, self.prefix, self.overwrite, self.staging_dir)
         self._staging = staging
         try:
             with staging:

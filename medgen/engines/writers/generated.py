@@ -31,6 +31,8 @@ class GeneratedVolumeWriter(OutputWriter):
         threshold: voxels above it are counted in ``fraction_above_threshold`` (``None``: not computed).
         overwrite: replace existing outputs (default: refuse with ``FileExistsError``).
         inputs: files the outputs must never replace (e.g. a conditioning volume).
+        staging_dir: where the files are staged before they are committed together (see
+            :class:`~medgen.engines.writers.base.OutputWriter`).
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -44,8 +46,9 @@ class GeneratedVolumeWriter(OutputWriter):
         threshold: float | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
+        staging_dir: str | os.PathLike | None = None,
     ) -> None:
-        super().__init__(output_dir, prefix, info, overwrite, inputs)
+        super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
         self.threshold = threshold
 
     def paths(self, num_samples: int) -> dict[str, Path | list[Path]]:

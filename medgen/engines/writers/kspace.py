@@ -40,6 +40,8 @@ class KspaceReconstructionWriter(OutputWriter):
         info: JSON-serialisable settings recorded in the metrics file.
         overwrite: replace existing outputs (default: refuse with ``FileExistsError``).
         inputs: input files the outputs must never replace.
+        staging_dir: where the files are staged before they are committed together (see
+            :class:`~medgen.engines.writers.base.OutputWriter`).
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -52,8 +54,9 @@ class KspaceReconstructionWriter(OutputWriter):
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
+        staging_dir: str | os.PathLike | None = None,
     ) -> None:
-        super().__init__(output_dir, prefix, info, overwrite, inputs)
+        super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
 
     @staticmethod
     def kspace_display(kspace: Any) -> np.ndarray:

@@ -165,7 +165,8 @@ def save_preview_png(
     """Draw ``columns`` as one PNG: one row per plane (three orthogonal mid-planes, or slices along ``slice_axis``).
 
     Each image is shown with its first axis horizontal and its second vertical, origin lower left (for an RAS volume:
-    patient left on the left), as :func:`medgen.data.save_orthogonal_slices_png` shows it.
+    patient left on the left), as :func:`medgen.data.save_orthogonal_slices_png` shows it; an image more than four
+    times longer than wide is stretched to its panel.
 
     Args:
         path: the PNG file.
@@ -199,8 +200,11 @@ def save_preview_png(
     for c, (column, images) in enumerate(zip(columns, grid)):
         for r, (plane, image) in enumerate(images):
             axis = figure.add_subplot(rows, len(columns), r * len(columns) + c + 1)
+            shape = np.asarray(image).shape
+            # a very elongated image (e.g. a sinogram of a few views) is stretched to the panel to stay readable
+            aspect = "auto" if max(shape) > 4 * max(min(shape), 1) else "equal"
             axis.imshow(np.asarray(image).T, cmap=column.cmap, vmin=column.vmin, vmax=column.vmax, origin="lower",
-                        interpolation="nearest")
+                        interpolation="nearest", aspect=aspect)
             axis.set_xticks([])
             axis.set_yticks([])
             if r == 0:

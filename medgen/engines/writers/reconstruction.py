@@ -45,6 +45,8 @@ class ReconstructionWriter(OutputWriter):
         data_range, clip: passed to :func:`reconstruction_metrics`.
         display_range: ``(vmin, vmax)`` of the preview (``None``: the reference's, else the volume's 0.5 / 99.5
             percentiles).
+        staging_dir: where the files are staged before they are committed together (see
+            :class:`~medgen.engines.writers.base.OutputWriter`).
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -63,8 +65,9 @@ class ReconstructionWriter(OutputWriter):
         data_range: float = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
+        staging_dir: str | os.PathLike | None = None,
     ) -> None:
-        super().__init__(output_dir, prefix, info, overwrite, inputs)
+        super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
         self.data_range = float(data_range)
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.display_range = None if display_range is None else (float(display_range[0]), float(display_range[1]))

@@ -42,6 +42,8 @@ class SemanticSynthesisWriter(OutputWriter):
         display_range: intensity window of the PNGs (``None``: each image's min/max).
         overwrite: replace existing outputs (never an input).
         inputs: paths the result was computed from (never written over).
+        staging_dir: where the files are staged before they are committed together (see
+            :class:`~medgen.engines.writers.base.OutputWriter`).
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -58,8 +60,9 @@ class SemanticSynthesisWriter(OutputWriter):
         display_range: tuple[float, float] | None = (-1.0, 1.0),
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
+        staging_dir: str | os.PathLike | None = None,
     ) -> None:
-        super().__init__(output_dir, prefix, info, overwrite, inputs)
+        super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
         self.class_names = {int(k): str(v) for k, v in (class_names or {}).items()}
         self.contrasts = {str(k): [list(g) for g in v] for k, v in (contrasts or {}).items()}
         self.expected_values = (

@@ -2,8 +2,9 @@
 
 A run writes several files (NIfTI, preview, JSON). Written one by one, a kill or a full disk halfway leaves some of
 them, and a leftover output blocks the rerun. :class:`OutputStaging` writes every file under a temporary name in a
-hidden folder inside the output folder (``.medgen-staging-<prefix>-<pid>-<random>``, same file system) and
-:meth:`~OutputStaging.commit` moves them into place: each by a hard link that refuses to replace an existing file
+hidden staging folder (``.medgen-staging-<prefix>-<pid>-<random>``) inside ``staging_root`` (e.g. the run's
+checkpoint folder, so the output folder is not touched before the commit) when it is on the output folder's file
+system, inside the output folder otherwise, and :meth:`~OutputStaging.commit` moves them into place: each by a hard link that refuses to replace an existing file
 (an ``os.replace`` where hard links are not supported), after a journal of the moves is written. If the commit fails
 or the process dies halfway, the moves are undone: at once for a failure, and by :func:`recover_staging` (called by
 every writer's check before a run) for a process that was killed. A full disk is reported as
@@ -82,7 +83,8 @@ def _undo(folder: Path) -> None:
 
 
 def recover_staging(output_dir: str | os.PathLike) -> list[Path]:
-    """Undo and remove what killed runs left in ``output_dir``: staging folders of processes that no longer run.
+    """Undo and remove what killed runs left in ``output_dir`` (or a staging root): staging folders of processes that
+    no longer run.
 
     A staging folder of a process that is still running (this host), or of another host, is left alone.
 
@@ -115,25 +117,43 @@ class OutputStaging:
         output_dir: the folder the files are committed into (created).
         prefix: names the staging folder (readability only).
         overwrite: replace existing files at commit (they are restored if the commit fails); default: refuse.
+        staging_root: where the staging folder goes when it is on ``output_dir``'s file system (default and
+            otherwise: ``output_dir``).
 
     Attributes:
         committed: the files moved into place by the last :meth:`commit`.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, prefix: str = "run", overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        prefix: str = "run",
+        overwrite: bool = False,
+        staging_root: str | os.PathLike | None = None,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.prefix = prefix
         self.overwrite = bool(overwrite)
+        self.staging_root = None if staging_root in (None, "") else Path(staging_root)
         self.folder: Path | None = None
         self._files: dict[Path, Path] = {}
         self.committed: list[Path] = []
         self.current: Path | None = None
 
+    def _root(self) -> Path:
+        """``staging_root`` if it is on the output folder's file system (a commit is then a rename), else the output
+        folder."""
+        if self.staging_root is None:
+            return self.output_dir
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        same = os.stat(self.staging_root).st_dev == os.stat(self.output_dir).st_dev
+        return self.staging_root if same else self.output_dir
+
     def _open(self) -> Path:
         if self.folder is None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             name = f"{STAGING_PREFIX}{self.prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            folder = self.output_dir / name
+            folder = self._root() / name
             folder.mkdir()
             (folder / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
             self.folder = folder
