@@ -29,7 +29,8 @@ the key or file, what was expected and what came:
    and its content checked by its kind (:data:`INPUT_KINDS`): dtype, finite values, affine, label range, coil maps;
 5. the reference has the shape of the output the run will produce (``output_shape``);
 6. the estimated peak memory (``memory_estimate``) fits the device or ``max_memory_gb``, and the output folder's
-   file system has room for the outputs;
+   file system has room for the outputs (checked from the NIfTI headers before the data are read, when the inputs
+   are 3D NIfTI files, so a too large input is refused without being loaded);
 6b. the config items named in ``components`` (e.g. the inferer) are built, so a bad setting fails here; their
    errors name the user's key (``steps``), not the constructor's argument it feeds (``timestep_respacing``);
 7. ``checkpoint_dir``: an interrupted run there is continued only if it is the same run
@@ -239,8 +240,18 @@ class BundleEdge:
                 raise BundleInputError(str(e)) from e
         for key, path in self.weights.items():
             self._check_weight(key, path)
-        data = self.data
-        shapes = {key: self._shape(key, value) for key, value in data.items()}
+        headers = self._header_shapes()
+        if headers is not None:  # too large an input is refused from its header, before it is read
+            self._check_shapes_and_memory(headers)
+        shapes = {key: self._shape(key, value) for key, value in self.data.items()}
+        self._check_shapes_and_memory(shapes)
+        if given is not None and given.parser is not None:
+            for config_id in self.components:
+                build_component(given.parser, given.config, config_id)
+        self._check_checkpoint_dir(given.config if given is not None else {})
+        self._warn_about_steps()
+
+    def _check_shapes_and_memory(self, shapes: Mapping[str, tuple[int, ...] | None]) -> None:
         for key, expected in self.input_shapes.items():
             self._check_input_shape(key, shapes.get(key), expected)
         self.expected_shape = self._expected_shape(shapes)
@@ -251,11 +262,29 @@ class BundleEdge:
                 self.memory = check_memory(estimate, self.device, self.max_memory_gb, advice=self.memory_advice)
             needed = 4.0 * math.prod(self.expected_shape) * self.output_volumes + 4 * 1024**2
             check_output_dir(self.output_dir, needed_bytes=needed)
-        if given is not None and given.parser is not None:
-            for config_id in self.components:
-                build_component(given.parser, given.config, config_id)
-        self._check_checkpoint_dir(given.config if given is not None else {})
-        self._warn_about_steps()
+
+    def _header_shapes(self) -> dict[str, tuple[int, ...] | None] | None:
+        """``{key: (1, *shape)}`` read from the headers of 3D NIfTI inputs without reading their data, or ``None``
+        when an input's shape needs its data (another format, a mapping kind, a 4D image, an unreadable header)."""
+        import nibabel as nib
+
+        shapes: dict[str, tuple[int, ...] | None] = {}
+        for key, path in self.inputs.items():
+            if path in (None, ""):
+                if key not in self.optional:
+                    return None
+                shapes[key] = None
+                continue
+            if self.kinds[key] in _MAIN_ARRAY or not str(path).lower().endswith((".nii", ".nii.gz")):
+                return None
+            try:
+                shape = tuple(int(s) for s in nib.load(str(path)).shape)
+            except Exception:  # noqa: BLE001 (reading the file reports it, naming it)
+                return None
+            if len(shape) != 3:
+                return None
+            shapes[key] = (1, *shape)
+        return shapes
 
     def _warn_about_steps(self) -> None:
         steps, validated = self.steps, self.validated_steps
@@ -358,7 +387,8 @@ class BundleEdge:
             return
         if len(shape) != len(expected) or any(e is not None and int(e) != s for e, s in zip(expected, shape)):
             wanted = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
-            raise BundleInputError(f"{describe(key, self.inputs.get(key))} has shape {shape}; this task takes {wanted}.")
+            name = describe(key, self.inputs.get(key))
+            raise BundleInputError(f"{name} has shape {shape}; this task takes {wanted}.")
 
     def _expected_shape(self, shapes: Mapping[str, tuple[int, ...] | None]) -> tuple[int, ...] | None:
         if self.output_shape is None:

@@ -134,7 +134,9 @@ def check_run_record(checkpoint_dir: str | os.PathLike, record: RunRecord, has_s
         try:
             saved = RunRecord.from_json(path.read_text())
         except (ValueError, OSError) as e:
-            raise BundleInputError(f"checkpoint_dir '{folder}': its {RECORD_NAME} cannot be read ({e}). {advice}") from e
+            raise BundleInputError(
+                f"checkpoint_dir '{folder}': its {RECORD_NAME} cannot be read ({e}). {advice}"
+            ) from e
         differences = saved.differences(record)
         if differences:
             raise BundleInputError(

@@ -102,7 +102,7 @@ def check_memory(
     else:
         available = available_memory(device)
         limit = math.inf if available is None else float(available)
-        source = f"the {format_bytes(limit)} available on {torch.device(device)}" if available is not None else "unknown"
+        source = "unknown" if available is None else f"the {format_bytes(limit)} available on {torch.device(device)}"
     if total > limit:
         terms = " + ".join(f"{what} {format_bytes(size)}" for what, size in estimate.items())
         raise BundleInputError(

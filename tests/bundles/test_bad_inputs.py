@@ -81,6 +81,12 @@ def as_complex(a: np.ndarray) -> np.ndarray:
     return (a + 1j * a).astype(np.complex64)
 
 
+def large_nifti(target: Path) -> str:
+    """A 1024 x 1024 x 128 volume (zeros: 0.6 MB compressed; the check reads only its header)."""
+    nib.save(nib.Nifti1Image(np.zeros((1024, 1024, 128), np.uint8), np.eye(4)), str(target))
+    return str(target)
+
+
 def output_is_a_file(tmp: Path) -> dict:
     (tmp / "out_file").write_text("a file where the output folder should be")
     return {"output_dir": str(tmp / "out_file")}
@@ -170,6 +176,10 @@ CASES: dict[str, list[Case]] = {
              setup=read_only_output),
         Case("more memory than available", lambda t: {"max_memory_gb": 0.01},
              r"needs an estimated .* of memory .*lower batch_size, or pass --max_memory_gb"),
+        Case("1024 x 1024 x 128 input", lambda t: {"input_path": large_nifti(t / "large.nii.gz"),
+                                                   "reference_path": "", "max_memory_gb": 64},
+             r"needs an estimated 237.0 GB of memory at its peak \(volume states \(6 copies\) 12.0 GB \+ score "
+             r"network .* 225.0 GB\), more than the limit max_memory_gb=64"),
         Case("missing weights", lambda t: {"primary_checkpoint": str(t / "p.pt")},
              r"primary_checkpoint '.*p.pt' does not exist .*medgen convert"),
         Case("zero steps", lambda t: {"steps": 0}, r"steps must be an integer >= 1, got 0 \(set with --steps\)"),
@@ -376,3 +386,20 @@ def test_a_full_disk_during_the_final_write_leaves_the_output_folder_as_it_was(b
     run(config_file=str(BUNDLES / bundle / "configs" / "inference.json"), bundle_root=str(BUNDLES / bundle),
         output_dir=str(out), checkpoint_dir=str(tmp_path / "state"), steps=2, progress=False)
     assert len(listing(out)) == 4 and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("config, overrides, match", [
+    ("wdm_brain_mri/configs/train.json", {"max_epoch": 2}, r"unknown key 'max_epoch' .*did you mean 'max_epochs'\?"),
+    ("tpdm_brain_mri/configs/train.json", {"resume_from": "{tmp}/nothing.pt"}, r"resume_from '.*nothing.pt' does "
+                                                                              r"not exist"),
+])
+def test_training_configs_check_what_they_are_given(config, overrides, match, tmp_path, tripwires):
+    """An unknown key is refused by the training config's edge check; a missing checkpoint to resume from when the
+    trainer starts, before the first iteration."""
+    overrides = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in overrides.items()}
+    with pytest.raises(BaseException) as raised:
+        run(config_file=str(BUNDLES / config), bundle_root=str(tmp_path / "bundle"), max_epochs=1, epoch_length=1,
+            num_train_volumes=2, batch_size=2, **overrides)
+    error = next(e for e in exception_chain(raised.value) if isinstance(e, (ValueError, FileNotFoundError)))
+    assert re.search(match, str(error)), str(error)
+    assert not (tmp_path / "bundle" / "models").exists()

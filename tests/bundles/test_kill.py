@@ -2,7 +2,8 @@
 between sampling steps, during a sampling-state write, during a training-checkpoint write and during the final write
 of the outputs; the same command then finishes with outputs bit-identical to an uninterrupted run, and leaves no
 partial output, staging folder or checkpoint behind. A restart with another input or other settings is refused,
-naming the difference, and writes nothing.
+naming the difference, and writes nothing (checked through ``monai.bundle.run`` in this process: the same code the
+command line runs; the catalogue in ``test_bad_inputs`` checks what the command line prints).
 
 Each run stops itself (SIGSTOP) at its kill point and the test SIGKILLs it there (:mod:`tests.bundles.killpoints`).
 The uninterrupted references run in this process (same code, one thread)."""
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.bundle import run
 
+from medgen.bundle.errors import bundle_input_error
 from tests.bundles import killpoints
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -36,6 +39,16 @@ def command_line(config: Path, bundle_root: Path, **settings) -> list[str]:
     """``run --config_file ... --bundle_root ... --key value ...`` for ``python -m monai.bundle``."""
     overrides = [str(v) for key, value in settings.items() for v in (f"--{key}", value)]
     return ["run", "--config_file", str(config), "--bundle_root", str(bundle_root), *overrides]
+
+
+def refusal(config: Path, bundle_root: Path, **settings) -> str:
+    """The message with which ``monai.bundle run`` (the function the command line calls) refuses ``settings``."""
+    with pytest.raises(Exception) as raised:
+        run(config_file=str(config), bundle_root=str(bundle_root), **{k: str(v) if isinstance(v, Path) else v
+                                                                       for k, v in settings.items()})
+    error = bundle_input_error(raised.value)
+    assert error is not None, repr(raised.value)
+    return str(error)
 
 
 def same_outputs(a: Path, b: Path) -> None:
@@ -72,12 +85,11 @@ def test_killed_hfssde_inference_continues_to_the_same_result(tmp_path: Path):
     sample = dict(np.load(bundle / "sample" / "phantom_seed7_kspace.npz"))
     sample["kspace"] = sample["kspace"] * 2
     np.savez(changed, **sample)
-    before = everything(out)
-    refused = killpoints.run([*arguments, "--input_path", str(changed)], log)
-    assert refused.returncode != 0
-    assert "holds an interrupted run with other settings: input_path" in refused.stdout and "changed.npz" in \
-        refused.stdout, refused.stdout[-2000:]
-    assert everything(out) == before
+    before = everything(out), everything(checkpoints)
+    refused = refusal(bundle / "configs" / "inference.json", bundle, output_dir=out, checkpoint_dir=checkpoints,
+                      input_path=changed, **settings)
+    assert "holds an interrupted run with other settings: input_path" in refused and "changed.npz" in refused
+    assert (everything(out), everything(checkpoints)) == before
     # 4. the same command again, killed while writing the outputs (one of three files staged): the output folder is
     # as it was before the run (the files are staged in the checkpoint folder)
     killpoints.kill_when_stopped(killpoints.start("output_write", 2, arguments, log), log)
@@ -86,6 +98,7 @@ def test_killed_hfssde_inference_continues_to_the_same_result(tmp_path: Path):
     finished = killpoints.run(arguments, log)
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert "continuing the interrupted run" in finished.stdout
+    assert "3 file(s) written:" in finished.stdout and "zero_filled" in finished.stdout  # the closing summary
     same_outputs(out, tmp_path / "reference")
     assert everything(out) == visible(out) and not checkpoints.exists()  # no staging, state or temporary file
 
@@ -100,10 +113,8 @@ def test_killed_wdm_inference_continues_and_other_settings_are_refused(tmp_path:
     arguments = command_line(config, bundle, output_dir=out, checkpoint_dir=checkpoints, **settings)
     log = tmp_path / "log.txt"
     killpoints.kill_when_stopped(killpoints.start("sampling_write", 3, arguments, log), log)
-    other = command_line(config, bundle, output_dir=out, checkpoint_dir=checkpoints, **{**settings, "steps": 8})
-    refused = killpoints.run(other, log)
-    assert refused.returncode != 0 and "steps 6 (this run: 8)" in refused.stdout, refused.stdout[-2000:]
-    assert everything(out) == []
+    refused = refusal(config, bundle, output_dir=out, checkpoint_dir=checkpoints, **{**settings, "steps": 8})
+    assert "steps 6 (this run: 8)" in refused and everything(out) == []
     finished = killpoints.run(arguments, log)
     assert finished.returncode == 0, finished.stdout[-3000:]
     same_outputs(out, tmp_path / "reference")
@@ -131,9 +142,8 @@ def test_killed_training_continues_to_the_same_weights(tmp_path: Path):
     killpoints.kill_when_stopped(killpoints.start("after_checkpoint", 2, arguments, log), log)
     assert not (runs / ".checkpoint_iteration=3.pt.partial").exists()
     # other settings are refused
-    refused = killpoints.run([*arguments, "--learning_rate", "0.001"], log)
-    assert refused.returncode != 0 and "learning_rate 0.0003 (this run: 0.001)" in refused.stdout, \
-        refused.stdout[-2000:]
+    refused = refusal(copy / "configs" / "train.json", copy, **settings, learning_rate=0.001)
+    assert "learning_rate 0.0003 (this run: 0.001)" in refused
     finished = killpoints.run(arguments, log)
     assert finished.returncode == 0, finished.stdout[-3000:]
     weights = torch.load(copy / "models" / "model.pt", weights_only=True)

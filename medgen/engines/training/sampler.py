@@ -1,14 +1,15 @@
 """Data order as a function of the training iteration, so a resumed run sees the batches the uninterrupted run sees.
 
 Ignite keeps a data-loader iterator across epochs when ``epoch_length`` is shorter than the loader, and a resumed run
-starts a fresh iterator at the first batch of a new permutation: its data order differs from the uninterrupted
-run's (the loss of exactness a resumed TPDM training showed). :class:`ResumableSampler` makes the order a pure
-function of the position in the sample stream: pass ``p`` (0-based) over the dataset is the permutation
-``torch.randperm(n, generator=manual_seed(seed + p + 1))`` (each rank takes every ``num_replicas``-th index), the
-order ``DistributedSampler(seed=seed)`` gives at epoch ``p + 1`` as MONAI's trainer numbers epochs, so a run with one
-pass per epoch sees the batches it saw with that sampler; an iterator created at trainer iteration ``i`` starts at
-sample ``i * batch_size`` of the stream. Listed in the trainer's handlers, it reads the iteration from the trainer when the loader creates an
-iterator; resumed from any checkpoint, mid-epoch included, the loader yields what the uninterrupted run got.
+starts a fresh iterator at the first batch of a new permutation: its data order differs from the uninterrupted run's
+(the loss of exactness a resumed TPDM training showed). :class:`ResumableSampler` makes the order a pure function of
+the position in the sample stream: pass ``p`` (0-based) over the dataset is the permutation ``torch.randperm(n,
+generator=manual_seed(seed + p + 1))`` (each rank takes every ``num_replicas``-th index), the order
+``DistributedSampler(seed=seed)`` gives at epoch ``p + 1`` as MONAI's trainer numbers epochs, so a run with one pass
+per epoch sees the batches it saw with that sampler; an iterator created at trainer iteration ``i`` starts at sample
+``i * batch_size`` of the stream. Listed in the trainer's handlers, it reads the iteration from the trainer when the
+loader creates an iterator; resumed from any checkpoint, mid-epoch included, the loader yields what the uninterrupted
+run got.
 
 Give the ``DataLoader`` its own ``generator``: without one, every new iterator draws a seed from the global torch
 RNG, and a resumed run creates an iterator where the uninterrupted run did not, so anything else drawing from that

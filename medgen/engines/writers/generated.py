@@ -1,4 +1,4 @@
-"""Writing unconditionally generated volumes: one NIfTI and one preview per sample and a JSON of statistics, together."""
+"""Writing unconditionally generated volumes: a NIfTI and a preview per sample and a JSON of statistics, together."""
 
 from __future__ import annotations
 

@@ -62,8 +62,8 @@ def strongest_baseline(
     """The baseline with the highest PSNR in ``scores`` (the first one without scores), or ``None``."""
     if not baselines:
         return None
-    scored = [(float(scores[name]["psnr"]), name) for name in baselines
-              if scores and isinstance(scores.get(name), Mapping) and isinstance(scores[name].get("psnr"), (int, float))]
+    scored = [(float(scores[name]["psnr"]), name) for name in baselines if scores
+              and isinstance(scores.get(name), Mapping) and isinstance(scores[name].get("psnr"), (int, float))]
     return max(scored)[1] if scored else next(iter(baselines))
 
 

@@ -1,11 +1,10 @@
 """Writing label-map-conditioned synthesis results: volumes, previews and how well the image follows the labels.
 
 :class:`SemanticSynthesisWriter` writes the high-res volume (and optionally the low-res stage) as NIfTI with the
-label maps' affines plus previews (label map | volume, three orthogonal mid-planes), and ``<prefix>_stats.json`` with the settings,
-run time, intensity statistics and :func:`~medgen.engines.metrics.semantic.class_intensity_statistics` of each
-volume. It refuses to write over existing files (:meth:`SemanticSynthesisWriter.check` says so BEFORE sampling) or
-over its inputs, and commits every file together.
-"""
+label maps' affines plus previews (label map | volume, three orthogonal mid-planes), and ``<prefix>_stats.json`` with
+the settings, run time, intensity statistics and :func:`~medgen.engines.metrics.semantic.class_intensity_statistics`
+of each volume. It refuses to write over existing files (:meth:`SemanticSynthesisWriter.check` says so BEFORE
+sampling) or over its inputs, and commits every file together."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from medgen.engines.metrics.base import as_volume
 from medgen.engines.metrics.slices import check_slice_axis, slice_metrics

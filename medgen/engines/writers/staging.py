@@ -4,11 +4,12 @@ A run writes several files (NIfTI, preview, JSON). Written one by one, a kill or
 them, and a leftover output blocks the rerun. :class:`OutputStaging` writes every file under a temporary name in a
 hidden staging folder (``.medgen-staging-<prefix>-<pid>-<random>``) inside ``staging_root`` (e.g. the run's
 checkpoint folder, so the output folder is not touched before the commit) when it is on the output folder's file
-system, inside the output folder otherwise, and :meth:`~OutputStaging.commit` moves them into place: each by a hard link that refuses to replace an existing file
-(an ``os.replace`` where hard links are not supported), after a journal of the moves is written. If the commit fails
-or the process dies halfway, the moves are undone: at once for a failure, and by :func:`recover_staging` (called by
-every writer's check before a run) for a process that was killed. A full disk is reported as
-``OSError(ENOSPC, "No space left on device ...")`` naming the file, with the folder left as it was.
+system, inside the output folder otherwise, and :meth:`~OutputStaging.commit` moves them into place: each by a hard
+link that refuses to replace an existing file (an ``os.replace`` where hard links are not supported), after a journal
+of the moves is written. If the commit fails or the process dies halfway, the moves are undone: at once for a
+failure, and by :func:`recover_staging` (called by every writer's check before a run) for a process that was killed.
+A full disk is reported as ``OSError(ENOSPC, "No space left on device ...")`` naming the file, with the folder left
+as it was.
 
 Example::
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def fake_killed_run(folder: Path, pid: int, moved: int) -> Path:
     """What a process killed in the middle of its commit leaves: a staging folder with a journal, some files moved."""
     staging = folder / f"{STAGING_PREFIX}run-{pid}-abcd1234"
     staging.mkdir()
-    (staging / "owner.json").write_text(json.dumps({"host": os.uname().nodename, "pid": pid}))
+    (staging / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
     moves = []
     for k, name in enumerate(("x.nii.gz", "x.png", "x.json")):
         staged = staging / f"{k:03d}-{name}"
@@ -110,7 +111,7 @@ def test_recover_staging_undoes_a_killed_commit_and_leaves_live_runs_alone(tmp_p
     fake_killed_run(tmp_path, dead, moved=2)
     live = tmp_path / f"{STAGING_PREFIX}run-{os.getpid()}-live0000"
     live.mkdir()
-    (live / "owner.json").write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))
+    (live / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     orphan = tmp_path / f"{STAGING_PREFIX}run-1-nomarker"  # killed before it recorded its owner
     orphan.mkdir()
     removed = recover_staging(tmp_path)
