@@ -253,7 +253,7 @@ CASES: dict[str, list[Case]] = {
         Case("empty weights", lambda t: {"checkpoint": empty(t / "e.pt")}, r"checkpoint '.*e.pt' is empty"),
         Case("output_dir is a file", output_is_a_file, r"output_dir '.*out_file' is a file"),
         Case("read-only output_dir", lambda t: {}, r"is not writable", setup=read_only_output),
-        Case("1024 x 1024 x 128 volume", lambda t: {"image_size": [1024, 1024, 128]},
+        Case("1024 x 1024 x 128 volume", lambda t: {"image_size": [1024, 1024, 128], "max_memory_gb": 16},
              r"needs an estimated .* of memory .*lower num_samples, or pass --max_memory_gb"),
         Case("zero steps", lambda t: {"steps": 0}, r"steps must be in \[1, 1000\], got 0 \(set with --steps\)"),
         Case("unknown sampler", lambda t: {"sampler": "euler"}, r"sampler must be one of .* \(set with --sampler\)"),
@@ -338,7 +338,7 @@ def test_bad_input_is_refused_before_loading_and_writes_nothing(bundle, case, tm
     ("tpdm_brain_mri", {"stpes": "2"}, "error: unknown key 'stpes' (--stpes 2); did you mean 'steps'?"),
     ("hfssde_mri", {"input_path": "{tmp}/notes.npz"}, "is not a NumPy .npz archive"),
     ("padis_ct", {"input_path": "{tmp}/missing.nii.gz"}, "missing.nii.gz' does not exist"),
-    ("wdm_brain_mri", {"image_size": "[1024,1024,128]"}, "needs an estimated"),
+    ("wdm_brain_mri", {"image_size": "[1024,1024,128]", "max_memory_gb": "16"}, "needs an estimated"),
     ("sdm_ctca", {"steps": "0"}, "error: steps must be in [1, 1000], got 0 (set with --steps)."),
 ])
 def test_the_command_line_prints_one_line_and_writes_nothing(bundle, overrides, message, tmp_path):
