@@ -6,15 +6,15 @@ no user can reach) and by the reference-free generalised DISCREPANCY principle w
 the measurement (see ``medgen.solvers.parameter``). Scores are computed the way each bundle computes them:
 
 - ``tpdm_zsr4`` (``bundles/tpdm_brain_mri``, 4x z-averaged brain phantom, ``ZAxisAverage(4, axis=-1)``):
-  ``medgen.engines.reconstruction.reconstruction_metrics`` (clip to [0, 1]; SSIM = mean over the three planes), with
+  ``medgen.engines.metrics.reconstruction_metrics`` (clip to [0, 1]; SSIM = mean over the three planes), with
   the bundle's fixed data range 1 (``psnr``/``ssim``) and with the data range of the reference, ``max - min`` (the
   convention of issue 16's table: ``psnr_ref_range``/``ssim_ref_range``).
 - ``padis_8views`` / ``padis_20views`` (``bundles/padis_ct``, ``ParallelBeamCT.padis(64, views, 40, 128, 80)``,
-  noiseless sinograms): ``medgen.engines.slice_reconstruction.slice_metrics`` (clip to [0, 1], data range 1 = the
+  noiseless sinograms): ``medgen.engines.metrics.slice_metrics`` (clip to [0, 1], data range 1 = the
   reference's range).
 - ``hfssde_r2.91`` / ``hfssde_r4`` (``bundles/hfssde_mri``, 8-coil k-space of 3 slices with its estimated maps,
   HFS-SDE's ``1.5 std(k)`` normalisation per slice, equispaced masks: stride 4 + 8 ACS = 22 of 64 columns, and
-  ``mask_mode="acceleration"`` 16 of 64): ``medgen.engines.kspace.hfs_metrics`` (magnitudes, data range of the
+  ``mask_mode="acceleration"`` 16 of 64): ``medgen.engines.metrics.hfs_metrics`` (magnitudes, data range of the
   reference per slice, mean over slices).
 
 Prints one JSON line per (case, method, rule): lambda (per item), iterations (all solves together), solves, PSNR,
@@ -43,9 +43,8 @@ import torch
 from monai.transforms import LoadImage
 from scipy.interpolate import CubicSpline
 
-from medgen.engines.kspace import hfs_metrics, load_kspace_sample
-from medgen.engines.reconstruction import reconstruction_metrics
-from medgen.engines.slice_reconstruction import slice_metrics
+from medgen.engines.metrics import hfs_metrics, reconstruction_metrics, slice_metrics
+from medgen.engines.samples import load_kspace_sample
 from medgen.physics.ct import ParallelBeamCT
 from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage

@@ -50,7 +50,7 @@ def convert(
     Returns:
         the output path.
     """
-    from medgen.engines.writers import save_state_dict
+    from medgen.engines.training import save_state_dict
     from medgen.networks.convert import from_official
 
     source, config_path, target = Path(checkpoint), Path(config), Path(output)

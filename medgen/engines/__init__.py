@@ -1,77 +1,83 @@
-"""Training and output writers for bundles with MONAI engines: a seeded, resumable diffusion training step, method losses, EMA, writers and metrics."""
+"""What bundles run on top of MONAI's engines, split by role.
+
+- :mod:`medgen.engines.training`: the seeded, resumable training iteration, per-method losses, EMA, weights;
+- :mod:`medgen.engines.writers`: the output writers (NIfTI, previews, JSON summary; atomic, never over a file);
+- :mod:`medgen.engines.metrics`: each method's image-quality metrics;
+- :mod:`medgen.engines.samples`: sample makers and the file formats of the bundles' shipped samples.
+
+Every public name of the subpackages is exported here too, so a bundle config can say ``medgen.engines.<Name>``.
+Nothing here imports :mod:`medgen.inferers`: bundles hand the inferers' results to these parts.
+"""
 
 from __future__ import annotations
 
-from medgen.engines.trainer import (
+from medgen.engines.training import (
+    PATCH_EDM_REDUCTIONS,
+    AtomicCheckpointSaver,
+    LossCurve,
+    RandomState,
+    ResumableSampler,
+    ResumeTraining,
+    latest_checkpoint,
+    load_checkpoint,
+    tensorboard_available,
     DiffusionLoss,
     DiffusionTrainingStep,
-    distributed_rank,
-    iteration_generator,
-)
-from medgen.engines.losses import (
-    WaveletDiffusionTrainingLoss,
-)
-from medgen.engines.score_matching import (
-    ScoreMatchingTrainingLoss,
-)
-from medgen.engines.patch_edm import (
-    PATCH_EDM_REDUCTIONS,
-    PatchEDMTrainingLoss,
-    padis_patch_probabilities,
-)
-from medgen.engines.semantic import (
-    SemanticDiffusionTrainingLoss,
-    downsample_image_and_labels,
-    pack_semantic_input,
-    semantic_slab_items,
-)
-from medgen.engines.ema import (
     ExponentialMovingAverage,
+    PatchEDMTrainingLoss,
+    ScoreMatchingTrainingLoss,
+    SemanticDiffusionTrainingLoss,
+    WaveletDiffusionTrainingLoss,
+    distributed_rank,
+    downsample_image_and_labels,
+    iteration_generator,
+    pack_semantic_input,
+    padis_patch_probabilities,
+    save_state_dict,
+    semantic_slab_items,
     unwrap_network,
 )
 from medgen.engines.metrics import (
-    as_volume,
+    PLANE_NAMES,
     as_magnitude_slices,
+    as_volume,
     check_same_shape,
+    check_slice_axis,
     check_ssim_window,
+    class_intensity_statistics,
     clip_pair,
     error_statistics,
+    hfs_metrics,
     psnr,
+    reconstruction_metrics,
+    slice_metrics,
     slices_along,
     ssim_2d,
 )
 from medgen.engines.writers import (
     GeneratedVolumeWriter,
+    OutputStaging,
+    PreviewColumn,
+    WriteResults,
+    check_finite,
+    preview_columns,
+    recover_staging,
+    save_preview_png,
+    KspaceReconstructionWriter,
     OutputWriter,
+    ReconstructionWriter,
+    SemanticSynthesisWriter,
+    SliceReconstructionWriter,
     as_affine,
     save_panel_grid_png,
-    save_state_dict,
+    save_slice_comparison_png,
     volume_statistics,
     write_atomically,
 )
-from medgen.engines.reconstruction import (
-    PLANE_NAMES,
-    ReconstructionWriter,
-    reconstruction_metrics,
-)
-from medgen.engines.slice_reconstruction import (
-    SliceReconstructionWriter,
-    save_slice_comparison_png,
-    slice_metrics,
-)
-from medgen.engines.kspace import (
-    phantom_mri_slices,
-    hfs_metrics,
-    load_kspace_sample,
-    save_kspace_sample,
-    KspaceReconstructionWriter,
-)
-from medgen.engines.semantic_writer import (
-    SemanticSynthesisWriter,
-    class_intensity_statistics,
-)
+from medgen.engines.samples import load_kspace_sample, phantom_mri_slices, save_kspace_sample
 
 __all__ = [
+    # training
     "DiffusionLoss",
     "DiffusionTrainingStep",
     "distributed_rank",
@@ -87,33 +93,52 @@ __all__ = [
     "semantic_slab_items",
     "ExponentialMovingAverage",
     "unwrap_network",
+    "save_state_dict",
+    "AtomicCheckpointSaver",
+    "RandomState",
+    "ResumeTraining",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "ResumableSampler",
+    "LossCurve",
+    "tensorboard_available",
+    # metrics
     "as_volume",
     "as_magnitude_slices",
     "check_same_shape",
+    "check_slice_axis",
     "check_ssim_window",
     "clip_pair",
     "error_statistics",
     "psnr",
     "slices_along",
     "ssim_2d",
-    "GeneratedVolumeWriter",
+    "PLANE_NAMES",
+    "reconstruction_metrics",
+    "slice_metrics",
+    "hfs_metrics",
+    "class_intensity_statistics",
+    # writers
+    "write_atomically",
     "OutputWriter",
     "as_affine",
     "save_panel_grid_png",
-    "save_state_dict",
     "volume_statistics",
-    "write_atomically",
-    "PLANE_NAMES",
+    "GeneratedVolumeWriter",
     "ReconstructionWriter",
-    "reconstruction_metrics",
     "SliceReconstructionWriter",
     "save_slice_comparison_png",
-    "slice_metrics",
-    "phantom_mri_slices",
-    "hfs_metrics",
-    "load_kspace_sample",
-    "save_kspace_sample",
     "KspaceReconstructionWriter",
     "SemanticSynthesisWriter",
-    "class_intensity_statistics",
+    "check_finite",
+    "OutputStaging",
+    "recover_staging",
+    "PreviewColumn",
+    "preview_columns",
+    "save_preview_png",
+    "WriteResults",
+    # sample I/O
+    "phantom_mri_slices",
+    "load_kspace_sample",
+    "save_kspace_sample",
 ]

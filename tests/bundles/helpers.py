@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 MONAI_METADATA_FIELDS = (
     "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
     "description", "authors", "copyright", "network_data_format", "intended_use", "references",
@@ -39,3 +41,22 @@ def bundle_metadata(bundle: Path) -> dict[str, Any]:
 def assert_apache_licence(bundle: Path) -> None:
     licence = (bundle / "LICENSE").read_text()
     assert licence.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in licence[:200]
+
+
+def write_nifti(path: Path, data: Any, affine: Any = None) -> Path:
+    """Write ``data`` as NIfTI with ``affine``; a matrix nibabel cannot store (NaN, singular) is written raw as the
+    sform, as a broken file would carry it."""
+    import nibabel as nib
+
+    data = np.asarray(data)
+    matrix = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    if np.isfinite(matrix).all() and abs(np.linalg.det(matrix[:3, :3])) > 0:
+        nib.save(nib.Nifti1Image(data, matrix), str(path))
+        return path
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(data.dtype)
+    header["sform_code"], header["qform_code"] = 1, 0
+    header["srow_x"], header["srow_y"], header["srow_z"] = matrix[0], matrix[1], matrix[2]
+    nib.save(nib.Nifti1Image(data, None, header=header), str(path))
+    return path

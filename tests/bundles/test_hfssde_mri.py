@@ -19,7 +19,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
-from medgen.engines.kspace import hfs_metrics, load_kspace_sample
+from medgen.engines.metrics import hfs_metrics
+from medgen.engines.samples import load_kspace_sample
 from medgen.networks.ddpm import DDPMUNet
 from medgen.physics.mri import ifft2c
 from tests.bundles.helpers import assert_apache_licence, bundle_metadata, sha1
@@ -121,10 +122,10 @@ def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
     shutil.copytree(CONFIGS, copy / "configs")
     run(**train_overrides(copy))
     raw, ema = copy / "models" / "model.pt", copy / "models" / "model_ema.pt"
-    checkpoint = copy / "runs" / "train" / "checkpoint_epoch=1.pt"
+    checkpoint = copy / "runs" / "train" / "checkpoint_iteration=2.pt"
     assert raw.is_file() and ema.is_file() and checkpoint.is_file()
     saved = torch.load(checkpoint, weights_only=True)
-    assert set(saved) == {"network", "optimizer", "lr_scheduler", "ema", "trainer"}
+    assert set(saved) == {"network", "optimizer", "lr_scheduler", "ema", "trainer", "random_state", "loss_curve"}
     assert saved["trainer"]["iteration"] == 2 and int(saved["ema"]["num_updates"]) == 2
     raw_state, ema_state = torch.load(raw, weights_only=True), torch.load(ema, weights_only=True)
     assert raw_state.keys() == saved["network"].keys() == ema_state.keys()

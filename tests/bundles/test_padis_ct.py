@@ -18,7 +18,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
-from medgen.engines.slice_reconstruction import slice_metrics
+from medgen.engines.metrics import slice_metrics
 from medgen.networks.songunet import PatchEDMPrecond, patch_position_channels
 from medgen.physics.ct import ParallelBeamCT
 from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1
@@ -143,11 +143,11 @@ def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
     shutil.copytree(CONFIGS, copy / "configs")
     run(**train_overrides(copy))
     model = copy / "models" / "model.pt"
-    checkpoint = copy / "runs" / "train" / "checkpoint_epoch=1.pt"
+    checkpoint = copy / "runs" / "train" / "checkpoint_iteration=2.pt"
     assert model.is_file() and checkpoint.is_file()
     state = torch.load(model, weights_only=True)
     saved = torch.load(checkpoint, weights_only=True)
-    assert set(saved) == {"network", "optimizer", "lr_scheduler", "ema", "trainer"}
+    assert set(saved) == {"network", "optimizer", "lr_scheduler", "ema", "trainer", "random_state", "loss_curve"}
     assert saved["trainer"]["iteration"] == 2 and int(saved["ema"]["num_updates"]) == 2
     assert state.keys() == saved["network"].keys() == torch.load(MODEL, weights_only=True).keys()
     assert all(torch.equal(state[k], saved["ema"][f"averaged.{k}"]) for k in state)

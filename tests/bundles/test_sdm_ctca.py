@@ -117,11 +117,11 @@ def test_train_two_iterations_into_a_copy(tmp_path: Path, stage: str):
     shutil.copytree(CONFIGS, copy / "configs")
     run(**train_overrides(copy, f"train_{stage}.json"))
     model = copy / "models" / f"{stage}.pt"
-    checkpoint = copy / "runs" / f"train_{stage}" / "checkpoint_epoch=1.pt"
+    checkpoint = copy / "runs" / f"train_{stage}" / "checkpoint_iteration=2.pt"
     assert model.is_file() and checkpoint.is_file()
     state = torch.load(model, weights_only=True)
     saved = torch.load(checkpoint, weights_only=True)
-    assert set(saved) == {"network", "optimizer", "ema", "trainer"}
+    assert set(saved) == {"network", "optimizer", "ema", "trainer", "random_state", "loss_curve"}
     assert saved["trainer"]["iteration"] == 2 and int(saved["ema"]["num_updates"]) == 2
     assert state.keys() == saved["network"].keys()
     assert all(torch.equal(state[k], saved["ema"][f"averaged.{k}"]) for k in state)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
-from medgen.engines.reconstruction import reconstruction_metrics
+from medgen.engines.metrics import reconstruction_metrics
 from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint
 from medgen.networks.ncsnpp import NCSNpp
 from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1
@@ -119,11 +119,11 @@ def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
     shutil.copytree(CONFIGS, copy / "configs")
     run(**train_overrides(copy, plane="auxiliary"))
     model = copy / "models" / "auxiliary.pt"
-    checkpoint = copy / "runs" / "train_auxiliary" / "checkpoint_epoch=1.pt"
+    checkpoint = copy / "runs" / "train_auxiliary" / "checkpoint_iteration=2.pt"
     assert model.is_file() and checkpoint.is_file() and not (copy / "models" / "primary.pt").exists()
     state = torch.load(model, weights_only=True)
     saved = torch.load(checkpoint, weights_only=True)
-    assert set(saved) == {"network", "optimizer", "lr_scheduler", "ema", "trainer"}
+    assert set(saved) == {"network", "optimizer", "lr_scheduler", "ema", "trainer", "random_state", "loss_curve"}
     assert saved["trainer"]["iteration"] == 2 and int(saved["ema"]["num_updates"]) == 2
     assert saved["lr_scheduler"]["last_epoch"] == 2
     assert state.keys() == saved["network"].keys()

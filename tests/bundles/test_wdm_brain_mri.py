@@ -87,11 +87,11 @@ def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
     shutil.copytree(CONFIGS, copy / "configs")
     run(**train_overrides(copy))
     model = copy / "models" / "model.pt"
-    checkpoint = copy / "runs" / "train" / "checkpoint_epoch=1.pt"
+    checkpoint = copy / "runs" / "train" / "checkpoint_iteration=2.pt"
     assert model.is_file() and checkpoint.is_file()
     state = torch.load(model, weights_only=True)
     saved = torch.load(checkpoint, weights_only=True)
-    assert set(saved) == {"network", "optimizer", "ema", "trainer"}
+    assert set(saved) == {"network", "optimizer", "ema", "trainer", "random_state", "loss_curve"}
     assert saved["trainer"]["iteration"] == 2 and int(saved["ema"]["num_updates"]) == 2
     assert state.keys() == saved["network"].keys()
     assert all(torch.equal(state[k], saved["ema"][f"averaged.{k}"]) for k in state)

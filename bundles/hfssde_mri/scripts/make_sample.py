@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from medgen.engines.kspace import phantom_mri_slices, save_kspace_sample
+from medgen.engines.samples import phantom_mri_slices, save_kspace_sample
 from medgen.physics.mri import fft2c
 from medgen.transforms.kspace import CoilCombine, EstimateCoilSensitivity, RandSimulateMultiCoil
 
