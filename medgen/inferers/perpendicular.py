@@ -29,21 +29,9 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medgen.checks import (
-    check_choice,
-    check_int,
-    check_number,
-    check_volume,
-    settings_with,
-)
-from medgen.diffusion.consistency import (
-    DPS,
-    DataConsistency,
-    HardProjection,
-    RePaint,
-    StepContext,
-)
-from medgen.diffusion.priors import Prior, ScorePrior, as_prior
+from medgen.checks import check_choice, check_int, check_number, check_volume, settings_with
+from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
+from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
@@ -368,7 +356,7 @@ class PerpendicularSliceInferer(SamplingInferer):
 
     def sde(self, prior: Prior) -> VESDE:
         """The VE-SDE: the settings' noise range, else the prior's (from its weights), else TPDM's 0.01 / 378."""
-        low, high = prior.sigma_range or (0.01, 378.0)
+        low, high = as_noise_model(prior, "ve").sigma_range or (0.01, 378.0)
         sigma_min = low if self.settings.sigma_min is None else self.settings.sigma_min
         sigma_max = high if self.settings.sigma_max is None else self.settings.sigma_max
         return VESDE(sigma_min, sigma_max, self.settings.steps)
