@@ -253,6 +253,32 @@ class PlaneView:
             start = stop
         return bounds
 
+    def slice_masks(self, mask: torch.Tensor, batch: int, spatial: Sequence[int]) -> list[torch.Tensor]:
+        """Each volume's mask of its primary slices: a 2D mask ``(R, C)`` shared by every slice, or a mask
+        broadcastable to the volumes ``(batch, 1, *spatial)`` cut into its slices ``(S, 1, R, C)``.
+
+        Raises:
+            ValueError: ``mask`` is neither.
+        """
+        rows, cols = spatial[self.primary[1]], spatial[self.primary[2]]
+        if mask.ndim == 2:
+            if tuple(mask.shape) != (rows, cols):
+                raise ValueError(
+                    f"a 2D mask must have the primary slices' shape (rows, cols) = {(rows, cols)} of plane "
+                    f"{self.primary}, got {tuple(mask.shape)}."
+                )
+            return [mask] * batch
+        try:
+            full = mask.expand(batch, 1, *spatial) if mask.ndim <= 5 else None
+        except RuntimeError:
+            full = None
+        if full is None:
+            raise ValueError(
+                f"mask must be (rows, cols) = {(rows, cols)} or broadcastable to {(batch, 1, *spatial)}, got "
+                f"{tuple(mask.shape)}."
+            )
+        return [self.to_stack(full[b, 0], self.primary) for b in range(batch)]
+
     def stack_shape(self, spatial: Sequence[int], plane: Sequence[int]) -> tuple[int, int, int, int]:
         """``(S, 1, R, C)`` of the slices of a volume of spatial shape ``spatial`` on ``plane``."""
         return (spatial[plane[0]], 1, spatial[plane[1]], spatial[plane[2]])

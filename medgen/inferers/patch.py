@@ -36,19 +36,9 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from medgen.checks import check_choice, check_int, check_number, settings_with
-from medgen.diffusion.consistency import (
-    DPS,
-    DataConsistency,
-    NormalizedGradient,
-    RangeNullSpace,
-)
+from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
-from medgen.diffusion.samplers import (
-    PADIS_DATA_STEP_CAP,
-    PADIS_DATA_STEP_RATE,
-    langevin_step,
-    padis_pc_step,
-)
+from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
 from medgen.inferers.base import SamplingInferer
@@ -249,16 +239,7 @@ class PatchDiffusionInferer(SamplingInferer):
                 "inputs must be a batched measurement (B, C, ...) with 2 or 3 spatial dims, "
                 f"got shape {tuple(y.shape)}."
             )
-        try:
-            with torch.no_grad():
-                image_shape = operator.adjoint(y).shape
-                measured_shape = operator(torch.zeros(image_shape, device=y.device, dtype=y.dtype)).shape
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(f"inputs of shape {tuple(y.shape)} is not a measurement of {operator!r}: {err}") from err
-        if measured_shape != y.shape:
-            raise ValueError(
-                f"operator maps images {tuple(image_shape)} to {tuple(measured_shape)}, but inputs is {tuple(y.shape)}."
-            )
+        image_shape = operator.image_shape(y)
         if len(image_shape) != y.ndim:
             raise ValueError(
                 f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions."
