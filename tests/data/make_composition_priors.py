@@ -17,7 +17,7 @@ generators, so a run on one machine repeats; ``composition_priors.json`` records
 loss of the saved weights on a fixed evaluation batch (:func:`evaluation_loss`), which a test recomputes from the
 committed weights.
 
-Run from the repository root (about 10 CPU minutes with one thread)::
+Run from the repository root (about 9 CPU minutes with one thread)::
 
     python tests/data/make_composition_priors.py --overwrite        # both, into tests/data/
     python tests/data/make_composition_priors.py --which ddpm --iterations 2 --output_dir /tmp/check
@@ -61,7 +61,7 @@ DDPM_NETWORK: dict[str, Any] = dict(
 DDPM_SCHEDULER: dict[str, Any] = dict(num_train_timesteps=1000, schedule="linear_beta", prediction_type="epsilon")
 TRAINING: dict[str, dict[str, Any]] = {
     "padis": dict(iterations=2500, batch_size=8, learning_rate=5e-4, warmup=100, ema_decay=0.998, seed=0),
-    "ddpm": dict(iterations=2500, batch_size=32, learning_rate=1e-3, warmup=100, ema_decay=0.998, seed=1),
+    "ddpm": dict(iterations=1500, batch_size=32, learning_rate=1e-3, warmup=100, ema_decay=0.998, seed=1),
 }
 
 
