@@ -139,18 +139,19 @@ def check_volume_shape(
         allow_spatial: also accept ``(D0, D1, D2)``, read as ``(1, channels or 1, D0, D1, D2)``.
 
     Raises:
-        TypeError: neither a tensor nor a sequence of positive ints.
-        ValueError: the wrong number of dims or of channels.
+        TypeError: neither a tensor nor a shape (positive ints, as many as accepted).
+        ValueError: the wrong number of channels (or a volume that :func:`check_volume` refuses).
     """
     if isinstance(value, torch.Tensor):
         return tuple(int(s) for s in check_volume(value, name, channels).shape)  # type: ignore[return-value]
     accepted = f"{'(D0, D1, D2) or ' if allow_spatial else ''}(B, {'C' if channels is None else channels}, D0, D1, D2)"
-    if isinstance(value, str) or not isinstance(value, Sequence) or not all(
+    lengths = (3, 5) if allow_spatial else (5,)
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) not in lengths or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in value
     ):
         raise TypeError(f"{name} must be a template volume or a shape {accepted} of positive ints, got {value!r}.")
-    shape = (1, channels or 1, *value) if allow_spatial and len(value) == 3 else tuple(value)
-    if len(shape) != 5 or (channels is not None and shape[1] != channels):
+    shape = (1, channels or 1, *value) if len(value) == 3 else tuple(value)
+    if channels is not None and shape[1] != channels:
         raise ValueError(f"{name} must be a template volume or a shape {accepted}, got {tuple(value)}.")
     return shape  # type: ignore[return-value]
 

@@ -183,16 +183,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         checkpoint_every: int = 0,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            sdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-        )
+        super().__init__(sdm_diffusion() if diffusion is None else diffusion, timestep_respacing, sampler, eta, seed=seed,
+                         progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
 
     def config(self) -> dict[str, Any]:

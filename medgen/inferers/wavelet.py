@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, check_volume, settings_with
+from medgen.checks import check_int, check_number, check_volume, check_volume_shape, settings_with
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
@@ -39,19 +39,6 @@ from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import network_parameter, unwrap_network
 
 __all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]
-
-
-def _image_shape(inputs: Any) -> tuple[int, ...]:
-    if isinstance(inputs, torch.Tensor):
-        return tuple(int(s) for s in check_volume(inputs, "inputs").shape)
-    if isinstance(inputs, (tuple, list, torch.Size)) and len(inputs) == 5 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in inputs
-    ):
-        return tuple(int(s) for s in inputs)
-    raise TypeError(
-        "inputs must be a template volume (B, C, D, H, W) or a shape of 5 positive integers, got "
-        f"{type(inputs).__name__} {inputs if isinstance(inputs, (tuple, list)) else ''}."
-    )
 
 
 @dataclass(frozen=True)
@@ -171,16 +158,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         checkpoint_every: int = 0,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            wdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-        )
+        super().__init__(wdm_diffusion() if diffusion is None else diffusion, timestep_respacing, sampler, eta, seed=seed,
+                         progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         if isinstance(settings.get("clip_range"), list):
             settings["clip_range"] = tuple(settings["clip_range"])
         self.settings = settings_with(WDMSettings(), settings, type(self).__name__)
@@ -294,7 +273,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             condition_t = check_volume(condition, "condition" if condition is not inputs else "inputs")
             shape = (condition_t.shape[0], settings.image_channels, *condition_t.shape[2:])
         else:
-            shape = _image_shape(inputs)
+            shape = check_volume_shape(inputs, "inputs")
             condition_t = None if condition is None else check_volume(condition, "condition")
         batch, channels, spatial = shape[0], shape[1], tuple(shape[2:])
         if condition_t is not None and (condition_t.shape[0] != batch or tuple(condition_t.shape[2:]) != spatial):
