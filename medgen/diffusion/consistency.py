@@ -279,6 +279,20 @@ class RePaint(DataConsistency):
     ``q_sample(x0, t)``; ``None``: the clean known state, for the last step). ``to_image``/``from_image`` map a
     state that is not the image (WDM's wavelet coefficients) to image space, where the mask is exact.
 
+    Example (RePaint with a score prior: TPDM's perpendicular VE sampler inpainting a volume; a random tiny network,
+    so the filled region is noise-like: ``tests/inferers/test_compositions.py`` runs trained weights)::
+
+        import torch
+        from medgen.inferers.perpendicular import PerpendicularSliceInferer
+        from medgen.networks.ncsnpp import NCSNpp
+
+        net = NCSNpp(image_size=16, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()).eval()
+        mask = torch.ones(1, 1, 16, 16, 16)
+        mask[..., 4:12, 4:12, 4:12] = 0                                     # 1 = known voxel
+        known = torch.rand(1, 1, 16, 16, 16) * mask
+        inferer = PerpendicularSliceInferer("inpaint", consistency="repaint", steps=4, seed=0, progress=False)
+        filled = inferer(known, net, mask=mask)                             # the known voxels kept exactly
+
     Args:
         mask: weights in ``[0, 1]`` broadcastable to the image, 1 = known.
         known: the known image in STATE coordinates (e.g. ``view.from_image(image)``).

@@ -195,6 +195,13 @@ class EpsilonPrior(Prior):
         inferer = PerpendicularSliceInferer("uncond", steps=4, batch_size=16, seed=0, progress=False)
         volume = inferer((16, 16, 16), prior)    # the VE range of the DDPM schedule: sigma in [0.01, 157]
 
+        from medgen.inferers.patch import PatchDiffusionInferer   # the same prior in PaDIS' solver: one "patch"
+        from medgen.physics.blur import Blur                      # covering the image (mode="overlap", pad 1)
+        blur = Blur.gaussian(5, 1.0)
+        padis = PatchDiffusionInferer(blur, patch_size=16, pad=1, patch_mode="overlap", num_steps=3, inner_iterations=1,
+                                      solver="langevin", seed=0, progress=False)
+        image = padis(blur(torch.rand(1, 1, 16, 16)), as_noise_model(prior, "ve"))    # (1, 1, 16, 16)
+
     Args:
         network: ``network(x, t, *args, **kwargs)`` predicting the noise in its first ``C`` channels (guided/SDM
             U-Nets, MONAI ``DiffusionModelUNet``).
@@ -427,6 +434,24 @@ class PatchPrior(Prior):
       until the image is covered, overlapping outputs averaged (:class:`~medgen.diffusion.views.OverlapMerger`).
 
     The output is the image area ``[pad, pad + w)^2`` and zero on the border (so the score drives the border to 0).
+
+    Example (the patch prior solving multi-coil CS-MRI, the complex image as two real channels ``[real, imag]``; a
+    random tiny network, so the picture is noise: ``tests/inferers/test_compositions.py`` runs trained weights)::
+
+        import torch
+        from medgen.inferers.patch import PatchDiffusionInferer
+        from medgen.networks.songunet import PatchEDMPrecond
+        from medgen.physics.mri import CartesianMRI
+
+        net = PatchEDMPrecond(img_resolution=32, img_channels=2, model_channels=16, channel_mult=[1, 2],
+                              num_blocks=1).eval()
+        maps = torch.randn(1, 4, 16, 16, dtype=torch.complex64)
+        maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()        # sum_c |S_c|^2 = 1
+        mri = CartesianMRI((torch.rand(16, 16) < 0.4).float(), maps, channels=True)
+        kspace = mri(torch.rand(1, 2, 16, 16))                              # (1, 8, 16, 16): [re coils.., im coils..]
+        inferer = PatchDiffusionInferer(mri, patch_size=8, pad=8, solver="langevin", clamp=None, num_steps=3,
+                                        inner_iterations=1, seed=0, progress=False)
+        image = inferer(kspace, net)                                        # (1, 2, 16, 16) [real, imag]
 
     Args:
         network: ``network(patches (P, C, p, p), sigma, positions (P, 2, p, p))`` (e.g.
