@@ -18,6 +18,7 @@ __all__ = [
     "check_number",
     "check_volume",
     "check_volume_shape",
+    "check_plane_mask",
     "settings_with",
 ]
 
@@ -154,6 +155,17 @@ def check_volume_shape(
     if channels is not None and shape[1] != channels:
         raise ValueError(f"{name} must be a template volume or a shape {accepted}, got {tuple(value)}.")
     return shape  # type: ignore[return-value]
+
+
+def check_plane_mask(mask: Any, name: str) -> torch.Tensor:
+    """A mask shared by every item, ``(H, W)`` or ``(1, ..., 1, H, W)`` (real, bool or complex: real part), as a
+    float32 ``(H, W)``; else a ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
+    if mask.ndim < 2 or any(s != 1 for s in mask.shape[:-2]):
+        raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
+    mask = mask.real if mask.is_complex() else mask
+    return mask.reshape(mask.shape[-2:]).to(torch.float32)
 
 
 def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:

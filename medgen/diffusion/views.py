@@ -31,6 +31,7 @@ __all__ = [
     "slab_layout",
     "OverlapMerger",
     "PlaneView",
+    "plane_pair",
     "CanvasView",
     "CanvasCrop",
     "SlabView",
@@ -170,6 +171,30 @@ def as_plane(plane: int | Sequence[int], name: str) -> tuple[int, int, int]:
         f"{name} must be a spatial axis (int in [-3, 2]) or a permutation (slice_axis, row_axis, col_axis) of "
         f"(0, 1, 2), got {plane!r}."
     )
+
+
+def plane_pair(
+    planes: str | None, primary_plane: int | Sequence[int] | None, auxiliary_plane: int | Sequence[int] | None,
+    default: str = "tpdm_mri",
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(primary, auxiliary)`` from a preset name of :data:`PLANE_PRESETS` OR the two planes (:func:`as_plane`); an
+    auxiliary plane alone replaces the ``default`` preset's.
+
+    Raises:
+        ValueError: both a preset and planes, an unknown preset, a primary plane without an auxiliary one.
+    """
+    if planes is not None:
+        if primary_plane is not None or auxiliary_plane is not None:
+            raise ValueError("give either planes (a preset name) or primary_plane/auxiliary_plane, not both.")
+        check_choice(planes, "planes", tuple(PLANE_PRESETS))
+        return PLANE_PRESETS[planes]
+    if primary_plane is None:
+        if auxiliary_plane is not None:
+            return PLANE_PRESETS[default][0], as_plane(auxiliary_plane, "auxiliary_plane")
+        return PLANE_PRESETS[default]
+    if auxiliary_plane is None:
+        raise ValueError("auxiliary_plane is required when primary_plane is given.")
+    return as_plane(primary_plane, "primary_plane"), as_plane(auxiliary_plane, "auxiliary_plane")
 
 
 def _inverse(perm: Sequence[int]) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_choice, check_int, check_number, settings_with
+from medgen.checks import check_choice, check_int, check_number, check_plane_mask, settings_with
 from medgen.diffusion.consistency import KSpaceMeasurement
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
@@ -112,16 +112,6 @@ SDE_PRESETS: dict[str, HFSSettings] = {
 ACCELERATED = {"hfs": {"num_steps": 100, "snr": 0.32}, "vp": {"num_steps": 100, "snr": 0.43},
                "ve": {"num_steps": 300, "snr": 0.10}}
 """The values the official configs switch to with ``sampling.accelerated_sampling=True``."""
-
-
-def _as_2d_mask(mask: Any, name: str) -> torch.Tensor:
-    """A mask that is the same for every item, as ``(H, W)`` float: accepts ``(H, W)`` or ``(1, ..., 1, H, W)``."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
-    if mask.ndim < 2 or any(s != 1 for s in mask.shape[:-2]):
-        raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
-    mask = mask.real if mask.is_complex() else mask
-    return mask.reshape(mask.shape[-2:]).to(torch.float32)
 
 
 class HighFrequencySpaceInferer(SamplingInferer):
@@ -225,9 +215,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
         self.settings = settings_with(preset, settings, type(self).__name__)
         if low_frequency_mask is None and sde == "hfs":
             raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
-        self.low_frequency_mask = None if low_frequency_mask is None else _as_2d_mask(
-            low_frequency_mask, "low_frequency_mask"
-        )
+        mask = low_frequency_mask
+        self.low_frequency_mask = None if mask is None else check_plane_mask(mask, "low_frequency_mask")
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (part of the checkpoint fingerprint)."""

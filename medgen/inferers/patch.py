@@ -42,7 +42,7 @@ from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE,
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
 from medgen.inferers.base import SamplingInferer
-from medgen.networks.checkpoint import unwrap_network
+from medgen.networks.checkpoint import check_network_attribute
 from medgen.physics.base import ComposedOperator, LinearOperator
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
@@ -260,11 +260,7 @@ class PatchDiffusionInferer(SamplingInferer):
                 f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
                 f"{plane[0]}x{plane[1]} slices."
             )
-        channels = getattr(unwrap_network(prior.network), "img_channels", None)
-        if isinstance(channels, int) and channels != image_shape[1]:
-            raise ValueError(
-                f"network denoises {channels}-channel images, the operator's images have {image_shape[1]} channels."
-            )
+        check_network_attribute(prior.network, "img_channels", image_shape[1], " (the operator's image channels)")
         prior.patch_starts(plane[0])
         return image_shape, plane[0]
 

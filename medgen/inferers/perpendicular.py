@@ -34,7 +34,7 @@ from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, R
 from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
-from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
+from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
@@ -249,29 +249,14 @@ class PerpendicularSliceInferer(SamplingInferer):
                         f"{name}={settings[name]!r} contradicts parity=True (official: {getattr(TPDM_OFFICIAL, name)!r})."
                     )
         self.settings = settings_with(TPDM_OFFICIAL if parity else TPDMSettings(), settings, type(self).__name__)
-        planes = self._planes(task, parity, planes, primary_plane, auxiliary_plane)
+        default = "tpdm_ct" if task == "svct" or (task == "csmri" and parity) else "tpdm_mri"
+        planes = plane_pair(planes, primary_plane, auxiliary_plane, default)
         self.view = PlaneView(*planes, self.settings.K, self.settings.batch_size)
         self.task, self.parity, self.consistency = task, parity, consistency
         self.factor, self.zsr_axis, self.mask, self.operator = None, None, None, None
         self.dps_weight = self._task_arguments(task, consistency, dps_weight, factor, zsr_axis, mask, operator)
 
     # --------------------------------------------------------------------------------------------- arguments
-    @staticmethod
-    def _planes(task, parity, planes, primary_plane, auxiliary_plane) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        if planes is not None:
-            if primary_plane is not None or auxiliary_plane is not None:
-                raise ValueError("give either planes (a preset name) or primary_plane/auxiliary_plane, not both.")
-            check_choice(planes, "planes", tuple(PLANE_PRESETS))
-            return PLANE_PRESETS[planes]
-        default = PLANE_PRESETS["tpdm_ct" if task == "svct" or (task == "csmri" and parity) else "tpdm_mri"]
-        if primary_plane is None:
-            if auxiliary_plane is not None:
-                return default[0], as_plane(auxiliary_plane, "auxiliary_plane")
-            return default
-        if auxiliary_plane is None:
-            raise ValueError("auxiliary_plane is required when primary_plane is given.")
-        return as_plane(primary_plane, "primary_plane"), as_plane(auxiliary_plane, "auxiliary_plane")
-
     def _task_arguments(self, task, consistency, dps_weight, factor, zsr_axis, mask, operator) -> float:
         """Validate the task's arguments, set them and return the DPS weight."""
         if task == "zsr":

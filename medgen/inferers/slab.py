@@ -48,7 +48,8 @@ from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import unwrap_network
-from medgen.networks.sdm_unet import check_label_map, check_reference, one_hot_labels, sdm_conditioning, slab_conditioning
+from medgen.networks.sdm_unet import check_label_map, check_reference, one_hot_labels, sdm_conditioning
+from medgen.networks.sdm_unet import slab_conditioning
 
 __all__ = [
     "sdm_diffusion",
@@ -392,7 +393,8 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         starts, canvas, tiled = self.view.layout(depth)
         st = self.settings
         y, r = slab_conditioning(labels, ref, starts, st.slab_depth, canvas, num_classes, position,
-                                 st.position_normalizer, st.reference_margin, st.reference_pad_value, st.pad_label, st.dtype)
+                                 st.position_normalizer, st.reference_margin, st.reference_pad_value, st.pad_label,
+                                 st.dtype)
         slab_model = self.slab_model(network, y, r)
         extra = {"labels": labels, "reference": ref, "starts": starts, "canvas": canvas}
         device, count, sd = labels.device, len(starts), self.settings.slab_depth

@@ -36,7 +36,7 @@ from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import DiffusionSamplingInferer
-from medgen.networks.checkpoint import network_parameter, unwrap_network
+from medgen.networks.checkpoint import check_network_attribute, network_device_dtype, unwrap_network
 
 __all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]
 
@@ -288,32 +288,18 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             raise ValueError(f"mask_condition_channel={channel} but the condition has {condition_t.shape[1]} channels.")
         known_t, mask_t = self._inpainting_inputs(inputs, known, mask, shape)
 
-        # device: the data's (as MONAI inferers), else the network's; dtype: the network's (the data may be float64)
         reference = next((v for v in (inputs, condition_t, known_t) if isinstance(v, torch.Tensor)), None)
-        parameter = network_parameter(network)
-        device = reference.device if reference is not None else parameter.device if parameter is not None else (
-            torch.device("cpu")
-        )
-        if parameter is not None:
-            dtype = parameter.dtype
-        elif reference is not None and reference.is_floating_point():
-            dtype = reference.dtype
-        else:
-            dtype = torch.float32
+        device, dtype = network_device_dtype(network, reference)
 
         view = self.view(network)
         padded = view.padded(spatial)
         coeff_shape = (batch, 8 * channels, *(p // 2 for p in padded))
         n_cond = 0 if condition_t is None else condition_t.shape[1]
         expected_in, expected_out = 8 * (channels + n_cond), 8 * channels
-        for attribute, expected in (("in_channels", expected_in), ("out_channels", expected_out)):
-            found = getattr(unwrap_network(network), attribute, None)
-            if isinstance(found, int) and found != expected:
-                raise ValueError(
-                    f"network.{attribute} must be {expected} (8 subbands x {channels} image channel(s)"
-                    f"{f' + 8 x {n_cond} condition channel(s)' if attribute == 'in_channels' and n_cond else ''}), "
-                    f"got {found}."
-                )
+        image = f" (8 subbands x {channels} image channel(s)"
+        check_network_attribute(network, "in_channels", expected_in, image + (f" + 8 x {n_cond} condition channel(s))"
+                                                                              if n_cond else ")"))
+        check_network_attribute(network, "out_channels", expected_out, image + ")")
 
         def coefficients(volume: torch.Tensor) -> torch.Tensor:
             return view.from_image(volume.to(device=device, dtype=dtype))
@@ -379,9 +365,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             raise ValueError(
                 f"mask must have shape ({batch} or 1, {channels} or 1, *{spatial}), got {tuple(mask_t.shape)}."
             )
-        if bool((mask_t < 0).any()) or bool((mask_t > 1).any()):
-            raise ValueError("mask must hold weights in [0, 1] (1 = known voxel).")
-        return known_t, mask_t
+        return known_t, mask_t  # RePaint checks the weights
 
     def postprocess(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """cWDM/WDM output steps: ``clamp_output``, then ``mask_condition_channel``, then ``rescale_output``.
