@@ -337,11 +337,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
                 means.append(x_mean)
             return {"x": torch.cat(xs), "x_mean": torch.cat(means)}
 
-        fingerprint = {
-            "measurement": measurement.y,
-            "mask": measurement.operator.mask,
-            "sensitivity_maps": measurement.operator.sensitivity_maps,
-        }
+        operator = measurement.operator
+        fingerprint = {"measurement": measurement.y, "mask": operator.mask,
+                       "sensitivity_maps": operator.sensitivity_maps}
         with torch.no_grad():
             x = self.initial_sample(measurement, sde, generator)
             loop = self.sampling_loop(settings.num_steps, tuple(inputs.shape), extra=fingerprint)

@@ -48,14 +48,7 @@ from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
 from medgen.transforms.utils import refined_affine
 
-__all__ = [
-    "PATCH_MODES",
-    "SOLVERS",
-    "INITS",
-    "RESIDUAL_NORMS",
-    "PaDISSettings",
-    "PatchDiffusionInferer",
-]
+__all__ = ["PATCH_MODES", "SOLVERS", "INITS", "RESIDUAL_NORMS", "PaDISSettings", "PatchDiffusionInferer"]
 
 SOLVERS = ("dps", "langevin", "pc")
 INITS = ("pseudo_inverse", "noise")

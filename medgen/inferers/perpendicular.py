@@ -43,15 +43,8 @@ from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
 from medgen.transforms.utils import refined_affine
 
-__all__ = [
-    "PerpendicularSliceInferer",
-    "TPDMSettings",
-    "TPDM_OFFICIAL",
-    "PLANE_PRESETS",
-    "TPDM_ZSR_DPS_WEIGHTS",
-    "TASKS",
-    "CONSISTENCIES",
-]
+__all__ = ["PerpendicularSliceInferer", "TPDMSettings", "TPDM_OFFICIAL", "PLANE_PRESETS",
+           "TPDM_ZSR_DPS_WEIGHTS", "TASKS", "CONSISTENCIES"]
 
 TASKS = ("uncond", "zsr", "csmri", "svct", "inverse", "inpaint")
 CONSISTENCIES = ("dps", "projection", "repaint")
@@ -286,8 +279,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                 raise ValueError(f"dps_weight is meaningless for task='uncond', got {dps_weight!r}.")
             dps_weight = 0.0
         dps_weight = 0.0 if dps_weight is None else dps_weight
-        if isinstance(dps_weight, bool) or not isinstance(dps_weight, (int, float)) or not math.isfinite(dps_weight):
-            raise ValueError(f"dps_weight must be a finite number, got {dps_weight!r}.")
+        check_number(dps_weight, "dps_weight", -math.inf, math.inf, open_low=True, open_high=True)  # finite
         if mask is not None:
             if task not in ("csmri", "inpaint"):
                 raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")

@@ -279,7 +279,6 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
                 "the network expects a z-position channel and/or a reference volume (a high-res slab model); "
                 "sample it with SlabPatchInferer."
             )
-        device = labels.device
         y = one_hot_labels(labels, num_classes, dtype=self.settings.dtype)
 
         guided = self.guided(network)
@@ -288,7 +287,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             return guided(x, t, y)
 
         with torch.no_grad():
-            image = self._run(tuple(labels.shape), model, device, labels.shape, {"labels": labels})
+            image = self._run(tuple(labels.shape), model, labels.device, labels.shape, {"labels": labels})
             image = self.postprocess(image)
         return self.wrap_output(image, inputs)
 

@@ -181,22 +181,6 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             multiple = tuple(2 * m for m in network_multiple)
         return WaveletView(multiple, settings.lll_scale, settings.background)
 
-    def model(
-        self,
-        network: Callable[..., torch.Tensor],
-        condition_coeffs: torch.Tensor | None,
-        network_args: Sequence[Any] = (),
-        network_kwargs: dict[str, Any] | None = None,
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``model(x, t) = network(cat([x, condition_coeffs], 1), t, *network_args, **network_kwargs)`` (cWDM)."""
-        kwargs = network_kwargs or {}
-
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            inputs = x if condition_coeffs is None else torch.cat([x, condition_coeffs], dim=1)
-            return network(inputs, t, *network_args, **kwargs)
-
-        return model
-
     def reverse_step(
         self,
         network: Callable[..., torch.Tensor],
@@ -226,7 +210,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         view = WaveletView(lll_scale=self.settings.lll_scale)
         low, high = self.settings.clip_range
         clip = (lambda c: view.clip(c, low, high)) if self.settings.clip_denoised else None
-        model = self.model(network, condition_coeffs, network_args, network_kwargs)
+        kwargs = network_kwargs or {}
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # cWDM: the condition concatenated
+            inputs = x if condition_coeffs is None else torch.cat([x, condition_coeffs], dim=1)
+            return network(inputs, t, *network_args, **kwargs)
+
         return self.step(model, x, t, generator, consistency=consistency, denoised_fn=clip)
 
     # ------------------------------------------------------------------------------------------------ call
