@@ -17,6 +17,8 @@ __all__ = [
     "check_int",
     "check_number",
     "check_volume",
+    "check_volume_shape",
+    "check_plane_mask",
     "settings_with",
 ]
 
@@ -124,6 +126,46 @@ def check_volume(value: Any, name: str, channels: int | None = None, allow_compl
     if min(value.shape) < 1:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}.")
     return value.as_tensor() if hasattr(value, "as_tensor") else value
+
+
+def check_volume_shape(
+    value: Any, name: str, channels: int | None = None, allow_spatial: bool = False
+) -> tuple[int, int, int, int, int]:
+    """The shape ``(B, C, D0, D1, D2)`` of ``value``: a template volume (:func:`check_volume`) or such a shape.
+
+    Args:
+        value: a volume, or a sequence of positive ints.
+        name: the argument's name, used in messages.
+        channels: the required ``C`` (``None``: any).
+        allow_spatial: also accept ``(D0, D1, D2)``, read as ``(1, channels or 1, D0, D1, D2)``.
+
+    Raises:
+        TypeError: neither a tensor nor a shape (positive ints, as many as accepted).
+        ValueError: the wrong number of channels (or a volume that :func:`check_volume` refuses).
+    """
+    if isinstance(value, torch.Tensor):
+        return tuple(int(s) for s in check_volume(value, name, channels).shape)  # type: ignore[return-value]
+    accepted = f"{'(D0, D1, D2) or ' if allow_spatial else ''}(B, {'C' if channels is None else channels}, D0, D1, D2)"
+    lengths = (3, 5) if allow_spatial else (5,)
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) not in lengths or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in value
+    ):
+        raise TypeError(f"{name} must be a template volume or a shape {accepted} of positive ints, got {value!r}.")
+    shape = (1, channels or 1, *value) if len(value) == 3 else tuple(value)
+    if channels is not None and shape[1] != channels:
+        raise ValueError(f"{name} must be a template volume or a shape {accepted}, got {tuple(value)}.")
+    return shape  # type: ignore[return-value]
+
+
+def check_plane_mask(mask: Any, name: str) -> torch.Tensor:
+    """A mask shared by every item, ``(H, W)`` or ``(1, ..., 1, H, W)`` (real, bool or complex: real part), as a
+    float32 ``(H, W)``; else a ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
+    if mask.ndim < 2 or any(s != 1 for s in mask.shape[:-2]):
+        raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
+    mask = mask.real if mask.is_complex() else mask
+    return mask.reshape(mask.shape[-2:]).to(torch.float32)
 
 
 def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:

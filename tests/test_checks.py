@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medgen.checks import check_int, check_number
+import torch
+
+from medgen.checks import check_int, check_number, check_plane_mask, check_volume_shape
 
 
 def test_argument_checks_name_the_argument():
@@ -22,3 +24,22 @@ def test_argument_checks_name_the_argument():
         check_number(float("nan"), "zeta")
     with pytest.raises(TypeError, match="lam must be a number, got str"):
         check_number("1", "lam")
+
+
+def test_check_volume_shape_reads_a_template_or_a_shape():
+    assert check_volume_shape(torch.zeros(2, 1, 3, 4, 5), "inputs") == (2, 1, 3, 4, 5)
+    assert check_volume_shape((3, 4, 5), "inputs", channels=1, allow_spatial=True) == (1, 1, 3, 4, 5)
+    assert check_volume_shape(torch.Size([1, 2, 3, 4, 5]), "inputs") == (1, 2, 3, 4, 5)
+    with pytest.raises(TypeError, match="inputs must be a template volume or a shape"):
+        check_volume_shape((3, 4, 5), "inputs")  # three dims only with allow_spatial
+    with pytest.raises(TypeError, match="positive ints"):
+        check_volume_shape((1, 1, 0, 4, 5), "inputs")
+    with pytest.raises(ValueError, match="C=1|1, D0"):
+        check_volume_shape((1, 2, 3, 4, 5), "inputs", channels=1)
+
+
+def test_check_plane_mask():
+    mask = check_plane_mask(torch.ones(1, 1, 4, 6, dtype=torch.complex64), "low_frequency_mask")
+    assert mask.shape == (4, 6) and mask.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"low_frequency_mask must be shaped \(H, W\)"):
+        check_plane_mask(torch.ones(2, 4, 6), "low_frequency_mask")

@@ -46,6 +46,7 @@ import torch
 
 from medgen.checks import check_choice
 from medgen.physics.base import LinearOperator
+from medgen.physics.mri import CartesianMRI, check_multicoil_kspace, complex_to_channels
 
 __all__ = [
     "StepContext",
@@ -55,6 +56,7 @@ __all__ = [
     "HardProjection",
     "RangeNullSpace",
     "RePaint",
+    "KSpaceMeasurement",
     "group_norms",
 ]
 
@@ -277,6 +279,20 @@ class RePaint(DataConsistency):
     ``q_sample(x0, t)``; ``None``: the clean known state, for the last step). ``to_image``/``from_image`` map a
     state that is not the image (WDM's wavelet coefficients) to image space, where the mask is exact.
 
+    Example (RePaint with a score prior: TPDM's perpendicular VE sampler inpainting a volume; a random tiny network,
+    so the filled region is noise-like: ``tests/inferers/test_compositions.py`` runs trained weights)::
+
+        import torch
+        from medgen.inferers.perpendicular import PerpendicularSliceInferer
+        from medgen.networks.ncsnpp import NCSNpp
+
+        net = NCSNpp(image_size=16, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()).eval()
+        mask = torch.ones(1, 1, 16, 16, 16)
+        mask[..., 4:12, 4:12, 4:12] = 0                                     # 1 = known voxel
+        known = torch.rand(1, 1, 16, 16, 16) * mask
+        inferer = PerpendicularSliceInferer("inpaint", consistency="repaint", steps=4, seed=0, progress=False)
+        filled = inferer(known, net, mask=mask)                             # the known voxels kept exactly
+
     Args:
         mask: weights in ``[0, 1]`` broadcastable to the image, 1 = known.
         known: the known image in STATE coordinates (e.g. ``view.from_image(image)``).
@@ -317,3 +333,77 @@ class RePaint(DataConsistency):
 
     def fingerprint(self) -> dict[str, Any]:
         return {"term": "RePaint"}
+
+
+@dataclass
+class KSpaceMeasurement:
+    """Undersampled k-space in HFS-SDE's real channel layout, with its forward operator.
+
+    Attributes:
+        operator: ``A = M F S`` on ``(B, 2, H, W)`` ``[real, imag]`` images (``CartesianMRI(..., channels=True)``).
+        y: measured k-space ``c2r(M * kspace)``, ``(B, 2 Nc, H, W)`` real ``[re coils.., im coils..]``.
+        low_frequency_image: ``A_low^H y = c2r(sum_c conj(S_c) ifft2c(M_low y_c))``, ``(B, 2, H, W)``, the
+            measured low-frequency band coil-combined (``None`` for the VP/VE baselines, which do not use it).
+    """
+
+    operator: CartesianMRI
+    y: torch.Tensor
+    low_frequency_image: torch.Tensor | None = None
+
+    def term(self, lam: float) -> DataConsistency:
+        """HFS-SDE's data consistency: ``-g ||score|| / ||g|| * lam`` added to the score, ``g = A^H (A x - y)``."""
+        return NormalizedGradient(self.operator, self.y, lam, reference="score", norm="batch")
+
+    @classmethod
+    def multicoil(
+        cls,
+        kspace: torch.Tensor,
+        mask: torch.Tensor,
+        sensitivity_maps: torch.Tensor | None = None,
+        low_frequency_mask: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> KSpaceMeasurement:
+        """Validate multi-coil k-space and build ``A``, ``y`` and (with ``low_frequency_mask``) the low-frequency image.
+
+        Args:
+            kspace: complex ``(B, Nc, H, W)``.
+            mask: sampling mask broadcastable to ``(B, Nc, H, W)``.
+            sensitivity_maps: complex ``(B or 1, Nc, H, W)``, or ``None`` (single coil, ``Nc = 1``).
+            low_frequency_mask: HFS-SDE's ``M`` ``(H, W)``, or ``None``.
+            dtype: real working dtype (the network's).
+
+        Raises:
+            TypeError: a tensor has the wrong type or dtype.
+            ValueError: shapes do not fit together (the message names the argument and both shapes).
+        """
+        kspace, mask, maps = check_multicoil_kspace(kspace, mask, sensitivity_maps)
+        height, width = kspace.shape[-2:]
+        if low_frequency_mask is not None and tuple(low_frequency_mask.shape) != (height, width):
+            raise ValueError(
+                f"low_frequency_mask (H, W) = {tuple(low_frequency_mask.shape)} must equal the k-space (H, W) = "
+                f"({height}, {width})."
+            )
+        device = kspace.device
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        kspace = kspace.to(device=device, dtype=complex_dtype)
+        mask = mask.to(device=device, dtype=dtype)
+        maps = None if maps is None else maps.to(device=device, dtype=complex_dtype)
+        operator = CartesianMRI(mask, maps, convention="ortho", channels=True)
+        y = complex_to_channels(kspace * mask)
+        low_image = None
+        if low_frequency_mask is not None:
+            low_mask = low_frequency_mask.to(device=device, dtype=dtype)
+            low_image = CartesianMRI(low_mask, maps, convention="ortho", channels=True).adjoint(y)
+        return cls(operator, y, low_image)
+
+    def restrict(self, index: slice) -> KSpaceMeasurement:
+        """The measurement of items ``index`` (per-item masks and maps are sliced, shared ones kept)."""
+        low = self.low_frequency_image
+        return KSpaceMeasurement(self.operator.batch_slice(index), self.y[index], None if low is None else low[index])
+
+    def residual_norm(self, image: torch.Tensor) -> torch.Tensor:
+        """``||A x - y||_2`` per item ``(B,)`` for an image ``(B, 2, H, W)`` (channels) or ``(B, 1, H, W)`` complex."""
+        if image.is_complex():
+            image = complex_to_channels(image)
+        residual = self.operator(image) - self.y
+        return torch.linalg.vector_norm(residual.reshape(residual.shape[0], -1), dim=-1)

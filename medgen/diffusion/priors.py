@@ -175,13 +175,38 @@ class EpsilonPrior(Prior):
     ``D(x, sigma) = (x - sigma eps(x, t)) / sqrt(1 - sigma^2)`` with ``t`` the timestep whose
     ``sqrt(1 - alphabar_t)`` is closest to ``sigma`` (``timesteps="nearest"``, for networks trained on integer
     timesteps) or the log-linear interpolation between the two neighbours (``"continuous"``, a float timestep).
+    ``t`` is the network's time input: for a respaced :class:`~medgen.diffusion.gaussian.GaussianDiffusion` the
+    ORIGINAL process's timestep (and ``1000 / T`` times it with ``rescale_timesteps``), as its samplers pass it.
     Extra output channels (learned variance) are dropped.
+
+    Example (a user's MONAI network trained as a DDPM, as the prior of TPDM's VE sampler: see
+    ``tests/inferers/test_compositions.py`` for trained weights)::
+
+        import torch
+        from monai.networks.nets import DiffusionModelUNet
+        from monai.networks.schedulers import DDPMScheduler
+        from medgen.diffusion.priors import EpsilonPrior, as_noise_model
+        from medgen.inferers.perpendicular import PerpendicularSliceInferer
+
+        unet = DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8),
+                                  attention_levels=(False, False), num_res_blocks=1, norm_num_groups=8).eval()
+        prior = EpsilonPrior(unet, DDPMScheduler(num_train_timesteps=1000))
+        x0_hat = as_noise_model(prior, "ve").denoise(torch.randn(2, 1, 16, 16) * 5, 5.0)   # VE units
+        inferer = PerpendicularSliceInferer("uncond", steps=4, batch_size=16, seed=0, progress=False)
+        volume = inferer((16, 16, 16), prior)    # the VE range of the DDPM schedule: sigma in [0.01, 157]
+
+        from medgen.inferers.patch import PatchDiffusionInferer   # the same prior in PaDIS' solver: one "patch"
+        from medgen.physics.blur import Blur                      # covering the image (mode="overlap", pad 1)
+        blur = Blur.gaussian(5, 1.0)
+        padis = PatchDiffusionInferer(blur, patch_size=16, pad=1, patch_mode="overlap", num_steps=3, inner_iterations=1,
+                                      solver="langevin", seed=0, progress=False)
+        image = padis(blur(torch.rand(1, 1, 16, 16)), as_noise_model(prior, "ve"))    # (1, 1, 16, 16)
 
     Args:
         network: ``network(x, t, *args, **kwargs)`` predicting the noise in its first ``C`` channels (guided/SDM
             U-Nets, MONAI ``DiffusionModelUNet``).
         alphas_cumprod: ``alphabar_t`` ``(T,)``, or an object holding it (a medgen
-            :class:`~medgen.diffusion.gaussian.GaussianDiffusion` or a MONAI scheduler).
+            :class:`~medgen.diffusion.gaussian.GaussianDiffusion`, respaced or not, or a MONAI scheduler).
         timesteps: ``"nearest"`` or ``"continuous"``.
         network_args: further positional network inputs (e.g. a condition); ``network_kwargs`` likewise.
     """
@@ -210,26 +235,33 @@ class EpsilonPrior(Prior):
         self.network_args = tuple(network_args)
         self.network_kwargs = dict(network_kwargs or {})
         self.stds = torch.sqrt(1.0 - table.detach().double().cpu())  # increasing with t
+        # the network's time input at each table entry (a respaced process's original timesteps)
+        model_timesteps = getattr(alphas_cumprod, "model_timesteps", None)
+        positions = torch.arange(table.numel())
+        times = model_timesteps(positions) if callable(model_timesteps) else positions
+        self.network_times = times.detach().double().cpu()
+        self._integer_times = not times.is_floating_point()
 
     @property
     def sigma_range(self) -> tuple[float, float]:
         return float(self.stds[0]), float(self.stds[-1])
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The (fractional) timestep of each noise std ``sigma`` ``(B,)``."""
+        """The network's time input (float64, fractional for ``"continuous"``) for each noise std ``sigma`` ``(B,)``."""
         log_std = torch.log(self.stds.to(sigma.device))
         log_sigma = torch.log(sigma.double().clamp(float(self.stds[0]), float(self.stds[-1])))
         upper = torch.searchsorted(log_std, log_sigma).clamp(1, len(log_std) - 1)
         lower = upper - 1
         frac = (log_sigma - log_std[lower]) / (log_std[upper] - log_std[lower])
+        times = self.network_times.to(sigma.device)
         if self.timesteps == "nearest":
-            return torch.where(frac < 0.5, lower, upper)
-        return lower + frac
+            return times[torch.where(frac < 0.5, lower, upper)]
+        return times[lower] + frac * (times[upper] - times[lower])
 
     def denoise(self, x: torch.Tensor, sigma: Any, *, generator: torch.Generator | None = None) -> torch.Tensor:
         s = torch.as_tensor(sigma, device=x.device, dtype=x.dtype).expand(x.shape[0])
         t = self.timestep(s)
-        t = t.to(torch.long) if self.timesteps == "nearest" else t.to(x.dtype)
+        t = t.to(torch.long) if self.timesteps == "nearest" and self._integer_times else t.to(x.dtype)
         eps = self.network(x, t, *self.network_args, **self.network_kwargs)[:, : x.shape[1]]
         s = batch_broadcast(s, x)
         return (x - s * eps) / torch.sqrt(1.0 - s**2)
@@ -355,7 +387,13 @@ class _NoiseModelAdapter(Prior):
 
     @property
     def sigma_range(self) -> tuple[float, float] | None:
-        return None
+        """The inner prior's range in this noise model's units (VE ``s / sqrt(1 - s^2)`` of a VP ``s``, and back)."""
+        inner = self.prior.sigma_range
+        if inner is None or (self.noise_model == "ve" and inner[1] >= 1.0):  # a VP std of 1 is an infinite VE one
+            return None
+        if self.noise_model == "ve":
+            return inner[0] / math.sqrt(1.0 - inner[0] ** 2), inner[1] / math.sqrt(1.0 - inner[1] ** 2)
+        return inner[0] / math.sqrt(1.0 + inner[0] ** 2), inner[1] / math.sqrt(1.0 + inner[1] ** 2)
 
 
 def as_noise_model(prior: Prior, noise_model: str) -> Prior:
@@ -396,6 +434,24 @@ class PatchPrior(Prior):
       until the image is covered, overlapping outputs averaged (:class:`~medgen.diffusion.views.OverlapMerger`).
 
     The output is the image area ``[pad, pad + w)^2`` and zero on the border (so the score drives the border to 0).
+
+    Example (the patch prior solving multi-coil CS-MRI, the complex image as two real channels ``[real, imag]``; a
+    random tiny network, so the picture is noise: ``tests/inferers/test_compositions.py`` runs trained weights)::
+
+        import torch
+        from medgen.inferers.patch import PatchDiffusionInferer
+        from medgen.networks.songunet import PatchEDMPrecond
+        from medgen.physics.mri import CartesianMRI
+
+        net = PatchEDMPrecond(img_resolution=32, img_channels=2, model_channels=16, channel_mult=[1, 2],
+                              num_blocks=1).eval()
+        maps = torch.randn(1, 4, 16, 16, dtype=torch.complex64)
+        maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()        # sum_c |S_c|^2 = 1
+        mri = CartesianMRI((torch.rand(16, 16) < 0.4).float(), maps, channels=True)
+        kspace = mri(torch.rand(1, 2, 16, 16))                              # (1, 8, 16, 16): [re coils.., im coils..]
+        inferer = PatchDiffusionInferer(mri, patch_size=8, pad=8, solver="langevin", clamp=None, num_steps=3,
+                                        inner_iterations=1, seed=0, progress=False)
+        image = inferer(kspace, net)                                        # (1, 2, 16, 16) [real, imag]
 
     Args:
         network: ``network(patches (P, C, p, p), sigma, positions (P, 2, p, p))`` (e.g.

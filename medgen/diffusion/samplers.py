@@ -45,6 +45,7 @@ from medgen.diffusion.consistency import DataConsistency, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion
 from medgen.diffusion.priors import Prior, as_noise_model, tweedie
 from medgen.diffusion.sde import SDE, ScoreFn, as_time, batch_broadcast
+from medgen.diffusion.views import PlaneView
 
 __all__ = [
     "Guidance",
@@ -53,6 +54,7 @@ __all__ = [
     "PCSettings",
     "PREDICTORS",
     "pc_step",
+    "perpendicular_step",
     "langevin_step",
     "padis_pc_step",
     "PADIS_DATA_STEP_CAP",
@@ -367,6 +369,56 @@ def pc_step(
                 x, x_mean = consistency.apply(context, x, x_mean)
         x, x_mean = x.detach(), x_mean.detach()
     return x, x_mean
+
+
+def perpendicular_step(
+    priors: Sequence[Prior],
+    view: PlaneView,
+    x: torch.Tensor,
+    step: int,
+    t: torch.Tensor,
+    sde: SDE,
+    settings: PCSettings,
+    terms: Sequence[DataConsistency] | None = None,
+    keep_noise: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One TPDM step (Lee et al., ICCV 2023): :func:`pc_step` on every slice of one plane of the volumes ``x``.
+
+    The view decides whether ``step`` is primary (:meth:`~medgen.diffusion.views.PlaneView.is_primary`); that plane's
+    slices go through :func:`pc_step` with that plane's prior in minibatches of one volume, and on primary steps with
+    the volume's consistency term restricted to the minibatch (after the corrector and after the predictor).
+
+    Args:
+        priors: the ``(primary, auxiliary)`` VE priors.
+        view: the planes, their schedule and the minibatch size.
+        x: volumes ``(B, D0, D1, D2)``.
+        step: the step's index (it decides the plane).
+        t: the step's SDE time (0-d).
+        sde: the VE-SDE.
+        settings: the predictor-corrector settings.
+        terms: one consistency term per volume acting on its primary slices ``(S, 1, R, C)`` (``None``: none).
+        keep_noise: return the predictor's noisy ``x`` (else its mean ``x_mean``).
+        generator: the sampler's generator.
+
+    Returns:
+        the volumes after the step ``(B, D0, D1, D2)``.
+    """
+    primary = view.is_primary(step, generator, x.device)
+    plane = view.plane(primary)
+    volumes = []
+    for b in range(x.shape[0]):
+        stack = view.to_stack(x[b], plane)
+        new = []
+        for chunk in view.chunks(stack.shape[0]):
+            term = terms[b].restrict(chunk) if primary and terms else None
+            x_new, x_mean = pc_step(
+                priors[0 if primary else 1], stack[chunk], t, sde, settings,
+                corrector_consistency=term, predictor_consistency=term, generator=generator,
+            )
+            new.append(x_new if keep_noise else x_mean)
+        volumes.append(view.from_stack(torch.cat(new, dim=0), plane))
+    return view.assemble(volumes)
 
 
 def _noised(sde: SDE, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -31,6 +31,7 @@ __all__ = [
     "slab_layout",
     "OverlapMerger",
     "PlaneView",
+    "plane_pair",
     "CanvasView",
     "CanvasCrop",
     "SlabView",
@@ -172,6 +173,30 @@ def as_plane(plane: int | Sequence[int], name: str) -> tuple[int, int, int]:
     )
 
 
+def plane_pair(
+    planes: str | None, primary_plane: int | Sequence[int] | None, auxiliary_plane: int | Sequence[int] | None,
+    default: str = "tpdm_mri",
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(primary, auxiliary)`` from a preset name of :data:`PLANE_PRESETS` OR the two planes (:func:`as_plane`); an
+    auxiliary plane alone replaces the ``default`` preset's.
+
+    Raises:
+        ValueError: both a preset and planes, an unknown preset, a primary plane without an auxiliary one.
+    """
+    if planes is not None:
+        if primary_plane is not None or auxiliary_plane is not None:
+            raise ValueError("give either planes (a preset name) or primary_plane/auxiliary_plane, not both.")
+        check_choice(planes, "planes", tuple(PLANE_PRESETS))
+        return PLANE_PRESETS[planes]
+    if primary_plane is None:
+        if auxiliary_plane is not None:
+            return PLANE_PRESETS[default][0], as_plane(auxiliary_plane, "auxiliary_plane")
+        return PLANE_PRESETS[default]
+    if auxiliary_plane is None:
+        raise ValueError("auxiliary_plane is required when primary_plane is given.")
+    return as_plane(primary_plane, "primary_plane"), as_plane(auxiliary_plane, "auxiliary_plane")
+
+
 def _inverse(perm: Sequence[int]) -> tuple[int, ...]:
     inv = [0] * len(perm)
     for i, p in enumerate(perm):
@@ -252,6 +277,32 @@ class PlaneView:
             bounds.append(slice(start, stop))
             start = stop
         return bounds
+
+    def slice_masks(self, mask: torch.Tensor, batch: int, spatial: Sequence[int]) -> list[torch.Tensor]:
+        """Each volume's mask of its primary slices: a 2D mask ``(R, C)`` shared by every slice, or a mask
+        broadcastable to the volumes ``(batch, 1, *spatial)`` cut into its slices ``(S, 1, R, C)``.
+
+        Raises:
+            ValueError: ``mask`` is neither.
+        """
+        rows, cols = spatial[self.primary[1]], spatial[self.primary[2]]
+        if mask.ndim == 2:
+            if tuple(mask.shape) != (rows, cols):
+                raise ValueError(
+                    f"a 2D mask must have the primary slices' shape (rows, cols) = {(rows, cols)} of plane "
+                    f"{self.primary}, got {tuple(mask.shape)}."
+                )
+            return [mask] * batch
+        try:
+            full = mask.expand(batch, 1, *spatial) if mask.ndim <= 5 else None
+        except RuntimeError:
+            full = None
+        if full is None:
+            raise ValueError(
+                f"mask must be (rows, cols) = {(rows, cols)} or broadcastable to {(batch, 1, *spatial)}, got "
+                f"{tuple(mask.shape)}."
+            )
+        return [self.to_stack(full[b, 0], self.primary) for b in range(batch)]
 
     def stack_shape(self, spatial: Sequence[int], plane: Sequence[int]) -> tuple[int, int, int, int]:
         """``(S, 1, R, C)`` of the slices of a volume of spatial shape ``spatial`` on ``plane``."""

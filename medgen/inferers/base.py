@@ -25,11 +25,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from medgen.checks import check_choice, check_int
-from medgen.diffusion.gaussian import (
-    GaussianDiffusion,
-    diffusion_fingerprint,
-    respace_diffusion,
-)
+from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
 
@@ -42,7 +38,6 @@ __all__ = [
 DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
 
 
-# --------------------------------------------------------------------------------------------------- helpers
 # ---------------------------------------------------------------------------------------------- base classes
 class SamplingInferer(Inferer):
     """Base of medgen's diffusion inferers: a :class:`monai.inferers.Inferer` whose ``__call__`` runs a sampler.

@@ -18,19 +18,14 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_choice, check_int, check_number, settings_with
-from medgen.diffusion.consistency import DataConsistency, NormalizedGradient
+from medgen.checks import check_choice, check_int, check_number, check_plane_mask, settings_with
+from medgen.diffusion.consistency import KSpaceMeasurement
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
-from medgen.physics.mri import (
-    CartesianMRI,
-    channels_to_complex,
-    check_multicoil_kspace,
-    complex_to_channels,
-)
+from medgen.physics.mri import channels_to_complex
 
 __all__ = ["HighFrequencySpaceInferer", "HFSSettings", "KSpaceMeasurement", "SDE_PRESETS", "ACCELERATED"]
 
@@ -117,49 +112,6 @@ SDE_PRESETS: dict[str, HFSSettings] = {
 ACCELERATED = {"hfs": {"num_steps": 100, "snr": 0.32}, "vp": {"num_steps": 100, "snr": 0.43},
                "ve": {"num_steps": 300, "snr": 0.10}}
 """The values the official configs switch to with ``sampling.accelerated_sampling=True``."""
-
-
-
-@dataclass
-class KSpaceMeasurement:
-    """Undersampled k-space in HFS-SDE's real channel layout, with its forward operator.
-
-    Attributes:
-        operator: ``A = M F S`` on ``(B, 2, H, W)`` ``[real, imag]`` images (``CartesianMRI(..., channels=True)``).
-        y: measured k-space ``c2r(M * kspace)``, ``(B, 2 Nc, H, W)`` real ``[re coils.., im coils..]``.
-        low_frequency_image: ``A_low^H y = c2r(sum_c conj(S_c) ifft2c(M_low y_c))``, ``(B, 2, H, W)``, the
-            measured low-frequency band coil-combined (``None`` for the VP/VE baselines, which do not use it).
-    """
-
-    operator: CartesianMRI
-    y: torch.Tensor
-    low_frequency_image: torch.Tensor | None = None
-
-    def term(self, lam: float) -> DataConsistency:
-        """HFS-SDE's data consistency: ``-g ||score|| / ||g|| * lam`` added to the score, ``g = A^H (A x - y)``."""
-        return NormalizedGradient(self.operator, self.y, lam, reference="score", norm="batch")
-
-    def restrict(self, index: slice) -> KSpaceMeasurement:
-        """The measurement of items ``index`` (per-item masks and maps are sliced, shared ones kept)."""
-        low = self.low_frequency_image
-        return KSpaceMeasurement(self.operator.batch_slice(index), self.y[index], None if low is None else low[index])
-
-    def residual_norm(self, image: torch.Tensor) -> torch.Tensor:
-        """``||A x - y||_2`` per item ``(B,)`` for an image ``(B, 2, H, W)`` (channels) or ``(B, 1, H, W)`` complex."""
-        if image.is_complex():
-            image = complex_to_channels(image)
-        residual = self.operator(image) - self.y
-        return torch.linalg.vector_norm(residual.reshape(residual.shape[0], -1), dim=-1)
-
-
-def _as_2d_mask(mask: Any, name: str) -> torch.Tensor:
-    """A mask that is the same for every item, as ``(H, W)`` float: accepts ``(H, W)`` or ``(1, ..., 1, H, W)``."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
-    if mask.ndim < 2 or any(s != 1 for s in mask.shape[:-2]):
-        raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
-    mask = mask.real if mask.is_complex() else mask
-    return mask.reshape(mask.shape[-2:]).to(torch.float32)
 
 
 class HighFrequencySpaceInferer(SamplingInferer):
@@ -263,9 +215,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
         self.settings = settings_with(preset, settings, type(self).__name__)
         if low_frequency_mask is None and sde == "hfs":
             raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
-        self.low_frequency_mask = None if low_frequency_mask is None else _as_2d_mask(
-            low_frequency_mask, "low_frequency_mask"
-        )
+        mask = low_frequency_mask
+        self.low_frequency_mask = None if mask is None else check_plane_mask(mask, "low_frequency_mask")
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (part of the checkpoint fingerprint)."""
@@ -308,41 +259,10 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sensitivity_maps: torch.Tensor | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> KSpaceMeasurement:
-        """Validate the data and build the operator, ``y`` and (HFS) the low-frequency image.
-
-        Args:
-            kspace: complex ``(B, Nc, H, W)``.
-            mask: sampling mask broadcastable to ``(B, Nc, H, W)``.
-            sensitivity_maps: complex ``(B or 1, Nc, H, W)``, or ``None`` (single coil, ``Nc = 1``).
-            dtype: real working dtype (the network's).
-
-        Returns:
-            the :class:`KSpaceMeasurement` on ``kspace``'s device.
-
-        Raises:
-            TypeError: a tensor has the wrong type or dtype.
-            ValueError: shapes do not fit together (the message names the argument and both shapes).
-        """
-        kspace, mask, maps = check_multicoil_kspace(kspace, mask, sensitivity_maps)
-        height, width = kspace.shape[-2:]
-        if self.low_frequency_mask is not None and tuple(self.low_frequency_mask.shape) != (height, width):
-            raise ValueError(
-                f"low_frequency_mask (H, W) = {tuple(self.low_frequency_mask.shape)} must equal the k-space (H, W) = "
-                f"({height}, {width})."
-            )
-        device = kspace.device
-        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        kspace = kspace.to(device=device, dtype=complex_dtype)
-        mask = mask.to(device=device, dtype=dtype)
-        maps = None if maps is None else maps.to(device=device, dtype=complex_dtype)
-        operator = CartesianMRI(mask, maps, convention="ortho", channels=True)
-        y = complex_to_channels(kspace * mask)
-        low_image = None
-        if self.settings.sde == "hfs":
-            assert self.low_frequency_mask is not None
-            low_mask = self.low_frequency_mask.to(device=device, dtype=dtype)
-            low_image = CartesianMRI(low_mask, maps, convention="ortho", channels=True).adjoint(y)
-        return KSpaceMeasurement(operator, y, low_image)
+        """:meth:`KSpaceMeasurement.multicoil` of the data (the arguments and errors are its), with HFS-SDE's
+        low-frequency image for ``sde="hfs"``."""
+        low = self.low_frequency_mask if self.settings.sde == "hfs" else None
+        return KSpaceMeasurement.multicoil(kspace, mask, sensitivity_maps, low, dtype)
 
     def initial_sample(
         self,
@@ -417,11 +337,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
                 means.append(x_mean)
             return {"x": torch.cat(xs), "x_mean": torch.cat(means)}
 
-        fingerprint = {
-            "measurement": measurement.y,
-            "mask": measurement.operator.mask,
-            "sensitivity_maps": measurement.operator.sensitivity_maps,
-        }
+        operator = measurement.operator
+        fingerprint = {"measurement": measurement.y, "mask": operator.mask,
+                       "sensitivity_maps": operator.sensitivity_maps}
         with torch.no_grad():
             x = self.initial_sample(measurement, sde, generator)
             loop = self.sampling_loop(settings.num_steps, tuple(inputs.shape), extra=fingerprint)

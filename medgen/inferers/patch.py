@@ -36,36 +36,19 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from medgen.checks import check_choice, check_int, check_number, settings_with
-from medgen.diffusion.consistency import (
-    DPS,
-    DataConsistency,
-    NormalizedGradient,
-    RangeNullSpace,
-)
+from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
-from medgen.diffusion.samplers import (
-    PADIS_DATA_STEP_CAP,
-    PADIS_DATA_STEP_RATE,
-    langevin_step,
-    padis_pc_step,
-)
+from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
 from medgen.inferers.base import SamplingInferer
-from medgen.networks.checkpoint import unwrap_network
+from medgen.networks.checkpoint import check_network_attribute
 from medgen.physics.base import ComposedOperator, LinearOperator
 from medgen.physics.blur import Downsample
 from medgen.transforms.sinogram import GEOMETRY_KEY
 from medgen.transforms.utils import refined_affine
 
-__all__ = [
-    "PATCH_MODES",
-    "SOLVERS",
-    "INITS",
-    "RESIDUAL_NORMS",
-    "PaDISSettings",
-    "PatchDiffusionInferer",
-]
+__all__ = ["PATCH_MODES", "SOLVERS", "INITS", "RESIDUAL_NORMS", "PaDISSettings", "PatchDiffusionInferer"]
 
 SOLVERS = ("dps", "langevin", "pc")
 INITS = ("pseudo_inverse", "noise")
@@ -249,16 +232,7 @@ class PatchDiffusionInferer(SamplingInferer):
                 "inputs must be a batched measurement (B, C, ...) with 2 or 3 spatial dims, "
                 f"got shape {tuple(y.shape)}."
             )
-        try:
-            with torch.no_grad():
-                image_shape = operator.adjoint(y).shape
-                measured_shape = operator(torch.zeros(image_shape, device=y.device, dtype=y.dtype)).shape
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(f"inputs of shape {tuple(y.shape)} is not a measurement of {operator!r}: {err}") from err
-        if measured_shape != y.shape:
-            raise ValueError(
-                f"operator maps images {tuple(image_shape)} to {tuple(measured_shape)}, but inputs is {tuple(y.shape)}."
-            )
+        image_shape = operator.image_shape(y)
         if len(image_shape) != y.ndim:
             raise ValueError(
                 f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions."
@@ -279,11 +253,7 @@ class PatchDiffusionInferer(SamplingInferer):
                 f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
                 f"{plane[0]}x{plane[1]} slices."
             )
-        channels = getattr(unwrap_network(prior.network), "img_channels", None)
-        if isinstance(channels, int) and channels != image_shape[1]:
-            raise ValueError(
-                f"network denoises {channels}-channel images, the operator's images have {image_shape[1]} channels."
-            )
+        check_network_attribute(prior.network, "img_channels", image_shape[1], " (the operator's image channels)")
         prior.patch_starts(plane[0])
         return image_shape, plane[0]
 

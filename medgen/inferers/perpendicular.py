@@ -29,24 +29,12 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medgen.checks import (
-    check_choice,
-    check_int,
-    check_number,
-    check_volume,
-    settings_with,
-)
-from medgen.diffusion.consistency import (
-    DPS,
-    DataConsistency,
-    HardProjection,
-    RePaint,
-    StepContext,
-)
-from medgen.diffusion.priors import Prior, ScorePrior, as_prior
-from medgen.diffusion.samplers import PCSettings, pc_step
+from medgen.checks import check_choice, check_int, check_number, check_volume, check_volume_shape, settings_with
+from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
+from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
+from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
-from medgen.diffusion.views import PLANE_PRESETS, PlaneView, as_plane
+from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
@@ -55,15 +43,8 @@ from medgen.physics.mri import CartesianMRI
 from medgen.physics.zaxis import ZAxisAverage
 from medgen.transforms.utils import refined_affine
 
-__all__ = [
-    "PerpendicularSliceInferer",
-    "TPDMSettings",
-    "TPDM_OFFICIAL",
-    "PLANE_PRESETS",
-    "TPDM_ZSR_DPS_WEIGHTS",
-    "TASKS",
-    "CONSISTENCIES",
-]
+__all__ = ["PerpendicularSliceInferer", "TPDMSettings", "TPDM_OFFICIAL", "PLANE_PRESETS",
+           "TPDM_ZSR_DPS_WEIGHTS", "TASKS", "CONSISTENCIES"]
 
 TASKS = ("uncond", "zsr", "csmri", "svct", "inverse", "inpaint")
 CONSISTENCIES = ("dps", "projection", "repaint")
@@ -261,29 +242,14 @@ class PerpendicularSliceInferer(SamplingInferer):
                         f"{name}={settings[name]!r} contradicts parity=True (official: {getattr(TPDM_OFFICIAL, name)!r})."
                     )
         self.settings = settings_with(TPDM_OFFICIAL if parity else TPDMSettings(), settings, type(self).__name__)
-        planes = self._planes(task, parity, planes, primary_plane, auxiliary_plane)
+        default = "tpdm_ct" if task == "svct" or (task == "csmri" and parity) else "tpdm_mri"
+        planes = plane_pair(planes, primary_plane, auxiliary_plane, default)
         self.view = PlaneView(*planes, self.settings.K, self.settings.batch_size)
         self.task, self.parity, self.consistency = task, parity, consistency
         self.factor, self.zsr_axis, self.mask, self.operator = None, None, None, None
         self.dps_weight = self._task_arguments(task, consistency, dps_weight, factor, zsr_axis, mask, operator)
 
     # --------------------------------------------------------------------------------------------- arguments
-    @staticmethod
-    def _planes(task, parity, planes, primary_plane, auxiliary_plane) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        if planes is not None:
-            if primary_plane is not None or auxiliary_plane is not None:
-                raise ValueError("give either planes (a preset name) or primary_plane/auxiliary_plane, not both.")
-            check_choice(planes, "planes", tuple(PLANE_PRESETS))
-            return PLANE_PRESETS[planes]
-        default = PLANE_PRESETS["tpdm_ct" if task == "svct" or (task == "csmri" and parity) else "tpdm_mri"]
-        if primary_plane is None:
-            if auxiliary_plane is not None:
-                return default[0], as_plane(auxiliary_plane, "auxiliary_plane")
-            return default
-        if auxiliary_plane is None:
-            raise ValueError("auxiliary_plane is required when primary_plane is given.")
-        return as_plane(primary_plane, "primary_plane"), as_plane(auxiliary_plane, "auxiliary_plane")
-
     def _task_arguments(self, task, consistency, dps_weight, factor, zsr_axis, mask, operator) -> float:
         """Validate the task's arguments, set them and return the DPS weight."""
         if task == "zsr":
@@ -313,8 +279,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                 raise ValueError(f"dps_weight is meaningless for task='uncond', got {dps_weight!r}.")
             dps_weight = 0.0
         dps_weight = 0.0 if dps_weight is None else dps_weight
-        if isinstance(dps_weight, bool) or not isinstance(dps_weight, (int, float)) or not math.isfinite(dps_weight):
-            raise ValueError(f"dps_weight must be a finite number, got {dps_weight!r}.")
+        check_number(dps_weight, "dps_weight", -math.inf, math.inf, open_low=True, open_high=True)  # finite
         if mask is not None:
             if task not in ("csmri", "inpaint"):
                 raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")
@@ -368,7 +333,7 @@ class PerpendicularSliceInferer(SamplingInferer):
 
     def sde(self, prior: Prior) -> VESDE:
         """The VE-SDE: the settings' noise range, else the prior's (from its weights), else TPDM's 0.01 / 378."""
-        low, high = prior.sigma_range or (0.01, 378.0)
+        low, high = as_noise_model(prior, "ve").sigma_range or (0.01, 378.0)
         sigma_min = low if self.settings.sigma_min is None else self.settings.sigma_min
         sigma_max = high if self.settings.sigma_max is None else self.settings.sigma_max
         return VESDE(sigma_min, sigma_max, self.settings.steps)
@@ -399,31 +364,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         if not isinstance(mask, torch.Tensor):
             raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
         mask = (mask.real if mask.is_complex() else mask).detach().to(measured.device, measured.real.dtype)
-        spatial = measured.shape[2:]
-        rows, cols = spatial[plane[1]], spatial[plane[2]]
-        if mask.ndim == 2:
-            if tuple(mask.shape) != (rows, cols):
-                raise ValueError(
-                    f"a 2D mask must have the primary slices' shape (rows, cols) = {(rows, cols)} of plane {plane}, "
-                    f"got {tuple(mask.shape)}."
-                )
-            return [self._masked(mask)] * batch
-        try:
-            full = mask.expand(batch, 1, *spatial) if mask.ndim <= 5 else None
-        except RuntimeError:
-            full = None
-        if full is None:
-            raise ValueError(
-                f"mask must be (rows, cols) = {(rows, cols)} or broadcastable to {(batch, 1, *spatial)}, got "
-                f"{tuple(mask.shape)}."
-            )
-        return [self._masked(self.view.to_stack(full[b, 0], plane)) for b in range(batch)]
-
-    def _masked(self, mask: torch.Tensor) -> LinearOperator:
-        """The csmri or inpaint operator of a slice mask (``(R, C)`` or per slice ``(S, 1, R, C)``)."""
+        masks = self.view.slice_masks(mask, batch, measured.shape[2:])
         if self.task == "inpaint":
-            return Inpainting(mask)
-        return CartesianMRI(mask, convention="tpdm", real_image=True)
+            return [Inpainting(m) for m in masks]
+        return [CartesianMRI(m, convention="tpdm", real_image=True) for m in masks]
 
     def _prepare(self, inputs: Any, network_device: torch.device | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Validate the call; returns shapes, device, dtype and (inverse problems) the per-volume consistency terms."""
@@ -431,32 +375,19 @@ class PerpendicularSliceInferer(SamplingInferer):
         if unknown:
             raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; accepted: mask, length, device.")
         if self.task == "uncond":
+            shape = check_volume_shape(inputs, "inputs", channels=1, allow_spatial=True)
             if isinstance(inputs, torch.Tensor):
-                check_volume(inputs, "inputs", channels=1)
-                return {"batch": inputs.shape[0], "spatial": tuple(inputs.shape[2:]), "device": inputs.device,
-                        "dtype": inputs.dtype, "terms": None}
-            if not (isinstance(inputs, Sequence) and all(isinstance(s, int) and s >= 1 for s in inputs)):
-                raise TypeError(f"inputs must be a shape (D0, D1, D2) / (B, 1, D0, D1, D2) or a volume, got {inputs!r}.")
-            shape = tuple(inputs)
-            shape = (1, 1, *shape) if len(shape) == 3 else shape
-            if len(shape) != 5 or shape[1] != 1:
-                raise ValueError(f"inputs shape must be (D0, D1, D2) or (B, 1, D0, D1, D2), got {tuple(inputs)}.")
-            device = torch.device(kwargs.get("device") or network_device or "cpu")
-            return {"batch": shape[0], "spatial": shape[2:], "device": device, "dtype": torch.get_default_dtype(),
-                    "terms": None}
+                device, dtype = inputs.device, inputs.dtype
+            else:
+                device, dtype = torch.device(kwargs.get("device") or network_device or "cpu"), torch.get_default_dtype()
+            return {"batch": shape[0], "spatial": shape[2:], "device": device, "dtype": dtype, "terms": None}
 
         x = check_volume(inputs, "inputs", channels=1, allow_complex=self.task == "csmri")
         measured = self.plain(x)
         operators = self._operators(measured, kwargs)
         plane = self.view.primary
         ys = [self.view.to_stack(measured[b, 0], plane) for b in range(x.shape[0])]
-        try:
-            with torch.no_grad():
-                slice_shape = operators[0].adjoint(ys[0]).shape
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"inputs of shape {tuple(x.shape)} are not measurements of {operators[0]!r}: {err}"
-            ) from err
+        slice_shape = operators[0].image_shape(ys[0], "inputs (as primary slices)")
         spatial = [0, 0, 0]
         spatial[plane[0]], spatial[plane[1]], spatial[plane[2]] = slice_shape[0], slice_shape[2], slice_shape[3]
         return {"batch": x.shape[0], "spatial": tuple(spatial), "device": x.device, "dtype": measured.real.dtype,
@@ -510,22 +441,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         last = settings.steps - 1
 
         def step(i: int, state: dict[str, Any]) -> dict[str, Any]:
-            primary = view.is_primary(i, generator, info["device"])
-            plane = view.plane(primary)
+            keep_noise = settings.keep_predictor_noise and i != last
             t = timesteps[i].to(info["device"])
-            volumes = []
-            for b in range(batch):
-                stack = view.to_stack(state["x"][b], plane)
-                new = []
-                for chunk in view.chunks(stack.shape[0]):
-                    term = info["terms"][b].restrict(chunk) if primary and info["terms"] else None
-                    x, x_mean = pc_step(
-                        priors[0 if primary else 1], stack[chunk], t, sde, settings.pc,
-                        corrector_consistency=term, predictor_consistency=term, generator=generator,
-                    )
-                    new.append(x if settings.keep_predictor_noise and i != last else x_mean)
-                volumes.append(view.from_stack(torch.cat(new, dim=0), plane))
-            return {"x": view.assemble(volumes)}
+            return {"x": perpendicular_step(priors, view, state["x"], i, t, sde, settings.pc, info["terms"], keep_noise,
+                                            generator)}
 
         # the initial state is drawn before the loop; a resumed run replaces it (and the generator state)
         initial = view.assemble(

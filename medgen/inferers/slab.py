@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 
 from medgen.checks import check_int, check_number, settings_with
@@ -49,13 +48,8 @@ from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import unwrap_network
-from medgen.networks.sdm_unet import (
-    check_label_map,
-    one_hot_labels,
-    reference_for_slab,
-    sdm_conditioning,
-    slab_z_position_channel,
-)
+from medgen.networks.sdm_unet import check_label_map, check_reference, one_hot_labels, sdm_conditioning
+from medgen.networks.sdm_unet import slab_conditioning
 
 __all__ = [
     "sdm_diffusion",
@@ -71,14 +65,6 @@ __all__ = [
 OFFICIAL_THRESHOLD = 0.999
 
 Network = Callable[..., torch.Tensor]
-
-
-def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[int, int], dtype, device) -> torch.Tensor:
-    """The official z-position channel ``2 (z / normalizer - 0.5)`` of slices ``start .. start + slab_depth - 1``."""
-    if start % slab_depth == 0:
-        return slab_z_position_channel(start // slab_depth, slab_depth, normalizer, in_plane, dtype, device)
-    slices = [slab_z_position_channel(start + j, 1, normalizer, in_plane, dtype, device) for j in range(slab_depth)]
-    return torch.cat(slices, dim=-1)
 
 
 @dataclass(frozen=True)
@@ -198,16 +184,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         checkpoint_every: int = 0,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            sdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-        )
+        super().__init__(sdm_diffusion() if diffusion is None else diffusion, timestep_respacing, sampler, eta, seed=seed,
+                         progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
 
     def config(self) -> dict[str, Any]:
@@ -301,7 +279,6 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
                 "the network expects a z-position channel and/or a reference volume (a high-res slab model); "
                 "sample it with SlabPatchInferer."
             )
-        device = labels.device
         y = one_hot_labels(labels, num_classes, dtype=self.settings.dtype)
 
         guided = self.guided(network)
@@ -310,7 +287,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             return guided(x, t, y)
 
         with torch.no_grad():
-            image = self._run(tuple(labels.shape), model, device, labels.shape, {"labels": labels})
+            image = self._run(tuple(labels.shape), model, labels.device, labels.shape, {"labels": labels})
             image = self.postprocess(image)
         return self.wrap_output(image, inputs)
 
@@ -350,45 +327,6 @@ class SlabPatchInferer(SemanticDiffusionInferer):
     def view(self) -> SlabView:
         """The slab view of the settings."""
         return self.settings.view
-
-    def slab_conditioning(
-        self,
-        labels: torch.Tensor,
-        reference: torch.Tensor | None,
-        starts: Sequence[int],
-        canvas_depth: int,
-        num_classes: int,
-        position: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The network inputs ``y`` and ``r`` of every slab, stacked volume-major (row ``b * K + k``).
-
-        Args:
-            labels: ``(B, 1, H, W, D)`` label maps.
-            reference: ``(B, 1, h, w, d)`` low-res volumes or ``None``.
-            starts: first slice of each slab (:func:`slab_layout`).
-            canvas_depth: depth the label maps are padded to (with ``pad_label``).
-            num_classes: one-hot classes.
-            position: append the z-position channel.
-
-        Returns:
-            ``y`` ``(B K, num_classes [+1], H, W, slab_depth)`` and ``r`` ``(B K, 2, h, w, n)`` or ``None``.
-        """
-        batch, _, height, width, depth = labels.shape
-        device, sd = labels.device, self.settings.slab_depth
-        if canvas_depth > depth:
-            labels = F.pad(labels, (0, canvas_depth - depth), mode="constant", value=self.settings.pad_label)
-        normalizer = self.settings.position_normalizer or height
-        ys, rs = [], []
-        for b in range(batch):
-            for start in starts:
-                y = one_hot_labels(labels[b : b + 1, :, :, :, start : start + sd], num_classes, dtype=self.settings.dtype)
-                if position:
-                    y = torch.cat([y, _z_position(start, sd, normalizer, (height, width), self.settings.dtype, device)[None]], 1)
-                ys.append(y)
-                if reference is not None:
-                    rs.append(reference_for_slab(reference[b, 0], start // sd, sd, depth, self.settings.reference_margin,
-                                                 self.settings.reference_pad_value, self.settings.dtype, first_slice=start))
-        return torch.cat(ys), (torch.stack(rs).to(device) if rs else None)
 
     def slab_model(
         self, network: Network, y: torch.Tensor, r: torch.Tensor | None
@@ -450,30 +388,12 @@ class SlabPatchInferer(SemanticDiffusionInferer):
         batch, _, height, width, depth = labels.shape
         if self.settings.pad_label >= num_classes:
             raise ValueError(f"pad_label must be a class in [0, {num_classes}), got {self.settings.pad_label}.")
-        ref = None
-        if reference_channels:
-            if reference is None:
-                raise ValueError(
-                    f"the network has a reference branch ({reference_channels} channels): pass reference=<low-res "
-                    "volume (B, 1, h, w, d)>."
-                )
-            if not isinstance(reference, torch.Tensor):
-                raise TypeError(f"reference must be a tensor (B, 1, h, w, d), got {type(reference).__name__}.")
-            if reference.ndim != 5 or reference.shape[1] != 1 or reference.shape[0] not in (1, batch):
-                raise ValueError(
-                    f"reference must have shape ({batch} or 1, 1, h, w, d), got {tuple(reference.shape)}."
-                )
-            if reference_channels != 2:
-                raise ValueError(f"the reference gives 2 channels (intensity, z-position), the network expects "
-                                 f"{reference_channels}.")
-            ref = (reference.as_tensor() if isinstance(reference, MetaTensor) else reference).to(labels.device).expand(batch, -1, -1, -1, -1)
-            if not ref.is_floating_point():
-                ref = ref.to(self.settings.dtype)
-        elif reference is not None:
-            raise ValueError("reference was given but the network has no reference branch (reference_channels=0).")
-
+        ref = check_reference(reference, batch, reference_channels, labels.device, self.settings.dtype)
         starts, canvas, tiled = self.view.layout(depth)
-        y, r = self.slab_conditioning(labels, ref, starts, canvas, num_classes, position)
+        st = self.settings
+        y, r = slab_conditioning(labels, ref, starts, st.slab_depth, canvas, num_classes, position,
+                                 st.position_normalizer, st.reference_margin, st.reference_pad_value, st.pad_label,
+                                 st.dtype)
         slab_model = self.slab_model(network, y, r)
         extra = {"labels": labels, "reference": ref, "starts": starts, "canvas": canvas}
         device, count, sd = labels.device, len(starts), self.settings.slab_depth

@@ -30,28 +30,15 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, check_volume, settings_with
+from medgen.checks import check_int, check_number, check_volume, check_volume_shape, settings_with
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import DiffusionSamplingInferer
-from medgen.networks.checkpoint import network_parameter, unwrap_network
+from medgen.networks.checkpoint import check_network_attribute, network_device_dtype, unwrap_network
 
 __all__ = ["WaveletDiffusionInferer", "WDMSettings", "WDM_OFFICIAL", "CWDM_OFFICIAL", "repaint_schedule", "wdm_diffusion"]
-
-
-def _image_shape(inputs: Any) -> tuple[int, ...]:
-    if isinstance(inputs, torch.Tensor):
-        return tuple(int(s) for s in check_volume(inputs, "inputs").shape)
-    if isinstance(inputs, (tuple, list, torch.Size)) and len(inputs) == 5 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in inputs
-    ):
-        return tuple(int(s) for s in inputs)
-    raise TypeError(
-        "inputs must be a template volume (B, C, D, H, W) or a shape of 5 positive integers, got "
-        f"{type(inputs).__name__} {inputs if isinstance(inputs, (tuple, list)) else ''}."
-    )
 
 
 @dataclass(frozen=True)
@@ -171,16 +158,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         checkpoint_every: int = 0,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            wdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-        )
+        super().__init__(wdm_diffusion() if diffusion is None else diffusion, timestep_respacing, sampler, eta, seed=seed,
+                         progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
         if isinstance(settings.get("clip_range"), list):
             settings["clip_range"] = tuple(settings["clip_range"])
         self.settings = settings_with(WDMSettings(), settings, type(self).__name__)
@@ -201,22 +180,6 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             network_multiple = getattr(unwrap_network(network), "input_multiple", (1, 1, 1))
             multiple = tuple(2 * m for m in network_multiple)
         return WaveletView(multiple, settings.lll_scale, settings.background)
-
-    def model(
-        self,
-        network: Callable[..., torch.Tensor],
-        condition_coeffs: torch.Tensor | None,
-        network_args: Sequence[Any] = (),
-        network_kwargs: dict[str, Any] | None = None,
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``model(x, t) = network(cat([x, condition_coeffs], 1), t, *network_args, **network_kwargs)`` (cWDM)."""
-        kwargs = network_kwargs or {}
-
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            inputs = x if condition_coeffs is None else torch.cat([x, condition_coeffs], dim=1)
-            return network(inputs, t, *network_args, **kwargs)
-
-        return model
 
     def reverse_step(
         self,
@@ -247,7 +210,12 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         view = WaveletView(lll_scale=self.settings.lll_scale)
         low, high = self.settings.clip_range
         clip = (lambda c: view.clip(c, low, high)) if self.settings.clip_denoised else None
-        model = self.model(network, condition_coeffs, network_args, network_kwargs)
+        kwargs = network_kwargs or {}
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # cWDM: the condition concatenated
+            inputs = x if condition_coeffs is None else torch.cat([x, condition_coeffs], dim=1)
+            return network(inputs, t, *network_args, **kwargs)
+
         return self.step(model, x, t, generator, consistency=consistency, denoised_fn=clip)
 
     # ------------------------------------------------------------------------------------------------ call
@@ -294,7 +262,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             condition_t = check_volume(condition, "condition" if condition is not inputs else "inputs")
             shape = (condition_t.shape[0], settings.image_channels, *condition_t.shape[2:])
         else:
-            shape = _image_shape(inputs)
+            shape = check_volume_shape(inputs, "inputs")
             condition_t = None if condition is None else check_volume(condition, "condition")
         batch, channels, spatial = shape[0], shape[1], tuple(shape[2:])
         if condition_t is not None and (condition_t.shape[0] != batch or tuple(condition_t.shape[2:]) != spatial):
@@ -309,32 +277,18 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             raise ValueError(f"mask_condition_channel={channel} but the condition has {condition_t.shape[1]} channels.")
         known_t, mask_t = self._inpainting_inputs(inputs, known, mask, shape)
 
-        # device: the data's (as MONAI inferers), else the network's; dtype: the network's (the data may be float64)
         reference = next((v for v in (inputs, condition_t, known_t) if isinstance(v, torch.Tensor)), None)
-        parameter = network_parameter(network)
-        device = reference.device if reference is not None else parameter.device if parameter is not None else (
-            torch.device("cpu")
-        )
-        if parameter is not None:
-            dtype = parameter.dtype
-        elif reference is not None and reference.is_floating_point():
-            dtype = reference.dtype
-        else:
-            dtype = torch.float32
+        device, dtype = network_device_dtype(network, reference)
 
         view = self.view(network)
         padded = view.padded(spatial)
         coeff_shape = (batch, 8 * channels, *(p // 2 for p in padded))
         n_cond = 0 if condition_t is None else condition_t.shape[1]
         expected_in, expected_out = 8 * (channels + n_cond), 8 * channels
-        for attribute, expected in (("in_channels", expected_in), ("out_channels", expected_out)):
-            found = getattr(unwrap_network(network), attribute, None)
-            if isinstance(found, int) and found != expected:
-                raise ValueError(
-                    f"network.{attribute} must be {expected} (8 subbands x {channels} image channel(s)"
-                    f"{f' + 8 x {n_cond} condition channel(s)' if attribute == 'in_channels' and n_cond else ''}), "
-                    f"got {found}."
-                )
+        image = f" (8 subbands x {channels} image channel(s)"
+        check_network_attribute(network, "in_channels", expected_in, image + (f" + 8 x {n_cond} condition channel(s))"
+                                                                              if n_cond else ")"))
+        check_network_attribute(network, "out_channels", expected_out, image + ")")
 
         def coefficients(volume: torch.Tensor) -> torch.Tensor:
             return view.from_image(volume.to(device=device, dtype=dtype))
@@ -400,9 +354,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             raise ValueError(
                 f"mask must have shape ({batch} or 1, {channels} or 1, *{spatial}), got {tuple(mask_t.shape)}."
             )
-        if bool((mask_t < 0).any()) or bool((mask_t > 1).any()):
-            raise ValueError("mask must hold weights in [0, 1] (1 = known voxel).")
-        return known_t, mask_t
+        return known_t, mask_t  # RePaint checks the weights
 
     def postprocess(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """cWDM/WDM output steps: ``clamp_output``, then ``mask_condition_channel``, then ``rescale_output``.

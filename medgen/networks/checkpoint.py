@@ -13,6 +13,8 @@ from torch import nn
 __all__ = [
     "CheckpointMismatchError",
     "network_parameter",
+    "network_device_dtype",
+    "check_network_attribute",
     "read_checkpoint",
     "strip_prefix",
     "load_state_dict_checked",
@@ -42,6 +44,24 @@ def network_parameter(network: Any) -> torch.Tensor | None:
                 if parameter.is_floating_point():
                     return parameter
     return None
+
+
+def network_device_dtype(network: Any, data: torch.Tensor | None = None) -> tuple[torch.device, torch.dtype]:
+    """Where and in what a sampler computes: the data's device (as MONAI's inferers), else the network's, else the
+    CPU; the network's dtype, else the data's floating dtype, else float32."""
+    parameter = network_parameter(network)
+    device = data.device if data is not None else parameter.device if parameter is not None else torch.device("cpu")
+    if parameter is not None:
+        return device, parameter.dtype
+    return device, data.dtype if data is not None and data.is_floating_point() else torch.float32
+
+
+def check_network_attribute(network: Any, attribute: str, expected: int, why: str = "") -> None:
+    """Raise a ``ValueError`` when the (unwrapped) network declares an int ``attribute`` other than ``expected``
+    (``why`` explains the expectation in the message); networks without it pass."""
+    found = getattr(unwrap_network(network), attribute, None)
+    if isinstance(found, int) and not isinstance(found, bool) and found != expected:
+        raise ValueError(f"network.{attribute} must be {expected}{why}, got {found}.")
 
 
 def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:

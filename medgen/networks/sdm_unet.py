@@ -63,7 +63,9 @@ __all__ = [
     "slab_z_position_channel",
     "reference_for_slab",
     "sdm_conditioning",
+    "slab_conditioning",
     "check_label_map",
+    "check_reference",
 ]
 
 # create_model's channel_mult for channel_mult="" (script_util.py of both CTCA branches)
@@ -662,6 +664,102 @@ def reference_for_slab(
     z = torch.arange(z_start, z_end, dtype=torch.float64, device=vol.device)
     position = (2 * (z / lr_depth - 0.5)).to(vol.dtype).reshape(1, 1, -1).expand_as(window)
     return torch.stack([window, position])
+
+
+def _z_position(start: int, slab_depth: int, normalizer: int, in_plane: tuple[int, int], dtype, device) -> torch.Tensor:
+    """The official z-position channel ``2 (z / normalizer - 0.5)`` of slices ``start .. start + slab_depth - 1``."""
+    if start % slab_depth == 0:
+        return slab_z_position_channel(start // slab_depth, slab_depth, normalizer, in_plane, dtype, device)
+    slices = [slab_z_position_channel(start + j, 1, normalizer, in_plane, dtype, device) for j in range(slab_depth)]
+    return torch.cat(slices, dim=-1)
+
+
+def slab_conditioning(
+    labels: torch.Tensor,
+    reference: torch.Tensor | None,
+    starts: Sequence[int],
+    slab_depth: int,
+    canvas_depth: int,
+    num_classes: int,
+    position: bool,
+    position_normalizer: int | None = None,
+    reference_margin: int | None = None,
+    reference_pad_value: float = -1024.0,
+    pad_label: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The network inputs ``y`` and ``r`` of every slab of every volume, stacked volume-major (row ``b * K + k``).
+
+    Args:
+        labels: ``(B, 1, H, W, D)`` label maps.
+        reference: ``(B, 1, h, w, d)`` low-res volumes or ``None``.
+        starts: first slice of each slab (:func:`~medgen.diffusion.views.slab_layout`).
+        slab_depth: slices per slab.
+        canvas_depth: depth the label maps are padded to (with ``pad_label``).
+        num_classes: one-hot classes.
+        position: append the z-position channel (:func:`slab_z_position_channel`, over ``position_normalizer``,
+            default ``H``).
+        reference_margin, reference_pad_value: see :func:`reference_for_slab`.
+        pad_label: class of the padded slices.
+        dtype: floating dtype of the outputs.
+
+    Returns:
+        ``y`` ``(B K, num_classes [+1], H, W, slab_depth)`` and ``r`` ``(B K, 2, h, w, n)`` or ``None``.
+    """
+    batch, _, height, width, depth = labels.shape
+    device, sd = labels.device, slab_depth
+    if canvas_depth > depth:
+        labels = F.pad(labels, (0, canvas_depth - depth), mode="constant", value=pad_label)
+    normalizer = position_normalizer or height
+    ys, rs = [], []
+    for b in range(batch):
+        for start in starts:
+            y = one_hot_labels(labels[b : b + 1, :, :, :, start : start + sd], num_classes, dtype=dtype)
+            if position:
+                y = torch.cat([y, _z_position(start, sd, normalizer, (height, width), dtype, device)[None]], 1)
+            ys.append(y)
+            if reference is not None:
+                rs.append(reference_for_slab(reference[b, 0], start // sd, sd, depth, reference_margin,
+                                             reference_pad_value, dtype, first_slice=start))
+    return torch.cat(ys), (torch.stack(rs).to(device) if rs else None)
+
+
+def check_reference(
+    reference: Any, batch: int, reference_channels: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor | None:
+    """The low-res reference ``(B or 1, 1, h, w, d)`` expanded to ``batch`` items on ``device`` (``None`` for a
+    network without a reference branch), else a clear error.
+
+    Args:
+        reference: the reference volume(s) or ``None``.
+        batch: the number of label maps.
+        reference_channels: the network's ``reference_channels`` (0: no reference branch).
+        device: where the label maps are.
+        dtype: the dtype of an integer reference.
+
+    Raises:
+        TypeError, ValueError: a missing, unexpected or misshapen reference.
+    """
+    if not reference_channels:
+        if reference is not None:
+            raise ValueError("reference was given but the network has no reference branch (reference_channels=0).")
+        return None
+    if reference is None:
+        raise ValueError(
+            f"the network has a reference branch ({reference_channels} channels): pass reference=<low-res "
+            "volume (B, 1, h, w, d)>."
+        )
+    if not isinstance(reference, torch.Tensor):
+        raise TypeError(f"reference must be a tensor (B, 1, h, w, d), got {type(reference).__name__}.")
+    if reference.ndim != 5 or reference.shape[1] != 1 or reference.shape[0] not in (1, batch):
+        raise ValueError(f"reference must have shape ({batch} or 1, 1, h, w, d), got {tuple(reference.shape)}.")
+    if reference_channels != 2:
+        raise ValueError(
+            f"the reference gives 2 channels (intensity, z-position), the network expects {reference_channels}."
+        )
+    ref = (reference.as_tensor() if hasattr(reference, "as_tensor") else reference).to(device)
+    ref = ref.expand(batch, -1, -1, -1, -1)
+    return ref if ref.is_floating_point() else ref.to(dtype)
 
 
 def sdm_conditioning(network: Any, num_classes: int | None = None) -> tuple[int, bool, int]:

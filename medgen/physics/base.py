@@ -50,6 +50,29 @@ class LinearOperator(nn.Module, ABC):
         subclasses such as :class:`~medgen.physics.mri.CartesianMRI` slice)."""
         return self
 
+    def image_shape(self, y: torch.Tensor, name: str = "inputs") -> torch.Size:
+        """The shape of the images ``y`` measures: that of ``A^H y``, checked by ``A`` mapping it back to ``y``'s shape.
+
+        Args:
+            y: a measurement of this operator.
+            name: the argument ``y`` came as, for the message.
+
+        Raises:
+            ValueError: ``y`` is not a measurement of this operator (naming ``name``, the shapes and the operator).
+        """
+        try:
+            with torch.no_grad():
+                image = self.adjoint(y)
+                measured = self.forward(torch.zeros_like(image)).shape
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(f"{name} of shape {tuple(y.shape)} is not a measurement of {self!r}: {err}") from err
+        if measured != y.shape:
+            raise ValueError(
+                f"{name} of shape {tuple(y.shape)} is not a measurement of {self!r}: it maps images "
+                f"{tuple(image.shape)} to {tuple(measured)}."
+            )
+        return image.shape
+
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``A^H A``."""
         return self.adjoint(self.forward(x))

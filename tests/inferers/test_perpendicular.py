@@ -409,7 +409,7 @@ def test_invalid_arguments_are_named():
     with pytest.raises(TypeError, match="complex"):
         cs(kspace.real, GaussianScore(), mask=torch.ones(6, 8))
     ct = PerpendicularSliceInferer("svct", operator=ParallelBeamCT.tpdm(8, 20), dps_weight=0.1, progress=False)
-    with pytest.raises(ValueError, match="not measurements of ParallelBeamCT"):
+    with pytest.raises(ValueError, match="not a measurement of ParallelBeamCT"):
         ct(torch.zeros(1, 1, 4, 10, 9), GaussianScore())
     with pytest.raises(TypeError, match="shape"):
         PerpendicularSliceInferer(steps=2)("volume", GaussianScore())

@@ -63,3 +63,14 @@ def test_checks_name_argument_expectation_and_value():
             check_positive_int(bad, "factor")
     with pytest.raises(ValueError, match=r"mode must be one of \('a', 'b'\), got 'c'"):
         check_choice("c", "mode", ("a", "b"))
+
+
+def test_image_shape_checks_a_measurement_against_its_operator():
+    from medgen.physics.blur import Downsample
+
+    down = Downsample(2)
+    assert down.image_shape(torch.zeros(1, 1, 4, 3)) == (1, 1, 8, 6)
+    from medgen.physics.mask import Inpainting
+
+    with pytest.raises(ValueError, match="y of shape \\(1, 1, 4, 5\\) is not a measurement of Inpainting"):
+        Inpainting(torch.ones(4, 4)).image_shape(torch.zeros(1, 1, 4, 5), "y")
