@@ -265,9 +265,12 @@ class NIN(nn.Module):
         self.b = nn.Parameter(torch.zeros(num_units))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_dim, H, W)`` to ``(B, num_units, H, W)``."""
-        y = torch.matmul(x.permute(0, 2, 3, 1), self.W) + self.b
-        return y.permute(0, 3, 1, 2)
+        """Map ``(B, in_dim, H, W)`` to ``(B, num_units, H, W)``.
+
+        Runs as a 1x1 convolution: the output keeps the input's memory layout (a product over permuted channels
+        would return a channels-last view, which every following elementwise op then reads with large strides).
+        """
+        return F.conv2d(x, self.W.t()[:, :, None, None], self.b)
 
 
 class AttnBlock(nn.Module):
@@ -539,6 +542,8 @@ def upsample_conv_2d_same(
     if border == 0 or rows >= size or x.shape[-2] != size:
         return F.conv2d(upsample_2d(x, kernel, factor, gain), weight, bias, padding=border)
     y = upsample_conv_2d(x, weight, kernel, factor, gain)
+    if taps <= factor:  # (e.g. nearest) the upsampled image continued beyond its edge is zero: nothing to correct
+        return y if bias is None else y.add_(bias.reshape(1, -1, 1, 1))
     k = _resample_kernel(kernel, factor, gain * factor**2, x)
     pad = (before + border, after + border)
 
@@ -684,8 +689,9 @@ class Upsample(_Resample2x):
         """``(B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``."""
         if self.fir:
             return self.Conv2d_0(x) if self.with_conv else upsample_2d(x, self.fir_kernel, factor=2)
-        h = F.interpolate(x, (x.shape[2] * 2, x.shape[3] * 2), mode="nearest")
-        return self.Conv_0(h) if self.with_conv else h
+        if self.with_conv:  # the values of Conv_0(nearest(x)) with the convolution at x's resolution
+            return upsample_conv_2d_same(x, self.Conv_0.weight, self.Conv_0.bias)
+        return F.interpolate(x, (x.shape[2] * 2, x.shape[3] * 2), mode="nearest")
 
 
 class Downsample(_Resample2x):
