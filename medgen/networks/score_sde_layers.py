@@ -368,10 +368,11 @@ def _cached_fir_kernel(taps: tuple[float, ...], gain: float, device: torch.devic
 
 
 def _resample_kernel(kernel: Sequence[float] | None, factor: int, gain: float, x: torch.Tensor) -> torch.Tensor:
-    taps = np.asarray([1] * factor if kernel is None else kernel, dtype=np.float64)
-    if taps.ndim != 1:
+    taps = [1] * factor if kernel is None else kernel
+    if any(isinstance(tap, (Sequence, np.ndarray, torch.Tensor)) for tap in taps):  # a 2D kernel
         return fir_kernel_2d(taps, gain, device=x.device, dtype=x.dtype)
-    return _cached_fir_kernel(tuple(taps.tolist()), float(gain), x.device, x.dtype)
+    # plain Python up to the cached kernel: no numpy array in the call, which torch.compile would have to break on
+    return _cached_fir_kernel(tuple(float(tap) for tap in taps), float(gain), x.device, x.dtype)
 
 
 def upfirdn2d(
