@@ -1,9 +1,12 @@
-"""Shared fixtures: the parity tensors copied from the official code (see tests/data/parity/README.md)."""
+"""Shared fixtures: the parity tensors copied from the official code (see tests/data/parity/README.md) and the device
+that device-taking tests run on (``--device cuda`` or ``MEDGEN_TEST_DEVICE=cuda``; default ``cpu``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import os
 
 import pytest
 import torch
@@ -24,3 +27,21 @@ def load_parity(name: str) -> dict[str, Any]:
 def parity():
     """``parity("ncsnpp_tiny")`` -> the parity dict."""
     return load_parity
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default=os.environ.get("MEDGEN_TEST_DEVICE", "cpu"),
+        help="device of the tests that take the `device` fixture (default: $MEDGEN_TEST_DEVICE or cpu)",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device under test (``--device`` / ``$MEDGEN_TEST_DEVICE``); a CUDA device on a machine without one fails
+    loudly rather than silently testing the CPU."""
+    name = torch.device(request.config.getoption("--device"))
+    if name.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"--device {name} was requested but torch.cuda.is_available() is False.")
+    return name

@@ -11,6 +11,11 @@ with ``torch.inference_mode`` switched off and each step that needs a graph unde
 from MONAI's ``no_grad`` evaluators, from ``torch.no_grad()`` or from ``torch.inference_mode()`` works; input tensors
 created under inference mode are copied out of it first (:meth:`SamplingInferer.plain`). Steps without DPS run under
 ``torch.no_grad()``.
+
+**Precision and compilation.** ``autocast_dtype`` and ``compile_network`` (every inferer takes them) wrap the network
+of each call in :class:`~medgen.networks.precision.PrecisionNetwork` before sampling starts: only the network runs
+under ``torch.autocast`` (its outputs return in the state's dtype), so data consistency and the operators keep their
+precision.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from medgen.checks import check_choice, check_int
 from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
+from medgen.networks.checkpoint import network_parameter
+from medgen.networks.precision import PrecisionSettings, with_precision
 
 __all__ = [
     "SamplingInferer",
@@ -57,10 +64,16 @@ class SamplingInferer(Inferer):
         progress: show a progress bar.
         checkpoint_dir: folder for the sampling state; with it, an interrupted run resumes where it stopped.
         checkpoint_every: save every this many steps (``0``: only at the end).
+        autocast_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (or the names): the network runs under
+            ``torch.autocast`` of the inputs' device type (:class:`~medgen.networks.precision.PrecisionSettings`;
+            an unsupported dtype/device pair is refused before sampling).
+        compile_network: ``False``, ``True`` or a ``torch.compile`` mode (``"reduce-overhead"``: CUDA graphs):
+            ``torch.compile`` of the network, compiled once per network object.
 
     Raises:
         TypeError: ``seed`` is not an int or ``None``.
-        ValueError: ``checkpoint_every`` is negative, or positive without ``checkpoint_dir``.
+        ValueError: ``checkpoint_every`` is negative, or positive without ``checkpoint_dir``; an unknown
+            ``autocast_dtype`` or ``compile_network``.
     """
 
     def __init__(
@@ -70,6 +83,8 @@ class SamplingInferer(Inferer):
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        autocast_dtype: torch.dtype | str | None = None,
+        compile_network: bool | str = False,
     ) -> None:
         super().__init__()
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -81,9 +96,17 @@ class SamplingInferer(Inferer):
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.precision = PrecisionSettings(autocast_dtype, compile_network)
 
     def __call__(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
-        """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring)."""
+        """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring) on the
+        network wrapped by the precision settings (checked against the inputs' or the network's device first)."""
+        if self.precision.active:
+            parameter = network_parameter(network)
+            device = inputs.device if isinstance(inputs, torch.Tensor) else kwargs.get("device")
+            device = device or (parameter.device if parameter is not None else "cpu")
+            self.precision.check_device(device)
+            network = with_precision(network, self.precision)
         with torch.inference_mode(False):
             return self.sample(inputs, network, *args, **kwargs)
 
@@ -99,8 +122,12 @@ class SamplingInferer(Inferer):
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (subclasses extend it; dataclasses allowed): the run fingerprint's
-        ``config`` entry, made JSON by :func:`to_json`."""
-        return {"seed": self.seed}
+        ``config`` entry, made JSON by :func:`to_json`; the precision settings only when they are active, so that
+        the fingerprints of full-precision runs stay as they were)."""
+        config: dict[str, Any] = {"seed": self.seed}
+        if self.precision.active:
+            config["precision"] = self.precision.to_json()
+        return config
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
         """A fresh generator seeded with ``seed`` on ``device`` (``None`` when ``seed`` is ``None``)."""
@@ -157,7 +184,7 @@ class DiffusionSamplingInferer(SamplingInferer):
         timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
         sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every: see :class:`SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`SamplingInferer`.
 
     Raises:
         TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type.
@@ -175,8 +202,17 @@ class DiffusionSamplingInferer(SamplingInferer):
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        autocast_dtype: torch.dtype | str | None = None,
+        compile_network: bool | str = False,
     ) -> None:
-        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        super().__init__(
+            seed=seed,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            autocast_dtype=autocast_dtype,
+            compile_network=compile_network,
+        )
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
         check_choice(sampler, "sampler", DIFFUSION_SAMPLERS)

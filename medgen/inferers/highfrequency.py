@@ -167,7 +167,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
         accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
             0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
-        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
             ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``).
 
@@ -205,9 +205,18 @@ class HighFrequencySpaceInferer(SamplingInferer):
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        autocast_dtype: torch.dtype | str | None = None,
+        compile_network: bool | str = False,
         **settings: Any,
     ) -> None:
-        super().__init__(seed=seed, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        super().__init__(
+            seed=seed,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            autocast_dtype=autocast_dtype,
+            compile_network=compile_network,
+        )
         check_choice(sde, "sde", SDES)
         preset = settings_with(SDE_PRESETS[sde], ACCELERATED[sde] if accelerated else {}, type(self).__name__)
         # None keeps the preset's value where the setting itself cannot be None

@@ -136,7 +136,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             :func:`~medgen.diffusion.gaussian.space_timesteps`).
         sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
             ``spatial_multiple``, ``pad_value``, ``jump_length``, ...).
 
@@ -156,10 +156,22 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
+        autocast_dtype: torch.dtype | str | None = None,
+        compile_network: bool | str = False,
         **settings: Any,
     ) -> None:
-        super().__init__(wdm_diffusion() if diffusion is None else diffusion, timestep_respacing, sampler, eta, seed=seed,
-                         progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        super().__init__(
+            wdm_diffusion() if diffusion is None else diffusion,
+            timestep_respacing,
+            sampler,
+            eta,
+            seed=seed,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            autocast_dtype=autocast_dtype,
+            compile_network=compile_network,
+        )
         if isinstance(settings.get("clip_range"), list):
             settings["clip_range"] = tuple(settings["clip_range"])
         self.settings = settings_with(WDMSettings(), settings, type(self).__name__)

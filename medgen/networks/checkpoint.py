@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medgen.networks.precision import PrecisionNetwork
+
 __all__ = [
     "CheckpointMismatchError",
     "network_parameter",
@@ -185,9 +187,10 @@ def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.de
 
 
 def unwrap_network(network: Any) -> Any:
-    """The module inside (possibly nested) ``DataParallel``/``DistributedDataParallel`` wrappers; anything else is
-    returned unchanged (plain modules, callables). Only these wrappers are unwrapped: a network that merely has a
-    child called ``module`` is left as it is."""
-    while isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+    """The module inside (possibly nested) ``DataParallel``/``DistributedDataParallel``/
+    :class:`~medgen.networks.precision.PrecisionNetwork` wrappers; anything else is returned unchanged (plain
+    modules, callables). Only these wrappers are unwrapped: a network that merely has a child called ``module`` is
+    left as it is."""
+    while isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel, PrecisionNetwork)):
         network = network.module
     return network

@@ -25,6 +25,7 @@ from medgen.networks.score_sde_layers import (
     flatten_config,
     group_norm,
     load_score_sde_checkpoint,
+    norm_act,
     score_sde_kwargs,
     sinusoidal_embedding,
 )
@@ -222,7 +223,7 @@ class DDPMUNet(ScoreSdeUNet):
                 h = next(modules)(h)
 
         norm, conv = next(modules), next(modules)
-        h = conv(self.act(norm(h)))
+        h = conv(norm_act(norm, self.act, h))
 
         if self.scale_by_sigma:
             h = self.divide_by_sigma(h, self.sigmas[labels.long()] if self.sigma_lookup == "index" else labels)

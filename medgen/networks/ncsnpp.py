@@ -31,6 +31,7 @@ from medgen.networks.score_sde_layers import (
     flatten_config,
     group_norm,
     load_score_sde_checkpoint,
+    norm_act,
     rescaled_sum,
     score_sde_kwargs,
     sinusoidal_embedding,
@@ -372,7 +373,7 @@ class NCSNpp(ScoreSdeUNet):
 
     def _norm_act_conv(self, modules: Iterator[nn.Module], h: torch.Tensor) -> torch.Tensor:
         norm, conv = next(modules), next(modules)
-        return conv(self.act(norm(h)))
+        return conv(norm_act(norm, self.act, h))
 
     def _merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return rescaled_sum(a, b, self.skip_rescale)

@@ -36,6 +36,7 @@ __all__ = [
     "conv3x3",
     "default_linear",
     "group_norm",
+    "norm_act",
     "geometric_sigmas",
     "sinusoidal_embedding",
     "GaussianFourierProjection",
@@ -46,7 +47,9 @@ __all__ = [
     "upfirdn2d",
     "upsample_2d",
     "downsample_2d",
+    "transposed_conv_2d",
     "upsample_conv_2d",
+    "upsample_conv_2d_same",
     "conv_downsample_2d",
     "naive_upsample_2d",
     "naive_downsample_2d",
@@ -152,6 +155,25 @@ def group_norm(channels: int, num_groups: int | None = None) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6)
 
 
+# the activations of ACTIVATIONS applied in place
+_IN_PLACE: dict[type, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    nn.SiLU: lambda act, h: F.silu(h, inplace=True),
+    nn.ReLU: lambda act, h: F.relu_(h),
+    nn.ELU: lambda act, h: F.elu_(h, act.alpha),
+    nn.LeakyReLU: lambda act, h: F.leaky_relu_(h, act.negative_slope),
+}
+
+
+def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(norm(x))``; without a graph to record (no grad mode, or nothing requires grad) the activation
+    overwrites the normalised tensor instead of allocating another one (the same values)."""
+    h = norm(x)
+    in_place = _IN_PLACE.get(type(act))
+    if in_place is None or (torch.is_grad_enabled() and h.requires_grad):
+        return act(h)
+    return in_place(act, h)
+
+
 def geometric_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> torch.Tensor:
     """score_sde's ``get_sigmas``: ``num_scales`` noise stds from ``sigma_max`` DOWN to ``sigma_min``, float64.
 
@@ -243,9 +265,12 @@ class NIN(nn.Module):
         self.b = nn.Parameter(torch.zeros(num_units))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_dim, H, W)`` to ``(B, num_units, H, W)``."""
-        y = torch.matmul(x.permute(0, 2, 3, 1), self.W) + self.b
-        return y.permute(0, 3, 1, 2)
+        """Map ``(B, in_dim, H, W)`` to ``(B, num_units, H, W)``.
+
+        Runs as a 1x1 convolution: the output keeps the input's memory layout (a product over permuted channels
+        would return a channels-last view, which every following elementwise op then reads with large strides).
+        """
+        return F.conv2d(x, self.W.t()[:, :, None, None], self.b)
 
 
 class AttnBlock(nn.Module):
@@ -283,8 +308,7 @@ class AttnBlock(nn.Module):
         weights = torch.bmm(q.transpose(1, 2), k) * (int(channels) ** (-0.5))
         weights = F.softmax(weights, dim=-1)
         h = torch.bmm(v, weights.transpose(1, 2)).reshape(batch, channels, height, width)
-        h = self.NIN_3(h)
-        return rescaled_sum(x, h, self.skip_rescale)
+        return rescaled_sum(x, self.NIN_3(h), self.skip_rescale, overwrite_h=True)
 
 
 class Combine(nn.Module):
@@ -344,10 +368,11 @@ def _cached_fir_kernel(taps: tuple[float, ...], gain: float, device: torch.devic
 
 
 def _resample_kernel(kernel: Sequence[float] | None, factor: int, gain: float, x: torch.Tensor) -> torch.Tensor:
-    taps = np.asarray([1] * factor if kernel is None else kernel, dtype=np.float64)
-    if taps.ndim != 1:
+    taps = [1] * factor if kernel is None else kernel
+    if any(isinstance(tap, (Sequence, np.ndarray, torch.Tensor)) for tap in taps):  # a 2D kernel
         return fir_kernel_2d(taps, gain, device=x.device, dtype=x.dtype)
-    return _cached_fir_kernel(tuple(taps.tolist()), float(gain), x.device, x.dtype)
+    # plain Python up to the cached kernel: no numpy array in the call, which torch.compile would have to break on
+    return _cached_fir_kernel(tuple(float(tap) for tap in taps), float(gain), x.device, x.dtype)
 
 
 def upfirdn2d(
@@ -356,6 +381,10 @@ def upfirdn2d(
     """Upsample (zero insertion), pad, FIR-filter and downsample every channel of ``x`` (StyleGAN2's ``upfirdn2d``).
 
     The filter is applied as a true convolution (kernel flipped), the same on H and W; negative pads crop.
+    Resampling by one factor runs as ONE grouped convolution (one group per channel): a strided ``conv2d`` for
+    ``up == 1``, a strided ``conv_transpose2d`` for ``down == 1`` (which never materialises the zero-inserted image
+    and multiplies only the non-zero taps); the pads become the convolution's own padding where they fit it. Other
+    combinations take the literal zero-insert / pad / filter / decimate route.
 
     Args:
         x: ``(B, C, H, W)``.
@@ -367,15 +396,27 @@ def upfirdn2d(
     Returns:
         ``(B, C, (H * up + pad0 + pad1 - K) // down + 1, ...)``.
     """
-    batch, channels, height, width = x.shape
-    if up > 1:
-        x = x.reshape(batch, channels, height, 1, width, 1)
-        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
-        x = x.reshape(batch, channels, height * up, width * up)
-    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)
-    weight = weight[None, None].expand(channels, 1, *kernel.shape)
-    return F.conv2d(x, weight, stride=down, groups=channels)
+    channels, size = x.shape[1], kernel.shape[0]
+    before, after = pad
+    # (C, 1, K, K): the same taps for every channel, contiguous so that the convolution backends take the fast path
+    weight = kernel.to(dtype=x.dtype, device=x.device)[None, None].expand(channels, 1, *kernel.shape).contiguous()
+    if up == 1:
+        if before != after or before < 0:
+            x, before = F.pad(x, (before, after, before, after)), 0
+        return F.conv2d(x, torch.flip(weight, [2, 3]), stride=down, padding=before, groups=channels)
+    # zero insertion + padding + true convolution == a transposed convolution with the unflipped kernel whose
+    # padding crops (K - 1 - before) and whose output padding extends the far side to the requested size
+    transposed_padding, output_padding = size - 1 - before, after - before + up - 1
+    if down == 1 and transposed_padding >= 0 and 0 <= output_padding < up:
+        return F.conv_transpose2d(
+            x, weight, stride=up, padding=transposed_padding, output_padding=output_padding, groups=channels
+        )
+    batch, _, height, width = x.shape
+    x = x.reshape(batch, channels, height, 1, width, 1)
+    x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
+    x = x.reshape(batch, channels, height * up, width * up)
+    x = F.pad(x, (before, after, before, after))
+    return F.conv2d(x, torch.flip(weight, [2, 3]), stride=down, groups=channels)
 
 
 def upsample_2d(
@@ -402,14 +443,50 @@ def downsample_2d(
     return upfirdn2d(x, k, down=factor, pad=((p + 1) // 2, p // 2))
 
 
+def transposed_conv_2d(x: torch.Tensor, weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """The "full" convolution of ``x`` zero-upsampled by ``factor`` with ``weight`` (no padding, no crop).
+
+    Equals ``F.conv_transpose2d(x, torch.flip(weight, [2, 3]).transpose(0, 1), stride=factor)`` but runs as
+    ``factor**2`` small convolutions at the input resolution, one per output phase, each with the taps of ``weight``
+    that land on that phase (a 3x3 weight and ``factor=2`` give 2x2, 2x1, 1x2 and 1x1 convolutions): the
+    multiply-adds of a stride-1 convolution at the input resolution, at the speed of ordinary convolutions.
+
+    Args:
+        x: ``(B, C_in, H, W)``.
+        weight: ``(C_out, C_in, kh, kw)`` with ``kh, kw <= factor * H, factor * W``.
+        factor: the upsampling factor.
+
+    Returns:
+        ``(B, C_out, R * factor, S * factor)`` with ``R = ceil(((H - 1) * factor + kh) / factor)`` (and ``S`` alike):
+        the ``((H - 1) * factor + kh, (W - 1) * factor + kw)`` values of the transposed convolution followed by
+        zeros up to the next multiple of ``factor``.
+    """
+    batch, _, height, width = x.shape
+    out_ch, _, kh, kw = weight.shape
+    rows, cols = -(-((height - 1) * factor + kh) // factor), -(-((width - 1) * factor + kw) // factor)
+    out = x.new_zeros(batch, out_ch, rows, factor, cols, factor)
+    for a in range(factor):
+        for b in range(factor):
+            # output row factor * i + a sums x[i - q] * weight[kh - 1 - a - factor * q]: a cross-correlation with
+            # every factor-th tap from (kh - 1 - a) % factor on, padded so that i runs from 0
+            taps = weight[:, :, (kh - 1 - a) % factor :: factor, (kw - 1 - b) % factor :: factor]
+            if taps.numel():
+                phase = F.conv2d(x, taps.contiguous(), padding=(taps.shape[2] - 1, taps.shape[3] - 1))
+                out[:, :, : phase.shape[2], a, : phase.shape[3], b] = phase
+    return out.reshape(batch, out_ch, rows * factor, cols * factor)
+
+
 def upsample_conv_2d(
     x: torch.Tensor, weight: torch.Tensor, kernel: Sequence[float] | None = None, factor: int = 2, gain: float = 1.0
 ) -> torch.Tensor:
     """FIR upsampling fused with a "same" convolution (StyleGAN2 ``upsample_conv_2d``), padding applied once.
 
-    A stride-``factor`` transposed convolution with the spatially flipped, in/out-swapped ``weight`` followed by the
-    FIR filter. (score_sde writes the flip as ``w[..., ::-1, ::-1]``, which PyTorch rejects, so its FIR
-    ``Upsample(with_conv=True)`` cannot run; this is the intended operation.)
+    The transposed convolution with the spatially flipped, in/out-swapped ``weight`` (:func:`transposed_conv_2d`)
+    followed by the FIR filter: the convolution runs at the input resolution. Away from a border of ``k // 2`` pixels
+    this equals ``F.conv2d(upsample_2d(x, kernel), weight, padding=k // 2)``; on that border it differs, because the
+    separate convolution sees the zero padding of the upsampled image (:func:`upsample_conv_2d_same` gives the
+    separate operations' values everywhere). score_sde writes the flip as ``w[..., ::-1, ::-1]``, which PyTorch
+    rejects, so its FIR ``Upsample(with_conv=True)`` cannot run; this is the intended operation.
 
     Args:
         x: ``(B, C_in, H, W)``.
@@ -418,12 +495,73 @@ def upsample_conv_2d(
     Returns:
         ``(B, C_out, H * factor, W * factor)``.
     """
-    k_conv = weight.shape[-1]
     k = _resample_kernel(kernel, factor, gain * factor**2, x)
-    p = (k.shape[0] - factor) - (k_conv - 1)
-    w = torch.flip(weight, [2, 3]).transpose(0, 1)
-    x = F.conv_transpose2d(x, w, stride=factor, padding=0)
-    return upfirdn2d(x, k, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
+    taps, border = k.shape[0], weight.shape[-1] // 2
+    # upsample_2d pads by `before` ahead of its filter; the transposed convolution already extends `border` ahead
+    # (StyleGAN2's pads for factor 2; theirs give one pixel too few for odd factors)
+    before = (taps - factor + 1) // 2 + factor - 1
+    full_size = (x.shape[-1] - 1) * factor + 2 * border + 1
+    x = transposed_conv_2d(x, weight, factor)
+    # the trailing zeros transposed_conv_2d appends stand for that much of the far-side zero padding
+    after = taps + factor - border - 2 - before - (x.shape[-1] - full_size)
+    return upfirdn2d(x, k, pad=(before - border, after))
+
+
+def upsample_conv_2d_same(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    kernel: Sequence[float] | None = None,
+    factor: int = 2,
+    gain: float = 1.0,
+) -> torch.Tensor:
+    """``F.conv2d(upsample_2d(x, kernel, factor, gain), weight, bias, padding=k // 2)`` with a ``factor**2`` times
+    smaller convolution.
+
+    :func:`upsample_conv_2d` runs the convolution at the input resolution and filters after it; it equals the
+    separate operations except within ``k // 2`` pixels of the border, where the separate convolution reads the zero
+    padding of the upsampled image and the fused one reads the upsampled image continued beyond its edge. Those
+    continued values (a ``k // 2``-pixel frame, from strips of ``x``) times the weight taps that reach them are
+    subtracted, so the result equals the separate operations to float rounding. Square images; odd ``k``.
+
+    Args:
+        x: ``(B, C_in, H, H)``.
+        weight: ``(C_out, C_in, k, k)``.
+        bias: ``(C_out,)`` or None.
+        kernel: the 1D FIR taps (``None``: nearest, ``[1] * factor``).
+
+    Returns:
+        ``(B, C_out, H * factor, H * factor)``.
+    """
+    size, border = x.shape[-1], weight.shape[-1] // 2
+    taps = factor if kernel is None else len(kernel)
+    before, after = (taps - factor + 1) // 2 + factor - 1, (taps - factor) // 2  # upsample_2d's pads
+    # the frame is upsample_2d's output continued `border` pixels beyond each edge: a strip of `rows` input rows
+    # upsampled with the pads grown by `border` holds it (the first frame rows read the strip up to row
+    # (taps - 2 - before) // factor; the last ones read back to row -ceil(before / factor) from the strip's end)
+    rows = max(1, -(-before // factor), (taps - 2 - before) // factor + 1)
+    if border == 0 or rows >= size or x.shape[-2] != size:
+        return F.conv2d(upsample_2d(x, kernel, factor, gain), weight, bias, padding=border)
+    y = upsample_conv_2d(x, weight, kernel, factor, gain)
+    if taps <= factor:  # (e.g. nearest) the upsampled image continued beyond its edge is zero: nothing to correct
+        return y if bias is None else y.add_(bias.reshape(1, -1, 1, 1))
+    k = _resample_kernel(kernel, factor, gain * factor**2, x)
+    pad = (before + border, after + border)
+
+    def frame(strip: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(strip, k, up=factor, pad=pad)
+
+    top = frame(x[:, :, :rows])[:, :, :border]  # (B, C_in, border, H * factor + 2 * border), corners included
+    bottom = frame(x[:, :, -rows:])[:, :, -border:]
+    left = frame(x[..., :rows])[:, :, border:-border, :border]  # (B, C_in, H * factor, border), no corners
+    right = frame(x[..., -rows:])[:, :, border:-border, -border:]
+    # output row i < border reads frame rows i - border + d for the taps d < border - i: the first `border` tap rows
+    # over the frame followed by border - 1 zero rows
+    y[:, :, :border] -= F.conv2d(F.pad(top, (0, 0, 0, border - 1)), weight[:, :, :border])
+    y[:, :, -border:] -= F.conv2d(F.pad(bottom, (0, 0, border - 1, 0)), weight[:, :, -border:])
+    y[..., :border] -= F.conv2d(F.pad(left, (0, border - 1, border, border)), weight[..., :border])
+    y[..., -border:] -= F.conv2d(F.pad(right, (border - 1, 0, border, border)), weight[..., -border:])
+    return y if bias is None else y.add_(bias.reshape(1, -1, 1, 1))
 
 
 def conv_downsample_2d(
@@ -552,8 +690,9 @@ class Upsample(_Resample2x):
         """``(B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``."""
         if self.fir:
             return self.Conv2d_0(x) if self.with_conv else upsample_2d(x, self.fir_kernel, factor=2)
-        h = F.interpolate(x, (x.shape[2] * 2, x.shape[3] * 2), mode="nearest")
-        return self.Conv_0(h) if self.with_conv else h
+        if self.with_conv:  # the values of Conv_0(nearest(x)) with the convolution at x's resolution
+            return upsample_conv_2d_same(x, self.Conv_0.weight, self.Conv_0.bias)
+        return F.interpolate(x, (x.shape[2] * 2, x.shape[3] * 2), mode="nearest")
 
 
 class Downsample(_Resample2x):
@@ -584,9 +723,14 @@ class Downsample(_Resample2x):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def rescaled_sum(x: torch.Tensor, h: torch.Tensor, skip_rescale: bool) -> torch.Tensor:
-    """``x + h``, divided by ``sqrt(2)`` when ``skip_rescale`` (score_sde's residual merge)."""
-    return (x + h) / np.sqrt(2.0) if skip_rescale else x + h
+def rescaled_sum(x: torch.Tensor, h: torch.Tensor, skip_rescale: bool, overwrite_h: bool = False) -> torch.Tensor:
+    """``x + h``, divided by ``sqrt(2)`` when ``skip_rescale`` (score_sde's residual merge).
+
+    ``overwrite_h`` writes the result into ``h`` (a temporary the caller no longer needs, e.g. a convolution's output)
+    instead of a new tensor.
+    """
+    out = h.add_(x) if overwrite_h else x + h
+    return out.div_(math.sqrt(2.0)) if skip_rescale else out
 
 
 class _ResnetBlock(nn.Module):
@@ -617,9 +761,9 @@ class _ResnetBlock(nn.Module):
 
     def _second_half(self, h: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
         """Add ``Dense_0(act(temb))`` to the output of ``Conv_0``, then GN-act-dropout-``Conv_1``."""
-        if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        return self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        if temb is not None:  # in place: h is the fresh output of Conv_0, which its backward does not need
+            h = h.add_(self.Dense_0(self.act(temb))[:, :, None, None])
+        return self.Conv_1(self.Dropout_0(norm_act(self.GroupNorm_1, self.act, h)))
 
 
 
@@ -664,10 +808,10 @@ class ResnetBlockDDPM(_ResnetBlock):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, in_ch, H, W)``, ``temb`` ``(B, temb_dim)`` or None -> ``(B, out_ch, H, W)``."""
-        h = self._second_half(self.Conv_0(self.act(self.GroupNorm_0(x))), temb)
+        h = self._second_half(self.Conv_0(norm_act(self.GroupNorm_0, self.act, x)), temb)
         if self.in_ch != self.out_ch:
             x = self.Conv_2(x) if self.conv_shortcut else self.NIN_0(x)
-        return rescaled_sum(x, h, self.skip_rescale)
+        return rescaled_sum(x, h, self.skip_rescale, overwrite_h=True)
 
 
 class ResnetBlockBigGAN(_ResnetBlock):
@@ -718,12 +862,19 @@ class ResnetBlockBigGAN(_ResnetBlock):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, in_ch, H, W)``, ``temb`` ``(B, temb_dim)`` or None -> ``(B, out_ch, H', W')`` (H' = 2H, H/2 or H)."""
-        h = self._resample(self.act(self.GroupNorm_0(x)))
-        x = self._resample(x)
-        h = self._second_half(self.Conv_0(h), temb)
-        if self.in_ch != self.out_ch or self.up or self.down:
-            x = self.Conv_2(x)
-        return rescaled_sum(x, h, self.skip_rescale)
+        h = norm_act(self.GroupNorm_0, self.act, x)
+        if self.up and self.fir:  # the same values as Conv_0(upsample_2d(h)), a quarter of the convolution's work
+            h = upsample_conv_2d_same(h, self.Conv_0.weight, self.Conv_0.bias, self.fir_kernel)
+        else:
+            h = self.Conv_0(self._resample(h))
+        h = self._second_half(h, temb)
+        if self.up:
+            # the 1x1 Conv_2 and the per-channel resampling commute (zero padding included), so the shortcut is
+            # projected at the input's resolution, a quarter of the work; the bias is added after resampling
+            x = self._resample(F.conv2d(x, self.Conv_2.weight)).add_(self.Conv_2.bias.reshape(1, -1, 1, 1))
+        elif self.in_ch != self.out_ch or self.down:
+            x = self.Conv_2(self._resample(x))
+        return rescaled_sum(x, h, self.skip_rescale, overwrite_h=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

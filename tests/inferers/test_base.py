@@ -112,3 +112,54 @@ def test_respace_diffusion_and_diffusion_inferer():
     torch.testing.assert_close(out, abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps)
 
 
+
+
+def test_every_inferer_takes_and_validates_the_precision_settings():
+    from medgen.inferers import (
+        HighFrequencySpaceInferer,
+        PatchDiffusionInferer,
+        PerpendicularSliceInferer,
+        SemanticDiffusionInferer,
+        SlabPatchInferer,
+        WaveletDiffusionInferer,
+    )
+    from medgen.physics.mask import Inpainting
+
+    makers = [
+        lambda **kw: PerpendicularSliceInferer(progress=False, **kw),
+        lambda **kw: WaveletDiffusionInferer(progress=False, **kw),
+        lambda **kw: PatchDiffusionInferer(Inpainting(torch.ones(8, 8)), 8, 4, progress=False, **kw),
+        lambda **kw: HighFrequencySpaceInferer(torch.ones(8, 8), progress=False, **kw),
+        lambda **kw: SemanticDiffusionInferer(progress=False, **kw),
+        lambda **kw: SlabPatchInferer(progress=False, **kw),
+    ]
+    for make in makers:
+        assert make(autocast_dtype="bfloat16", compile_network="reduce-overhead").precision.active
+        with pytest.raises(ValueError, match="autocast_dtype must be None"):
+            make(autocast_dtype=torch.float32)
+        with pytest.raises(ValueError, match="compile_network must be"):
+            make(compile_network="yes")
+
+
+def test_bfloat16_sampling_stays_close_to_float32_and_is_fingerprinted(device):
+    """TPDM with a bf16-autocast NCSN++: the same draws, the network's rounding only (the state stays float32)."""
+    from medgen.diffusion.priors import ScorePrior
+    from medgen.inferers.perpendicular import PerpendicularSliceInferer
+    from medgen.networks.ncsnpp import NCSNpp
+
+    torch.manual_seed(0)
+    network = NCSNpp(image_size=8, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), init_scale=1.0)
+    network = network.eval().to(device)
+    settings = {"task": "uncond", "steps": 3, "batch_size": 8, "seed": 0, "progress": False}
+    reference = PerpendicularSliceInferer(**settings)((8, 8, 8), network, device=device)
+    inferer = PerpendicularSliceInferer(autocast_dtype=torch.bfloat16, **settings)
+    out = inferer((8, 8, 8), network, device=device)
+    assert out.dtype == torch.float32 and out.device.type == device.type
+    # 3 steps from sigma 378: the state is noise of scale ~400 and the bf16 scores (2e-2 relative, see
+    # tests/networks/test_precision.py) move it by step * score, far less than that scale
+    error = float((out - reference).abs().max() / reference.abs().max())
+    assert 0 < error <= 2e-2
+    assert inferer.config()["precision"] == {"autocast_dtype": "bfloat16", "compile_network": False}
+    assert "precision" not in PerpendicularSliceInferer(**settings).config()
+    with pytest.raises(TypeError, match="build the prior on"):
+        inferer((8, 8, 8), ScorePrior(network))

@@ -1,4 +1,5 @@
-"""Every solver runs where its inputs are: the same result on CUDA as on the CPU (skipped without a GPU)."""
+"""Every solver runs where its inputs are: the same result on `--device` (e.g. cuda) as on the CPU (skipped when
+the device under test is the CPU)."""
 
 from __future__ import annotations
 
@@ -37,11 +38,12 @@ def test_info_is_json_serialisable(index):
     assert record["rule"] in ("fixed", "discrepancy") and len(record["iterations"]) == 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("index", range(4))
-def test_cuda_matches_cpu(index):
+def test_device_matches_cpu(index, device):
+    if device.type == "cpu":
+        pytest.skip("compares the --device run with the CPU run")
     cls, op, y, settings = _problems()[index]
     x = cls(op, **settings)(y)
-    x_cuda = cls(op.to("cuda"), **settings)(y.to("cuda"))
-    assert x_cuda.device.type == "cuda"
+    x_cuda = cls(op.to(device), **settings)(y.to(device))
+    assert x_cuda.device.type == device.type
     torch.testing.assert_close(x_cuda.cpu(), x, atol=1e-8 * float(x.abs().max()), rtol=0)
