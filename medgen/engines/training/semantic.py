@@ -38,8 +38,12 @@ from torch import nn
 
 from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
 from medgen.diffusion.losses import hybrid_loss
-from medgen.networks.checkpoint import unwrap_network
-from medgen.networks.sdm_unet import one_hot_labels, reference_for_slab, slab_z_position_channel
+from medgen.networks.sdm_unet import (
+    one_hot_labels,
+    reference_for_slab,
+    sdm_conditioning,
+    slab_z_position_channel,
+)
 
 __all__ = [
     "SemanticDiffusionTrainingLoss",
@@ -232,20 +236,6 @@ class SemanticDiffusionTrainingLoss:
         self.drop_rate = float(drop_rate)
         self.image_channels = image_channels
 
-    @staticmethod
-    def conditioning(network: nn.Module) -> tuple[int, bool, int]:
-        """``(num_classes, position_channel, reference_channels)`` of ``network`` (wrappers removed).
-
-        Raises:
-            ValueError: the network has no integer ``num_classes`` attribute.
-        """
-        module = unwrap_network(network)
-        num_classes = getattr(module, "num_classes", None)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-            raise ValueError(f"the network ({type(module).__name__}) must have an integer num_classes attribute.")
-        position = bool(getattr(module, "position_channel", False))
-        return num_classes, position, int(getattr(module, "reference_channels", 0) or 0)
-
     def __call__(self, network: nn.Module, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Args:
             network: ``network(x_t, t, y[, r])`` returning ``(B, 2 C, *S)`` (noise, variance value).
@@ -259,7 +249,7 @@ class SemanticDiffusionTrainingLoss:
         Raises:
             ValueError: the pack does not have the channels the network needs.
         """
-        num_classes, position, reference_channels = self.conditioning(network)
+        num_classes, position, reference_channels = sdm_conditioning(network)
         c = self.image_channels
         expected = c + 1 + int(position) + reference_channels
         if not isinstance(images, torch.Tensor) or images.ndim < 3 or images.shape[1] != expected:
