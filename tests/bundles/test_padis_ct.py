@@ -53,7 +53,10 @@ def test_sample_is_what_make_sample_writes_and_the_sinogram_fits_the_geometry(tm
     for name in shipped:
         ours, theirs = nib.load(tmp_path / name), nib.load(SAMPLE / name)
         np.testing.assert_allclose(ours.affine, theirs.affine)
-        np.testing.assert_allclose(ours.get_fdata(), theirs.get_fdata(), atol=1e-6, err_msg=name)
+        # float32 data up to ~16 (sinograms): a few ulp of summation-order difference between CPUs is allowed
+        expected = theirs.get_fdata()
+        atol = 1e-6 * max(1.0, np.abs(expected).max())
+        np.testing.assert_allclose(ours.get_fdata(), expected, rtol=1e-5, atol=atol, err_msg=name)
     reference = nib.load(SAMPLE / "body_ct_seed7_z11.nii.gz").get_fdata().astype(np.float32)
     assert reference.shape == (64, 64, 1) and reference.min() >= 0 and reference.max() <= 1
     # the inference operator (PaDIS preset scaled to 64^2: 128 bins of one pixel) reproduces the 8- and 20-view sinograms
