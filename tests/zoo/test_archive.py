@@ -16,6 +16,8 @@ import torch
 from medgen.cli import convert
 from medgen.zoo import (
     MANIFEST_NAME,
+    build_network,
+    bundle_networks,
     checked_members,
     pack_bundle,
     read_archive_metadata,
@@ -198,3 +200,23 @@ def test_official_weights_pack_as_their_own_version(tmp_path: Path, tpdm_with_of
         ours, theirs = manifest_of(packed, "tpdm_brain_mri"), manifest_of(reference, "tpdm_brain_mri")
     assert set(ours) == set(theirs) and "models/primary.pt" in ours
     assert {k for k in ours if ours[k] != theirs[k]} == {"configs/official_ncsnpp_256.json"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["wdm_brain_mri", "padis_ct", "hfssde_mri", "sdm_ctca"])
+def test_official_variants_verify_with_weights_of_the_official_architecture(tmp_path: Path, name: str):
+    """Each official variant builds the official architecture from its configs, loads weights of that shape and passes
+    MONAI's verify_net_in_out at the metadata's shapes (random weights stand in for the unreachable checkpoints)."""
+    bundle = copy_bundle(name, tmp_path / "src")
+    meta = read_metadata(bundle, variant="official")
+    meta_file = tmp_path / "metadata.json"
+    meta_file.write_text(json.dumps(meta))
+    torch.manual_seed(0)
+    for spec in bundle_networks(meta):
+        for weight in spec.weights:
+            torch.save(build_network(bundle, spec, meta_file).state_dict(), bundle / weight)
+    report = verify_bundle(bundle, variant="official", smoke=False, torchscript=False)
+    assert report.ok, str(report)
+    assert report.version == "1.0.0+official"
+    assert [c.name for c in report.checks if c.name.startswith("net_in_out")] == [
+        f"net_in_out:{s.net_id}" for s in bundle_networks(meta)]

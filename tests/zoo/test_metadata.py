@@ -48,6 +48,18 @@ def test_official_variant_metadata_validates_offline(offline):
     assert meta["network_data_format"]["inputs"]["sigma"]["value_range"] == [0.01, 378.0]
 
 
+@pytest.mark.parametrize("name", BUNDLE_NAMES)
+def test_every_bundle_has_an_official_variant_whose_weights_its_configs_read(name, offline):
+    meta = read_metadata(BUNDLES_DIR / name, variant="official")
+    assert meta["version"] == "1.0.0+official" and meta["version"] in meta["changelog"]
+    validate_metadata(meta)
+    for spec in bundle_networks(meta):
+        assert len(spec.config_files) == 2 and spec.config_files[0] == "configs/inference.json"
+        official_config = (BUNDLES_DIR / name / spec.config_files[1]).read_text()
+        for weight in spec.weights:  # the official config reads each weight file the metadata declares
+            assert weight.removeprefix("models/") in official_config, (name, weight)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
