@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 __all__ = [
     "check_tensor",
+    "check_finite",
+    "check_folder",
     "check_positive_int",
     "check_choice",
     "check_int",
@@ -46,6 +50,32 @@ def check_tensor(value: Any, name: str, min_ndim: int = 0, layout: str = "", rea
         raise ValueError(f"{name} must have at least {min_ndim} dims{layout}, got shape {tuple(value.shape)}.")
     if real_floating and (value.is_complex() or not value.is_floating_point()):
         raise TypeError(f"{name} must be a real floating-point tensor, got dtype {value.dtype}.")
+
+
+def check_finite(value: torch.Tensor, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless every entry of ``value`` (real or complex) is finite.
+
+    The message counts the NaN and infinite entries and gives the index of the first, so a user finds the voxel.
+    """
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        nan = int(torch.isnan(value).sum())
+        first = tuple(int(i) for i in torch.nonzero(~finite)[0])
+        raise ValueError(
+            f"{name} must hold finite values, got {nan} NaN and {int((~finite).sum()) - nan} infinite of "
+            f"{value.numel()} entries (the first at index {first})."
+        )
+
+
+def check_folder(path: str | os.PathLike, name: str) -> Path:
+    """``Path(path)`` if it is a folder or can be created as one; a ``ValueError`` naming ``name`` when it, or the
+    nearest of its parents that exists, is a file (checked before a long computation writes into it)."""
+    folder = Path(path)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == folder else f", but '{existing}' is a file"
+        raise ValueError(f"{name} '{folder}' must be a folder (or one that can be created){where or ', got a file'}.")
+    return folder
 
 
 def check_positive_int(value: Any, name: str) -> int:

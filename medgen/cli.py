@@ -33,6 +33,8 @@ def convert(
 
     KIND is one of medgen.networks.convert.OFFICIAL_KINDS.
     <output>.json records kind, config and the source file's SHA-256.
+    A refused conversion (unknown kind, missing or damaged file, mismatched weights, existing output) prints one
+    line on stderr and exits with status 1; nothing is written.
 
     Example (the TPDM primary network):
     medgen convert score_sde_ncsnpp BMR_ZSR_256_YZ/checkpoint.pth
@@ -50,18 +52,18 @@ def convert(
     Returns:
         the output path.
     """
+    import pickle
+
     from medgen.engines.training import save_state_dict
+    from medgen.networks import CheckpointMismatchError
     from medgen.networks.convert import from_official
 
-    source, config_path, target = Path(checkpoint), Path(config), Path(output)
-    if not config_path.is_file():
-        raise FileNotFoundError(f"config must be a JSON file of official config fields, '{config_path}' not found.")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"output '{target}' exists; pass --overwrite to replace it.")
-    if target.resolve() in (source.resolve(), config_path.resolve()):
-        raise ValueError(f"output '{target}' would overwrite an input file.")
-    official_config = json.loads(config_path.read_text())
-    network = from_official(kind, source, official_config, **options)
+    source, target = Path(checkpoint), Path(output)
+    try:
+        official_config = _check_convert_arguments(kind, source, Path(config), target, overwrite)
+        network = from_official(kind, source, official_config, **options)
+    except (*_user_errors(), pickle.UnpicklingError, CheckpointMismatchError) as e:
+        raise _CommandError("convert", e) from e
     save_state_dict(network, target, main_process_only=False)
     sidecar = {
         "kind": kind,
@@ -76,6 +78,31 @@ def convert(
     os.replace(tmp, target.with_name(target.name + ".json"))
     print(f"wrote {target} ({sidecar['num_parameters']:,} parameters)")
     return str(target)
+
+
+def _check_convert_arguments(kind: str, source: Path, config_path: Path, target: Path, overwrite: bool) -> dict:
+    """The official config of a ``convert`` call, after the checks that need no loading (each names its argument)."""
+    from medgen.checks import check_choice, check_folder
+    from medgen.networks.convert import OFFICIAL_KINDS
+
+    check_choice(kind, "kind", sorted(OFFICIAL_KINDS))
+    if not source.is_file():
+        raise FileNotFoundError(f"checkpoint '{source}' is not a file; give the official checkpoint (.pth, .pt, .pkl).")
+    if not config_path.is_file():
+        raise FileNotFoundError(f"config must be a JSON file of official config fields, '{config_path}' not found.")
+    try:
+        official_config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"config '{config_path}' is not JSON: {e}.") from e
+    if not isinstance(official_config, dict):
+        raise ValueError(f"config '{config_path}' must hold a JSON object of official config fields, got "
+                         f"{type(official_config).__name__}.")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"output '{target}' exists; pass --overwrite to replace it.")
+    if target.resolve() in (source.resolve(), config_path.resolve()):
+        raise ValueError(f"output '{target}' would overwrite an input file.")
+    check_folder(target.parent, "the folder of output")  # created when the weights are written
+    return official_config
 
 
 def demo(output_dir: str = "outputs/demo", size: int = 64, seed: int = 0) -> None:
@@ -94,11 +121,11 @@ def demo(output_dir: str = "outputs/demo", size: int = 64, seed: int = 0) -> Non
     physics_round_trip(output_dir=output_dir, size=size, seed=seed)
 
 
-class _ZooError(SystemExit):
-    """A refused zoo operation: the message goes to stderr and the command exits with status 1."""
+class _CommandError(SystemExit):
+    """A refused command: one line ``medgen <command>: <error type>: <message>`` on stderr, exit status 1."""
 
-    def __init__(self, error: BaseException) -> None:
-        print(f"medgen zoo: {type(error).__name__}: {error}", file=sys.stderr)
+    def __init__(self, command: str, error: BaseException) -> None:
+        print(f"medgen {command}: {type(error).__name__}: {error}", file=sys.stderr)
         super().__init__(1)
 
 
@@ -135,41 +162,47 @@ def zoo_pack(
     from medgen.zoo import pack_bundle
 
     if not bundles:
-        raise _ZooError(ValueError("give at least one bundle folder, e.g. medgen zoo pack bundles/tpdm_brain_mri"))
+        raise _CommandError("zoo", ValueError("give at least one bundle folder, e.g. medgen zoo pack "
+                                              "bundles/tpdm_brain_mri"))
     for bundle in bundles:
         try:
             archive = pack_bundle(bundle, output_dir, variant, weights, base_url, overwrite)
         except _user_errors() as e:
-            raise _ZooError(e) from e
+            raise _CommandError("zoo", e) from e
         print(f"packed {bundle} -> {archive} ({archive.stat().st_size:,} bytes)")
 
 
-def zoo_verify(*bundles: str, variant: str | None = None, smoke: bool = True, torchscript: bool = True) -> None:
+def zoo_verify(
+    *bundles: str, variant: str | None = None, smoke: bool = True, torchscript: bool = True, trust: bool = False
+) -> None:
     """Run MONAI model-zoo's checks and the bundle's smoke test on bundle folders; exit 1 if any check fails.
 
     Checks: required files, version in changelog, metadata against MONAI's bundle metadata schema (offline),
     large_files.yml hashes, weights load into each network, verify_net_in_out per network, TorchScript export per
     network, and a tiny inference run (python -m monai.bundle run with the metadata's smoke_test settings).
-    This builds the networks and runs the bundle's configs, which are code: verify only bundles you trust.
+    This builds the networks and runs the bundle's configs, which are code ($ expressions, _target_ outside monai,
+    medgen, torch.nn, torch.utils.data): without --trust such a bundle fails the trust check and nothing of it runs.
+    Pass --trust only for bundles whose publisher you trust.
 
-    Example: medgen zoo verify bundles/tpdm_brain_mri
+    Example: medgen zoo verify bundles/tpdm_brain_mri --trust
 
     Args:
         bundles: bundle folders.
         variant: verify the metadata variant configs/metadata_<variant>.json (e.g. official) instead.
         smoke: run the smoke test.
         torchscript: export every network to TorchScript.
+        trust: evaluate the bundle's configs although they hold code (you trust its publisher).
     """
     from medgen.zoo import verify_bundle
 
     failed = []
     for bundle in bundles:
-        report = verify_bundle(bundle, variant=variant, smoke=smoke, torchscript=torchscript)
+        report = verify_bundle(bundle, variant=variant, smoke=smoke, torchscript=torchscript, trust=trust)
         print(report)
         if not report.ok:
             failed.append(bundle)
     if failed:
-        raise _ZooError(RuntimeError(f"checks failed for {failed}"))
+        raise _CommandError("zoo", RuntimeError(f"checks failed for {failed}"))
 
 
 def zoo_index(zoo_dir: str = "zoo", base_url: str | None = None, output: str | None = None) -> None:
@@ -189,7 +222,7 @@ def zoo_index(zoo_dir: str = "zoo", base_url: str | None = None, output: str | N
     try:
         path = write_index(zoo_dir, base_url, output)
     except _user_errors() as e:
-        raise _ZooError(e) from e
+        raise _CommandError("zoo", e) from e
     entries, _ = read_index(path)
     print(f"wrote {path}: {len(entries)} bundle(s)")
 
@@ -223,7 +256,7 @@ def zoo_download(
     try:
         target = download_bundle(name, index, bundle_dir, None if version is None else str(version), overwrite)
     except _user_errors() as e:
-        raise _ZooError(e) from e
+        raise _CommandError("zoo", e) from e
     meta = json.loads((target / "configs" / "metadata.json").read_text())
     print(f"installed {name} {meta.get('version')} in {target}")
     print(f"run it (only if you trust it): python -m monai.bundle run --config_file {target}/configs/inference.json "
@@ -243,7 +276,7 @@ def zoo_list(index: str = "zoo") -> None:
     try:
         entries, url = read_index(index)
     except _user_errors() as e:
-        raise _ZooError(e) from e
+        raise _CommandError("zoo", e) from e
     print(f"{url}: {len(entries)} bundle(s)")
     width = max((len(e.name) for e in entries), default=4)
     for entry in sorted(entries, key=lambda e: (e.name, e.version)):

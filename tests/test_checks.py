@@ -6,7 +6,7 @@ import pytest
 
 import torch
 
-from medgen.checks import check_int, check_number, check_plane_mask, check_volume_shape
+from medgen.checks import check_finite, check_folder, check_int, check_number, check_plane_mask, check_volume_shape
 
 
 def test_argument_checks_name_the_argument():
@@ -43,3 +43,24 @@ def test_check_plane_mask():
     assert mask.shape == (4, 6) and mask.dtype == torch.float32
     with pytest.raises(ValueError, match=r"low_frequency_mask must be shaped \(H, W\)"):
         check_plane_mask(torch.ones(2, 4, 6), "low_frequency_mask")
+
+
+def test_check_finite_counts_and_locates_bad_entries():
+    check_finite(torch.zeros(2, 3), "x")
+    x = torch.zeros(2, 3, dtype=torch.complex64)
+    x[1, 2] = complex(0, float("inf"))
+    x[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"kspace must hold finite values, got 1 NaN and 1 infinite of 6 entries "
+                                         r"\(the first at index \(0, 1\)\)"):
+        check_finite(x, "kspace")
+
+
+def test_check_folder_refuses_a_file_or_a_folder_under_a_file(tmp_path):
+    assert check_folder(tmp_path / "new" / "deeper", "output_dir") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checked, not created
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"output_dir '.*file' must be a folder \(or one that can be created\), got "
+                                         r"a file"):
+        check_folder(tmp_path / "file", "output_dir")
+    with pytest.raises(ValueError, match=r"checkpoint_dir '.*file/run' must be a folder .*but '.*file' is a file"):
+        check_folder(tmp_path / "file" / "run", "checkpoint_dir")

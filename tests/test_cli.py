@@ -51,21 +51,24 @@ def test_convert_raw_weights_option(tmp_path, official_ncsnpp):
     assert torch.equal(state["all_modules.3.weight"], data["state_dict"]["all_modules.3.weight"])
 
 
-def test_convert_refuses_to_overwrite(tmp_path, official_ncsnpp):
+def test_convert_refuses_to_overwrite(tmp_path, official_ncsnpp, capsys):
     checkpoint, config, _ = official_ncsnpp
     output = tmp_path / "out.pt"
     output.write_bytes(b"user data")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(SystemExit, match="1"):
         convert("score_sde_ncsnpp", str(checkpoint), str(config), str(output))
+    assert "medgen convert: FileExistsError: output" in capsys.readouterr().err
     assert output.read_bytes() == b"user data"
-    with pytest.raises(ValueError, match="input"):
+    with pytest.raises(SystemExit, match="1"):
         convert("score_sde_ncsnpp", str(checkpoint), str(config), str(checkpoint), overwrite=True)
+    assert "would overwrite an input file" in capsys.readouterr().err
 
 
-def test_convert_unknown_kind(tmp_path, official_ncsnpp):
+def test_convert_unknown_kind(tmp_path, official_ncsnpp, capsys):
     checkpoint, config, _ = official_ncsnpp
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(SystemExit, match="1"):
         convert("ncsn", str(checkpoint), str(config), str(tmp_path / "x.pt"))
+    assert "medgen convert: ValueError: kind must be one of" in capsys.readouterr().err
 
 
 def test_console_entry_point(tmp_path, official_ncsnpp):

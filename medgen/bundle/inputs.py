@@ -75,6 +75,11 @@ def read_file(key: str, path: Any, reader: Callable[[str], Any], what: str = "an
         return reader(str(file))
     except Exception as e:  # noqa: BLE001 (every reader failure is reported the same way, with its cause chained)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "allow_pickle" in reason:  # numpy/MONAI advise enabling pickles, which would run code from the file
+            raise BundleInputError(
+                f"{describe(key, path)} holds Python objects (an object array): they would need pickles, which can "
+                "run code and which medgen never loads; store numeric arrays only."
+            ) from e
         raise BundleInputError(
             f"{describe(key, path)} could not be read as {what} ({file.stat().st_size} bytes; a truncated or "
             f"corrupted file fails here): {type(e).__name__}: {reason}"

@@ -34,6 +34,8 @@ import torch
 from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
+from medgen.checks import check_folder
+
 __all__ = ["SamplingLoop", "make_generator", "tensor_digest", "to_json", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "sampling_state.pt"
@@ -133,8 +135,8 @@ class SamplingLoop:
             :meth:`run` raises rather than overwrite another run's state.
 
     Raises:
-        ValueError: ``num_steps < 1``, ``checkpoint_every < 0`` or ``checkpoint_every > 0`` without
-            ``checkpoint_dir``.
+        ValueError: ``num_steps < 1``, ``checkpoint_every < 0``, ``checkpoint_every > 0`` without
+            ``checkpoint_dir``, or a ``checkpoint_dir`` that is (or lies under) a file.
         TypeError: ``fingerprint`` is not a JSON-serialisable mapping.
     """
 
@@ -165,7 +167,7 @@ class SamplingLoop:
         self.num_steps = num_steps
         self.progress = progress
         self.description = description
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_dir = check_folder(checkpoint_dir, "checkpoint_dir") if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.fingerprint = dict(fingerprint or {})
 
@@ -254,7 +256,9 @@ class SamplingLoop:
         path = self.checkpoint_path
         if path is None or not path.is_file():
             return None
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        from medgen.networks.checkpoint import load_weights_only  # (networks import diffusion: imported here)
+
+        payload = load_weights_only(path, "sampling state")
         if not isinstance(payload, dict) or payload.get("fingerprint") != self._fingerprint_key:
             saved = payload.get("fingerprint") if isinstance(payload, dict) else None
             raise ValueError(

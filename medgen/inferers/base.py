@@ -10,7 +10,11 @@
 with ``torch.inference_mode`` switched off and each step that needs a graph under ``torch.enable_grad()``, so a call
 from MONAI's ``no_grad`` evaluators, from ``torch.no_grad()`` or from ``torch.inference_mode()`` works; input tensors
 created under inference mode are copied out of it first (:meth:`SamplingInferer.plain`). Steps without DPS run under
-``torch.no_grad()``.
+``torch.no_grad()``. A call therefore gives the same result under ``torch.no_grad()``, ``torch.inference_mode()`` or
+neither (tested for every inferer that differentiates, in ``tests/inferers/test_gradient_rule.py``).
+
+**Bad input.** Every tensor given to a call (``inputs``, tensor arguments such as ``mask`` or ``sensitivity_maps``)
+must be finite: a NaN or infinite entry is refused with a ``ValueError`` naming it before any step is taken.
 
 **Precision and compilation.** ``autocast_dtype`` and ``compile_network`` (every inferer takes them) wrap the network
 of each call in :class:`~medgen.networks.precision.PrecisionNetwork` before sampling starts: only the network runs
@@ -29,7 +33,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
-from medgen.checks import check_choice, check_int
+from medgen.checks import check_choice, check_finite, check_int
 from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
@@ -100,7 +104,15 @@ class SamplingInferer(Inferer):
 
     def __call__(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
         """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring) on the
-        network wrapped by the precision settings (checked against the inputs' or the network's device first)."""
+        network wrapped by the precision settings (checked against the inputs' or the network's device first).
+
+        Raises:
+            ValueError: ``inputs`` or a tensor argument holds NaN or infinite values (before any step is taken).
+        """
+        given = {"inputs": inputs, **{f"args[{i}]": a for i, a in enumerate(args)}, **kwargs}
+        for name, value in given.items():
+            if isinstance(value, torch.Tensor):
+                check_finite(value, name)
         if self.precision.active:
             parameter = network_parameter(network)
             device = inputs.device if isinstance(inputs, torch.Tensor) else kwargs.get("device")

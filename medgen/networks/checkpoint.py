@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ __all__ = [
     "network_parameter",
     "network_device_dtype",
     "check_network_attribute",
+    "load_weights_only",
     "read_checkpoint",
     "strip_prefix",
     "load_state_dict_checked",
@@ -66,6 +68,48 @@ def check_network_attribute(network: Any, attribute: str, expected: int, why: st
         raise ValueError(f"network.{attribute} must be {expected}{why}, got {found}.")
 
 
+def load_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name the file and say why.
+
+    The one place medgen reads a ``torch.save`` file (weights, training checkpoints, sampling states): only tensors,
+    storages, numbers, strings and plain containers are rebuilt, so no code from the file runs.
+
+    Args:
+        path: an existing file.
+        what: what the file is, for messages (e.g. ``"checkpoint"``, ``"resume_from"``).
+
+    Raises:
+        pickle.UnpicklingError: the file holds other Python objects (their loading could run code); nothing from the
+            file was called.
+        ValueError: an empty, truncated or damaged file, or not a ``torch.save`` file at all.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{what} '{path}' is empty (0 bytes): an interrupted write, not a checkpoint.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's first paragraph advises weights_only=False, which would run the file's code: keep the reason only
+        reasons = [line for line in str(e).splitlines()[1:] if line.strip() and not line.startswith("Check the")]
+        if "GLOBAL" not in str(e):  # not an object named by module and name: a damaged or foreign file
+            raise ValueError(
+                f"{what} '{path}' is not a complete torch.save file ({size} bytes; truncated, damaged or another "
+                f"format): {reasons[-1].strip() if reasons else str(e).splitlines()[0]}"
+            ) from e
+        raise pickle.UnpicklingError(
+            f"{what} '{path}' is refused: it holds Python objects other than tensors and plain containers, and "
+            f"loading them could run code from the file ({reasons[0].strip() if reasons else 'unsupported object'}). "
+            "medgen reads weights only; official checkpoints are converted with `medgen convert`."
+        ) from e
+    except Exception as e:  # noqa: BLE001 (EOFError, RuntimeError, IndexError, ...: the file is not a whole checkpoint)
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(
+            f"{what} '{path}' is not a complete torch.save file ({size} bytes; truncated, damaged or another format): "
+            f"{type(e).__name__}{': ' + first_line if first_line else ''}"
+        ) from e
+
+
 def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
     """Return the content of a checkpoint file, or the mapping itself when one is given.
 
@@ -76,8 +120,10 @@ def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mappin
         checkpoint: a path to a checkpoint file, or an already-loaded mapping (returned unchanged).
 
     Raises:
-        TypeError: ``checkpoint`` is neither a path nor a mapping.
+        TypeError: ``checkpoint`` is neither a path nor a mapping, or the file holds no mapping.
         FileNotFoundError: the path does not exist (the message names `medgen convert`, which makes official ones).
+        pickle.UnpicklingError: the file holds objects that could run code (refused; see :func:`load_weights_only`).
+        ValueError: an empty, truncated or damaged file.
     """
     if isinstance(checkpoint, Mapping):
         return checkpoint
@@ -93,8 +139,17 @@ def read_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> Mappin
     if path.suffix == ".pkl":
         from medgen.networks.edm_pickle import load_edm_snapshot
 
-        return load_edm_snapshot(path)
-    content = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_edm_snapshot(path)
+        except pickle.UnpicklingError as e:
+            if str(e).startswith("refused"):  # an object outside the allow-list (the message names the file)
+                raise
+            raise ValueError(f"checkpoint '{path}' is not a readable EDM pickle (truncated, damaged or another "
+                             f"format): {type(e).__name__}: {e}") from e
+        except (EOFError, ValueError) as e:
+            raise ValueError(f"checkpoint '{path}' is not a readable EDM pickle (truncated, damaged or another "
+                             f"format): {type(e).__name__}: {e}") from e
+    content = load_weights_only(path)
     if not isinstance(content, Mapping):
         raise TypeError(f"checkpoint '{path}' holds a {type(content).__name__}, expected a dict or state dict.")
     return content

@@ -366,7 +366,10 @@ def read_edm_pickle(path_or_file: str | os.PathLike | IO[bytes]) -> Any:
         if not path.is_file():
             raise FileNotFoundError(f"EDM pickle not found: '{path}'.")
         with open(path, "rb") as f:
-            return read_edm_pickle(f)
+            try:
+                return read_edm_pickle(f)
+            except pickle.UnpicklingError as e:
+                raise pickle.UnpicklingError(f"{e} (file '{path}')") from e
     if hasattr(path_or_file, "read") and hasattr(path_or_file, "readline"):
         if getattr(path_or_file, "seekable", lambda: False)():
             start = path_or_file.tell()

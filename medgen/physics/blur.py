@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from medgen.physics.base import LinearOperator
-from medgen.checks import check_choice, check_positive_int, check_tensor
+from medgen.checks import check_choice, check_finite, check_positive_int, check_tensor
 
 __all__ = ["Blur", "Downsample", "gaussian_kernel", "uniform_kernel"]
 
@@ -70,6 +70,7 @@ class Blur(LinearOperator):
         super().__init__()
         if not isinstance(kernel, torch.Tensor) or kernel.ndim != 2 or kernel.is_complex():
             raise ValueError(f"kernel must be a real 2D tensor (kh, kw), got {kernel!r:.80}.")
+        check_finite(kernel, "kernel")
         check_choice(boundary, "boundary", _BOUNDARIES)
         self.boundary = boundary
         self.rcond = float(rcond)

@@ -24,6 +24,7 @@ from monai.config import DtypeLike, KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRangePercentiles, ScaleIntensityRangePercentilesd, Transform
 from monai.utils import TransformBackends
 
+from medgen.checks import check_finite, check_number
 from medgen.transforms.utils import as_plain_tensor, restore_type
 
 __all__ = [
@@ -41,6 +42,14 @@ __all__ = [
     "KspaceStdNormalizeD",
     "KspaceStdNormalizeDict",
 ]
+
+
+def _check_percentiles(lower: Any, upper: Any) -> None:
+    """Raise a ``ValueError`` naming ``lower``/``upper`` unless ``0 <= lower < upper <= 100``."""
+    check_number(lower, "lower", 0.0, 100.0)
+    check_number(upper, "upper", 0.0, 100.0)
+    if not lower < upper:
+        raise ValueError(f"lower must be below upper (percentiles in [0, 100]), got lower={lower}, upper={upper}.")
 
 
 class WDMScaleIntensity(ScaleIntensityRangePercentiles):
@@ -64,6 +73,7 @@ class WDMScaleIntensity(ScaleIntensityRangePercentiles):
         channel_wise: bool = True,
         dtype: DtypeLike = np.float32,
     ) -> None:
+        _check_percentiles(lower, upper)
         super().__init__(
             lower,
             upper,
@@ -112,6 +122,7 @@ class TPDMScaleIntensity(ScaleIntensityRangePercentiles):
     def __init__(
         self, lower: float = 0.0, upper: float = 100.0, channel_wise: bool = True, dtype: DtypeLike = np.float32
     ) -> None:
+        _check_percentiles(lower, upper)
         super().__init__(lower, upper, b_min=0.0, b_max=1.0, clip=True, channel_wise=channel_wise, dtype=dtype)
 
 
@@ -175,6 +186,7 @@ class KspaceStdNormalize(Transform):
         k = as_plain_tensor(kspace)
         if not k.is_floating_point() and not k.is_complex():
             raise TypeError(f"kspace must be a floating-point or complex array, got {k.dtype}.")
+        check_finite(k, "kspace")
         scale = self.coeff * kspace_std(k)
         if not scale > 0:
             raise ValueError("kspace has zero standard deviation; it cannot be std-normalised.")

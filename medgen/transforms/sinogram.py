@@ -24,7 +24,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, ensure_tuple_rep
 
-from medgen.physics.ct import ParallelBeamCT
+from medgen.checks import check_choice
+from medgen.physics.ct import FBP_FILTERS, ParallelBeamCT
 from medgen.transforms.utils import apply_to_keys, as_floating_tensor, restore_type
 
 __all__ = [
@@ -195,6 +196,8 @@ class FilteredBackProject(Transform):
         clip: tuple[float, float] | None = None,
         **geometry: Any,
     ) -> None:
+        if filter is not None:
+            check_choice(filter, "filter", FBP_FILTERS)
         self.filter = filter
         self.frequency_scaling = frequency_scaling
         if isinstance(image_size, int):

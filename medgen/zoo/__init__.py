@@ -2,7 +2,8 @@
 
 A zoo is a folder (or any static HTTP server serving it) of versioned bundle archives ``<name>_v<version>.zip`` and
 an ``index.json``; see ``docs/zoo.md``. Bundle configs are code (MONAI evaluates their ``$`` expressions and
-``_target_`` entries): :func:`download_bundle` never runs them; :func:`verify_bundle` does (trusted bundles only).
+``_target_`` entries): :func:`download_bundle` never runs them; :func:`verify_bundle` evaluates configs that hold code
+(:func:`config_code`) only with ``trust=True`` (``medgen zoo verify --trust``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from medgen.zoo.archive import (
     read_large_files,
     verify_manifest,
 )
-from medgen.zoo.checks import Check, VerifyReport, build_network, export_torchscript, verify_bundle
+from medgen.zoo.checks import (
+    TRUSTED_TARGET_PREFIXES,
+    Check,
+    VerifyReport,
+    build_network,
+    config_code,
+    export_torchscript,
+    verify_bundle,
+)
 from medgen.zoo.download import download_bundle, install_bundle
 from medgen.zoo.index import IndexEntry, parse_hf_location, read_index, resolve_entry, write_index
 from medgen.zoo.metadata import (
@@ -35,6 +44,7 @@ from medgen.zoo.metadata import (
 __all__ = [
     "LARGE_FILES_NAME",
     "MANIFEST_NAME",
+    "TRUSTED_TARGET_PREFIXES",
     "SCHEMA_PATH",
     "Check",
     "IndexEntry",
@@ -44,6 +54,7 @@ __all__ = [
     "build_network",
     "bundle_networks",
     "checked_members",
+    "config_code",
     "download_bundle",
     "example_inputs",
     "export_torchscript",

@@ -16,7 +16,9 @@ Checks, in order (each is reported; a failing one does not stop the others):
 - ``smoke``: the bundle's own tiny inference run (``python -m monai.bundle run`` with the metadata's
   ``smoke_test`` overrides, in a subprocess, outputs in a temporary folder).
 
-These checks build networks and run the bundle's configs, which are code: verify only bundles you trust.
+These checks build networks and run the bundle's configs, which are code: verify only bundles you trust. Without
+``trust`` a bundle whose configs hold code (:func:`config_code`: ``$`` expressions, ``_target_`` outside
+:data:`TRUSTED_TARGET_PREFIXES`) fails a ``trust`` check and nothing of it is evaluated.
 """
 
 from __future__ import annotations
@@ -45,9 +47,57 @@ from medgen.zoo.metadata import (
     validate_metadata,
 )
 
-__all__ = ["Check", "VerifyReport", "verify_bundle", "build_network", "export_torchscript"]
+__all__ = [
+    "Check",
+    "VerifyReport",
+    "TRUSTED_TARGET_PREFIXES",
+    "config_code",
+    "verify_bundle",
+    "build_network",
+    "export_torchscript",
+]
 
 _REQUIRED_FILES = ("LICENSE", "configs/metadata.json", "configs/inference.json", "docs/README.md")
+
+#: ``_target_`` values a config may name without counting as code: components of MONAI, medgen and torch's module and
+#: data packages (a name without a dot is looked up among MONAI's components)
+TRUSTED_TARGET_PREFIXES = ("monai.", "medgen.", "torch.nn.", "torch.utils.data.")
+_CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def config_code(bundle_dir: str | Path) -> list[str]:
+    """Where the configs of a bundle hold code MONAI would evaluate, as ``"<file>::<id>: <value>"`` lines.
+
+    Reported: every ``$`` expression (Python, evaluated by ``monai.bundle``), and every ``_target_`` naming a callable
+    outside :data:`TRUSTED_TARGET_PREFIXES`. The files are parsed as data (JSON, safe YAML), nothing is evaluated.
+
+    Args:
+        bundle_dir: the bundle folder; every file of its ``configs/`` is read.
+
+    Returns:
+        the code items found, empty for a bundle whose configs are plain data.
+    """
+    from monai.bundle import ConfigParser
+
+    found: list[str] = []
+
+    def walk(value: Any, where: str, name: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{where}#{key}" if where else str(key), name)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}#{index}", name)
+        elif isinstance(value, str):
+            target = where.rsplit("#", 1)[-1] == "_target_"
+            if value.startswith("$") or (target and "." in value and not value.startswith(TRUSTED_TARGET_PREFIXES)):
+                found.append(f"{name}::{where}: {value[:80]}")
+
+    configs = Path(bundle_dir) / "configs"
+    for path in sorted(configs.rglob("*")) if configs.is_dir() else []:
+        if path.suffix in _CONFIG_SUFFIXES and path.is_file():
+            walk(ConfigParser.load_config_file(str(path)), "", path.relative_to(bundle_dir).as_posix())
+    return found
 
 
 @dataclass(frozen=True)
@@ -336,6 +386,7 @@ def verify_bundle(
     smoke: bool = True,
     torchscript: bool = True,
     timeout: float = 600.0,
+    trust: bool = False,
 ) -> VerifyReport:
     """Run every check of the module docstring on a bundle folder.
 
@@ -345,6 +396,9 @@ def verify_bundle(
         smoke: run the bundle's smoke test.
         torchscript: export every network to TorchScript.
         timeout: seconds allowed for the smoke run.
+        trust: the user trusts the bundle's publisher: its configs may be evaluated although they hold code
+            (:func:`config_code`). Without it such a bundle fails the ``trust`` check and the checks that would
+            evaluate its configs (weights, net_in_out, torchscript, smoke) are not run.
 
     Returns:
         the report (``report.ok`` tells whether every check passed).
@@ -363,6 +417,14 @@ def verify_bundle(
     _run_check(report, "networks", networks)
     _run_check(report, "metadata", lambda: _check_metadata(meta, specs))
     _run_check(report, "large_files", lambda: _check_large_files(bundle_dir, meta, specs, variant is not None))
+    code = config_code(bundle_dir)
+    if code and not trust:
+        report.checks.append(Check("trust", False, (
+            f"the configs hold code that running them would evaluate ({len(code)} item(s), e.g. {code[0]}); the "
+            "networks were not built and nothing was run: pass trust=True (medgen zoo verify --trust) only for a "
+            "bundle whose publisher you trust"
+        )))
+        return report
     with tempfile.TemporaryDirectory(prefix="medgen-zoo-verify-") as tmp:
         work = Path(tmp)
         meta_file = work / "metadata.json"

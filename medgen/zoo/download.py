@@ -60,20 +60,20 @@ def download_bundle(
         FileExistsError: another version is installed and ``overwrite`` is false.
     """
     bundle_dir = Path(bundle_dir)
-    bundle_dir.mkdir(parents=True, exist_ok=True)
     hf = parse_hf_location(os.fspath(index))
+    expected: IndexEntry | None = None
+    archive_url = None
+    if hf is None:  # resolved before anything is written: an unknown name or version leaves no folder behind
+        entries, index_url = read_index(index)
+        expected = resolve_entry(entries, name, version)
+        archive_url = entry_url(expected, index_url)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=bundle_dir, prefix=".medgen-zoo-") as staging:
         staging = Path(staging)
-        if hf is not None:
+        if expected is None:
             unpacked = _fetch_from_hf(name, hf[0], version or hf[1], staging)
-            expected = None
-            archive_url = None
         else:
-            entries, index_url = read_index(index)
-            entry = resolve_entry(entries, name, version)
-            archive_url = entry_url(entry, index_url)
-            unpacked = _fetch_archive(entry, archive_url, staging, progress)
-            expected = entry
+            unpacked = _fetch_archive(expected, archive_url, staging, progress)
         return install_bundle(unpacked, bundle_dir, expected, archive_url, overwrite, progress)
 
 

@@ -16,7 +16,7 @@ from tests.zoo.conftest import BUNDLE_NAMES, BUNDLES_DIR, copy_bundle
 
 @pytest.mark.parametrize("name", BUNDLE_NAMES)
 def test_every_bundle_passes_zoo_verify(name):
-    report = verify_bundle(BUNDLES_DIR / name)
+    report = verify_bundle(BUNDLES_DIR / name, trust=True)
     assert report.ok, str(report)
     specs = bundle_networks(read_metadata(BUNDLES_DIR / name))
     expected = ["layout", "version", "networks", "metadata", "large_files"]
@@ -75,25 +75,25 @@ def test_broken_bundles_fail_the_right_check(tmp_path: Path):
     bundle = copy_bundle("wdm_brain_mri", tmp_path)
     meta_path = bundle / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
-    assert verify_bundle(bundle, smoke=False, torchscript=False).ok
+    assert verify_bundle(bundle, smoke=False, torchscript=False, trust=True).ok
 
     broken = json.loads(json.dumps(meta))
     broken["network_data_format"]["outputs"]["pred"]["num_channels"] = 4
     broken["version"] = "0.1.2"
     meta_path.write_text(json.dumps(broken))
-    failed = failing(verify_bundle(bundle, smoke=False, torchscript=False))
+    failed = failing(verify_bundle(bundle, smoke=False, torchscript=False, trust=True))
     assert set(failed) == {"version", "net_in_out:network_def"}
     assert "changelog" in failed["version"] and "output channel number `8`" in failed["net_in_out:network_def"]
 
     broken = json.loads(json.dumps(meta))
     del broken["authors"]
     meta_path.write_text(json.dumps(broken))
-    assert "authors" in failing(verify_bundle(bundle, smoke=False, torchscript=False))["metadata"]
+    assert "authors" in failing(verify_bundle(bundle, smoke=False, torchscript=False, trust=True))["metadata"]
 
     meta_path.write_text(json.dumps(meta))
     (bundle / "LICENSE").unlink()
     torch.save({"unexpected": torch.zeros(1)}, bundle / "models" / "model.pt")
-    failed = failing(verify_bundle(bundle, smoke=False, torchscript=False))
+    failed = failing(verify_bundle(bundle, smoke=False, torchscript=False, trust=True))
     assert set(failed) == {"layout", "large_files", "weights:network_def"}
     assert "LICENSE" in failed["layout"] and "sha256" in failed["large_files"]
     assert "missing keys" in failed["weights:network_def"]
@@ -105,5 +105,5 @@ def test_a_failing_smoke_run_is_reported(tmp_path: Path):
     meta = json.loads(meta_path.read_text())
     meta["smoke_test"]["overrides"]["sampler"] = "euler"  # not a sampler of the WDM inferer
     meta_path.write_text(json.dumps(meta))
-    report = verify_bundle(bundle, torchscript=False)
+    report = verify_bundle(bundle, torchscript=False, trust=True)
     assert failing(report).keys() == {"smoke"} and "exited with" in failing(report)["smoke"]

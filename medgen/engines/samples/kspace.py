@@ -120,15 +120,17 @@ def load_kspace_sample(path: str | os.PathLike, keys: Sequence[str] = _SAMPLE_KE
     Raises:
         FileNotFoundError: no such file.
         KeyError: a required entry is missing.
-        ValueError: ``path`` is empty (e.g. an unset ``input_path``).
+        ValueError: ``path`` is empty (e.g. an unset ``input_path``), or the file is not a NumPy ``.npz`` archive of
+            plain arrays (a text file, a damaged archive, object arrays, which would need pickles: never loaded).
     """
     if not str(path):
         raise ValueError("path of the k-space sample is empty; give the .npz file (e.g. --input_path data.npz).")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"k-space sample '{path}' not found.")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: torch.from_numpy(np.array(data[name])) for name in data.files}
+    from medgen.bundle.inputs import read_npz  # (the one .npz reader; medgen.bundle builds on engines)
+
+    arrays = {name: torch.from_numpy(np.array(array)) for name, array in read_npz("path", path).items()}
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise KeyError(f"'{path}' lacks {missing}; it holds {sorted(arrays)}.")

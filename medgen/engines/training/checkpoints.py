@@ -184,20 +184,14 @@ def load_checkpoint(path: str | os.PathLike, names: tuple[str, ...] = (), key: s
     Raises:
         FileNotFoundError: no such file.
         ValueError: an empty, truncated or damaged file, not a mapping, or missing entries.
+        pickle.UnpicklingError: the file holds objects whose loading could run code (refused, nothing ran).
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{key} '{file}' does not exist.")
-    size = file.stat().st_size
-    if size == 0:
-        raise ValueError(f"{key} '{file}' is empty (0 bytes): a checkpoint whose write was interrupted.")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (EOFError, RuntimeError, UnpicklingError: the file is not a whole checkpoint)
-        raise ValueError(
-            f"{key} '{file}' is not a complete training checkpoint ({size} bytes; truncated or damaged): "
-            f"{type(e).__name__}: {e}"
-        ) from e
+    from medgen.networks.checkpoint import load_weights_only
+
+    state = load_weights_only(file, key)
     if not isinstance(state, Mapping):
         raise ValueError(f"{key} '{file}' holds a {type(state).__name__}, not a training checkpoint (a mapping).")
     missing = [name for name in names if name not in state]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medgen.checks import check_folder
 from medgen.data.io import save_nifti
 from medgen.engines.writers.atomic import write_atomically
 from medgen.engines.writers.preview import PreviewColumn, save_preview_png
@@ -65,11 +66,17 @@ def as_affine(affine: Any | None = None, volume: Any | None = None, index: int =
 
     Returns:
         ``(4, 4)`` float64 array.
+
+    Raises:
+        ValueError: the affine holds NaN/Inf or its 3x3 part is singular (a NIfTI could not place the volume).
     """
     if affine is None:
         affine = volume.affine if isinstance(volume, MetaTensor) else torch.eye(4, dtype=torch.float64)
     affines = torch.as_tensor(affine, dtype=torch.float64).detach().cpu().reshape(-1, 4, 4)
-    return affines[index if affines.shape[0] > 1 else 0].numpy()
+    chosen = affines[index if affines.shape[0] > 1 else 0]
+    if not bool(torch.isfinite(chosen).all()) or float(torch.linalg.det(chosen[:3, :3]).abs()) == 0.0:
+        raise ValueError(f"affine must be a finite, invertible 4x4 voxel-to-world matrix, got {chosen.tolist()}.")
+    return chosen.numpy()
 
 
 def save_panel_grid_png(
@@ -226,9 +233,12 @@ class OutputWriter:
             args: what decides the outputs, passed to :meth:`paths` (e.g. the number of samples).
 
         Raises:
-            ValueError: an output path is one of ``inputs``.
+            ValueError: an output path is one of ``inputs``, or ``output_dir``/``staging_dir`` is (under) a file.
             FileExistsError: an output exists and ``overwrite`` is False.
         """
+        check_folder(self.output_dir, "output_dir")
+        if self.staging_dir is not None:
+            check_folder(self.staging_dir, "staging_dir")
         recover_staging(self.output_dir)
         if self.staging_dir is not None:
             recover_staging(self.staging_dir)

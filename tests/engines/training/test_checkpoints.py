@@ -103,7 +103,7 @@ def test_broken_checkpoints_are_named(tmp_path):
         load_checkpoint(empty)
     torch.save({"network": {}}, tmp_path / "whole.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:40])
-    with pytest.raises(ValueError, match=r"resume_from '.*cut.pt' is not a complete training checkpoint \(40 bytes"):
+    with pytest.raises(ValueError, match=r"resume_from '.*cut.pt' is not a complete torch.save file \(40 bytes"):
         load_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(ValueError, match=r"lacks \['optimizer'\]; it holds \['network'\]"):
         load_checkpoint(tmp_path / "whole.pt", ("network", "optimizer"))
