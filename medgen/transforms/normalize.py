@@ -198,6 +198,22 @@ class InvertibleScaleIntensityRange(_LinearIntensityMap):
     def window(self, img: torch.Tensor) -> tuple[float, float]:
         return self.a_min, self.a_max
 
+    def inverse_scale(self, img: Any) -> Any:
+        """Map data in the output range back to the input units with this transform's fixed window, no record needed.
+
+        For results that were never normalised by this transform, e.g. a CT reconstruction from a sinogram, which
+        comes out in the network's range and goes to HU with the window the network was trained with.
+
+        Args:
+            img: channel-first data (any number of channels), array, tensor or MetaTensor (meta kept).
+
+        Returns:
+            ``(img - b_min) * (a_max - a_min) / (b_max - b_min) + a_min``, floating point.
+        """
+        x = _floating(img)
+        with self.trace_transform(False):
+            return self._map(x, [(self.a_min, self.a_max)] * x.shape[0], inverse=True)
+
 
 class HUWindowNormalize(InvertibleScaleIntensityRange):
     """A CT window in Hounsfield units mapped to the network's range (PaDIS, TPDM-CT: ``[0, 1]``), invertibly.

@@ -173,3 +173,11 @@ def test_constant_channel_is_shifted_and_round_trips():
         y = forward(x)
     assert float(y.abs().max()) == 0.0
     torch.testing.assert_close(forward.inverse(y).as_tensor(), x.as_tensor())
+
+
+def test_fixed_window_inverse_scale_needs_no_record():
+    window = HUWindowNormalize()
+    reconstruction = MetaTensor(torch.tensor([[[[0.0, 0.5, 1.0, 1.1]]]]), affine=OBLIQUE.clone())
+    hu = window.inverse_scale(reconstruction)
+    torch.testing.assert_close(hu.as_tensor(), torch.tensor([[[[-1000.0, 0.0, 1000.0, 1200.0]]]]), rtol=0, atol=2e-4)
+    assert torch.equal(hu.affine, OBLIQUE) and hu.applied_operations == []

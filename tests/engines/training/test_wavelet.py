@@ -1,4 +1,4 @@
-"""Tests for medgen.engines.losses: cWDM's conditional wavelet diffusion loss (packed target and conditions)."""
+"""Tests for medgen.engines.training.wavelet: cWDM's conditional wavelet diffusion loss (packed target and conditions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from medgen.diffusion.gaussian import wdm_diffusion
 from medgen.diffusion.losses import wavelet_diffusion_loss
-from medgen.engines.losses import WaveletDiffusionTrainingLoss
+from medgen.engines.training.wavelet import WaveletDiffusionTrainingLoss
 from medgen.inferers.wavelet import WaveletDiffusionInferer
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.transforms.wavelet import haar_dwt3d
