@@ -124,8 +124,10 @@ class DicomSeriesReader(ITKReader):
         kwargs: other :class:`~monai.data.ITKReader` arguments.
     """
 
-    _TAGS = {"modality": "0008|0060", "rescale_intercept": "0028|1052", "rescale_slope": "0028|1053",
-             "series_uid": "0020|000e"}
+    _TAGS = {
+        "modality": "0008|0060", "rescale_intercept": "0028|1052", "rescale_slope": "0028|1053",
+        "series_uid": "0020|000e",
+    }
 
     def __init__(self, series_name: str = "", **kwargs: Any) -> None:
         kwargs.setdefault("series_meta", True)
@@ -172,12 +174,11 @@ class DicomSeriesReader(ITKReader):
         files = list(names.GetFileNames(identifier))
         kwargs_ = {**self.kwargs, **kwargs}
         image = itk.imread(files[0] if len(files) == 1 else files, **kwargs_)
-        if self.series_meta:
-            series = itk.ImageSeriesReader.New(FileNames=files)
-            series.Update()
-            dictionaries = series.GetMetaDataDictionaryArray()
-            if len(dictionaries) > 0:
-                image.SetMetaDataDictionary(dictionaries[0])
+        if self.series_meta:  # the tags of the first file, read without its pixels
+            header = itk.GDCMImageIO.New()
+            header.SetFileName(files[0])
+            header.ReadImageInformation()
+            image.SetMetaDataDictionary(header.GetMetaDataDictionary())
         return image
 
     def _get_meta_dict(self, img: Any) -> dict:
@@ -194,12 +195,13 @@ class BraTSCaseReader(ImageReader):
 
     Files are found by name (:func:`~medgen.data.brats.find_brats_files`: ``_t1``/``_t1ce``/``_t2``/``_flair`` or
     BraTS 2023's ``-t1n``/``-t1c``/``-t2w``/``-t2f``) and read with MONAI's :class:`~monai.data.NibabelReader`.
-    Channels follow ``contrasts`` (default: every contrast present, in the order t1, t1ce, t2, flair); the
-    segmentation is not stacked (read it with :class:`LoadBraTSCased`). The meta data add ``contrasts`` (the channel
+    Channels follow ``contrasts`` (default: every contrast present, in the order t1, t1ce, t2, flair; the
+    segmentation only when named, or with :class:`LoadBraTSCased`). The meta data add ``contrasts`` (the channel
     names) and ``filenames``.
 
     Args:
-        contrasts: canonical names to stack, in this order (each must be present); ``None``: all present ones.
+        contrasts: canonical names to stack, in this order (each must be present; ``"seg"`` allowed); ``None``: the
+            contrasts present.
         kwargs: :class:`~monai.data.NibabelReader` arguments.
 
     Raises:
