@@ -36,7 +36,12 @@ from medgen.transforms.intensity import kspace_std
 from medgen.transforms.kspace import birdcage_sensitivity_maps
 from medgen.transforms.normalize import HUWindowNormalized, InvertibleKspaceStdNormalized, TPDMNormalized
 
-h5py = pytest.importorskip("h5py")
+
+
+@pytest.fixture(scope="module")
+def h5py():
+    """fastMRI files need the optional h5py (the [fastmri] extra, also in [test])."""
+    return pytest.importorskip("h5py")
 
 
 def _rotation(angles_deg) -> np.ndarray:
@@ -180,7 +185,7 @@ HEADER = """<?xml version="1.0" encoding="utf-8"?>
 
 
 @pytest.fixture(scope="module")
-def fastmri_case(tmp_path_factory):
+def fastmri_case(tmp_path_factory, h5py):
     """A 3-slice 6-coil fastMRI-layout file: readout oversampled 2x (64 x 32), recon space 32 x 32."""
     images = torch.cat(phantom_mri_slices([3], image_size=32, slices_per_volume=3, depth=16))  # (3, 32, 32)
     oversampled = torch.zeros(3, 64, 32, dtype=torch.complex64)
@@ -218,7 +223,7 @@ def test_fastmri_crop_to_the_header_recon_size_is_an_image_domain_centre_crop(fa
     torch.testing.assert_close(ifft2c(cropped.as_tensor()), expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
 
 
-def test_fastmri_undersampled_file_refuses_a_phase_crop_and_gives_its_mask(tmp_path, fastmri_case):
+def test_fastmri_undersampled_file_refuses_a_phase_crop_and_gives_its_mask(tmp_path, fastmri_case, h5py):
     _, kspace, _, _ = fastmri_case
     mask = np.zeros(32, np.float32)
     mask[::4] = 1
@@ -253,7 +258,7 @@ def test_fastmri_maps_estimated_by_espirit_combine_to_the_image(fastmri_case):
     assert float(error) < 1e-3
 
 
-def test_fastmri_maps_are_read_when_the_file_has_them(tmp_path, fastmri_case):
+def test_fastmri_maps_are_read_when_the_file_has_them(tmp_path, fastmri_case, h5py):
     _, kspace, _, maps = fastmri_case
     path = tmp_path / "with_maps.h5"
     with h5py.File(path, "w") as handle:
@@ -392,3 +397,13 @@ def test_find_scans_and_dataloader_over_a_folder(tmp_path, scanner_nifti, dicom_
     assert items[0]["image"].shape == (1, 1, 8, 8, 8) and items[1]["image"].shape == (1, 1, 19, 22, 13)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_scans(tmp_path / "missing")
+
+
+def test_fastmri_without_h5py_names_the_extra(tmp_path, monkeypatch):
+    import medgen.data.readers as readers
+
+    monkeypatch.setattr(readers, "has_h5py", False)
+    path = tmp_path / "file.h5"
+    path.write_bytes(b"")
+    with pytest.raises(ImportError, match=r"medgen\[fastmri\]"):
+        LoadScan()(path)
