@@ -19,7 +19,15 @@ import numpy as np
 from medgen.data.io import save_nifti
 from medgen.data.multicontrast import BRATS_CONTRASTS
 
-__all__ = ["BRATS_NAMES", "BRATS_SEGMENTATION", "brats_file_name", "find_brats_files", "is_brats_case", "save_brats_case"]
+__all__ = [
+    "BRATS_NAMES",
+    "BRATS_SEGMENTATION",
+    "brats_file_name",
+    "brats_file_of",
+    "find_brats_files",
+    "is_brats_case",
+    "save_brats_case",
+]
 
 BRATS_SEGMENTATION = "seg"
 """Canonical name of the segmentation file of a case."""
@@ -96,6 +104,18 @@ def is_brats_case(path: PathLike) -> bool:
         return False
     cases = _named_files(path)
     return len(cases) == 1 and sum(name in BRATS_CONTRASTS for name in next(iter(cases.values()))) >= 2
+
+
+def brats_file_of(folder: PathLike, name: str) -> str:
+    """The path of contrast ``name`` in a case folder, or ``""`` when ``folder`` is not a case folder or lacks it.
+
+    For an optional input that defaults to a file of the case (e.g. the true target contrast a synthesis is scored
+    against): a missing file means "not given", not an error; the case folder itself is checked where it is read.
+    """
+    try:
+        return str(find_brats_files(folder).get(name, "")) if is_brats_case(folder) else ""
+    except (OSError, ValueError):  # several cases or clashing files: the reader of the case reports it
+        return ""
 
 
 def brats_file_name(case: str, name: str, convention: str = "2021") -> str:

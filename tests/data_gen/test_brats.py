@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medgen.data.brats import brats_file_name, find_brats_files, is_brats_case, save_brats_case
+from medgen.data.brats import brats_file_name, brats_file_of, find_brats_files, is_brats_case, save_brats_case
 
 
 def test_file_names_of_both_conventions():
@@ -42,3 +42,12 @@ def test_a_single_subject_file_or_several_subjects_are_not_a_case(tmp_path):
         find_brats_files(tmp_path)
     with pytest.raises(NotADirectoryError):
         find_brats_files(tmp_path / "subject01_t1.nii.gz")
+
+
+def test_brats_file_of_gives_the_contrast_or_nothing(tmp_path):
+    volumes = {name: np.zeros((4, 4, 4), np.int16) for name in ("t1", "t1ce", "flair")}
+    written = save_brats_case(tmp_path / "case", "BraTS-GLI-00001-000", volumes, convention="2023")
+    assert brats_file_of(tmp_path / "case", "t1ce") == str(written["t1ce"])
+    assert brats_file_of(tmp_path / "case", "t2") == ""  # the contrast to synthesise is missing: no reference
+    assert brats_file_of(tmp_path / "nothing", "t1") == ""  # not a folder: the reader of the input reports it
+    assert brats_file_of(written["t1"], "t1") == ""

@@ -30,7 +30,7 @@ from medgen.data.readers import (
     scan_dataloader,
     scan_name,
 )
-from medgen.engines.kspace import phantom_mri_slices
+from medgen.engines.samples import phantom_mri_slices
 from medgen.physics.mri import fft2c, ifft2c
 from medgen.transforms.intensity import kspace_std
 from medgen.transforms.kspace import birdcage_sensitivity_maps

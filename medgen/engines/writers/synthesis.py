@@ -26,7 +26,8 @@ class SynthesisWriter(ReconstructionWriter):
     Args:
         output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range, staging_dir: as
             :class:`~medgen.engines.writers.reconstruction.ReconstructionWriter`.
-        mask: the brain mask the metrics are computed in (``None``: every voxel).
+        mask: the brain mask the metrics are computed in (``None``: every voxel); a call's own ``mask`` replaces it
+            for that call (one mask per case when a run writes several cases).
         win_size: SSIM window of :func:`masked_synthesis_metrics`.
     """
 
@@ -47,8 +48,42 @@ class SynthesisWriter(ReconstructionWriter):
         super().__init__(output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range, staging_dir)
         self.mask = None if mask is None else as_volume(mask, "mask") != 0
         self.win_size = int(win_size)
+        self._case: tuple[Any, float, tuple[float, float] | None] = (self.mask, self.data_range, self.clip)
 
     def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
-        """:func:`masked_synthesis_metrics` of ``volume`` in this writer's mask."""
-        mask = torch.ones_like(as_volume(reference, "reference")) if self.mask is None else self.mask
-        return masked_synthesis_metrics(volume, reference, mask, self.data_range, self.clip, self.win_size)
+        """:func:`masked_synthesis_metrics` of ``volume`` in the mask and intensity window of the case being written."""
+        mask, data_range, clip = self._case
+        mask = torch.ones_like(as_volume(reference, "reference")) if mask is None else mask
+        return masked_synthesis_metrics(volume, reference, mask, data_range, clip, self.win_size)
+
+    def __call__(  # type: ignore[override]
+        self,
+        volume: torch.Tensor,
+        reference: Any | None = None,
+        baselines: Mapping[str, Any] | None = None,
+        affine: Any | None = None,
+        input: Any | None = None,
+        extra: Mapping[str, Any] | None = None,
+        mask: Any | None = None,
+        window: Sequence[float] | None = None,
+    ) -> dict[str, Any]:
+        """Write one synthesis as :meth:`ReconstructionWriter.__call__` does, scored in this case's region and units.
+
+        Args:
+            volume, reference, baselines, affine, input, extra: as :meth:`ReconstructionWriter.__call__`.
+            mask: this case's region to score, same shape as ``volume`` (``None``: the writer's ``mask``).
+            window: ``(low, high)`` intensities of this case: both volumes clipped to it, data range ``high - low``
+                (``None``: the writer's ``clip`` and ``data_range``), e.g. a volume written in the input's units.
+        """
+        mask = self.mask if mask is None else as_volume(mask, "mask") != 0
+        if window is None:
+            self._case = (mask, self.data_range, self.clip)
+        else:
+            low, high = (float(v) for v in window)
+            if not high > low:
+                raise ValueError(f"window must be (low, high) with high > low, got {tuple(window)}.")
+            self._case = (mask, high - low, (low, high))
+        try:
+            return super().__call__(volume, reference, baselines, affine, input, extra)
+        finally:
+            self._case = (self.mask, self.data_range, self.clip)

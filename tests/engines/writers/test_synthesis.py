@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from medgen.engines.writers.synthesis import SynthesisWriter
@@ -29,3 +30,33 @@ def test_writer_scores_in_the_mask(tmp_path):
     assert stored["metrics"]["voxels"] == int(mask.sum()) == content["metrics"]["voxels"]
     assert stored["baselines"]["zeros"]["psnr"] < stored["metrics"]["psnr"]
     assert (tmp_path / "syn.nii.gz").exists() and (tmp_path / "syn.png").exists()
+
+
+def test_a_call_mask_replaces_the_writer_mask_for_that_call(tmp_path):
+    volume, reference, mask = _pair(4)
+    smaller = np.zeros_like(mask)
+    smaller[5:10, 6:12, 4:14] = True
+    writer = SynthesisWriter(tmp_path, prefix="a", mask=mask)
+    writer.check()
+    content = writer(torch.from_numpy(volume).float(), reference=torch.from_numpy(reference), mask=smaller)
+    assert content["metrics"]["voxels"] == int(smaller.sum())
+    second = SynthesisWriter(tmp_path, prefix="b", mask=mask)
+    second.check()
+    assert second(torch.from_numpy(volume).float(), reference=torch.from_numpy(reference))["metrics"]["voxels"] == int(
+        mask.sum())
+
+
+def test_a_call_window_scores_in_the_volume_units(tmp_path):
+    volume, reference, mask = _pair(5)
+    low, high = 200.0, 1800.0  # the same pair in scanner-like units scores the same in its window
+    writer = SynthesisWriter(tmp_path, prefix="units", mask=mask, clip=None, display_range=None)
+    writer.check()
+    scaled = writer(torch.from_numpy(volume * (high - low) + low).float(),
+                    reference=torch.from_numpy(reference * (high - low) + low), window=(low, high))
+    unit = SynthesisWriter(tmp_path, prefix="unit", mask=mask)
+    unit.check()
+    plain = unit(torch.from_numpy(volume).float(), reference=torch.from_numpy(reference))
+    assert scaled["metrics"]["psnr"] == pytest.approx(plain["metrics"]["psnr"], abs=1e-3)
+    assert scaled["metrics"]["ssim"] == pytest.approx(plain["metrics"]["ssim"], abs=1e-4)
+    with pytest.raises(ValueError, match="window"):
+        writer(torch.from_numpy(volume).float(), reference=torch.from_numpy(reference), window=(1.0, 1.0))
