@@ -18,7 +18,7 @@ import torch
 from monai.bundle import ConfigParser, run, verify_net_in_out
 
 from medgen.data.brats import find_brats_files
-from medgen.engines.synthesis import masked_synthesis_metrics
+from medgen.engines.metrics import masked_synthesis_metrics
 from medgen.networks.checkpoint import load_state_dict_checked, read_checkpoint
 from medgen.networks.guided_unet import GuidedUNet
 from medgen.transforms.intensity import WDMScaleIntensity
@@ -61,7 +61,7 @@ def test_synthesis_from_another_directory_scores_in_the_brain(tmp_path: Path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"),
                "--bundle_root", str(BUNDLE), "--steps", "3", "--seed", "1", "--baseline_fit_cases", "2",
-               "--output_dir", str(out), "--progress", "False"]
+               "--output_dir", str(out), "--progress", "False", "--checkpoint_dir", str(tmp_path / "state")]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -103,7 +103,7 @@ def test_a_case_without_a_condition_is_refused_before_sampling(tmp_path: Path):
 def train_overrides(root: Path, **extra) -> dict:
     return {"config_file": str(root / "configs" / "train.json"), "bundle_root": str(root), "max_epochs": 1,
             "epoch_length": 2, "num_train_volumes": 4, "batch_size": 2, "image_size": [16, 16, 16], "log_every": 1,
-            "checkpoint_every": 1, **extra}
+            "checkpoint_every": 2, **extra}
 
 
 def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
@@ -112,7 +112,7 @@ def test_train_two_iterations_into_a_copy_and_resume(tmp_path: Path):
     shutil.copytree(CONFIGS, copy / "configs")
     run(**train_overrides(copy))
     model = copy / "models" / "model_t2.pt"
-    checkpoint = copy / "runs" / "train_t2" / "checkpoint_epoch=1.pt"
+    checkpoint = copy / "runs" / "train_t2" / "checkpoint_iteration=2.pt"
     assert model.is_file() and checkpoint.is_file()
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["trainer"]["iteration"] == 2
