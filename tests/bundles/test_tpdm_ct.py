@@ -162,3 +162,24 @@ def test_official_256_configuration():
     with torch.device("meta"):
         network = NCSNpp.from_config(config)
     assert sum(p.numel() for p in network.parameters()) == 61_433_601
+
+
+def test_a_dicom_series_reference_is_read_in_hounsfield_units(tmp_path: Path):
+    """The reference as scanners store it: a DICOM series (SimpleITK, int16 with rescale slope/intercept) of the
+    sample, read by the bundle's edge into the array the NIfTI sample holds, in HU."""
+    from tests.data_gen.test_readers import _write_dicom_series
+
+    hu = nib.load(SAMPLE).get_fdata()
+    folder = tmp_path / "series"
+    _write_dicom_series(folder, np.transpose(hu, (2, 1, 0)), (0.8, 0.8, 1.5), (-19.0, -19.0, -35.0), np.eye(3),
+                        "1.2.826.0.1.3680043.8.498.7", slope=1.0, intercept=-1024.0)
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "reference_path": str(folder), "output_dir": str(tmp_path / "out"),
+                   "checkpoint_dir": ""})
+    edge = parser.get_parsed_content("edge")
+    edge.check()
+    reference = edge["reference_path"]
+    assert reference.shape == (1, 48, 48, 48) and reference.meta["modality"] == "CT"
+    np.testing.assert_array_equal(reference[0].numpy(), hu.astype(np.float32))
+    np.testing.assert_allclose(np.diag(reference.affine.numpy())[:3], [-0.8, -0.8, 1.5], atol=1e-4)  # LPS -> RAS
