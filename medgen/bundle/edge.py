@@ -123,6 +123,8 @@ class BundleEdge:
         reader: reads an image file (default :func:`default_image_reader`); THE place to plug in another reader.
         readers: ``{config key: reader}`` for single inputs (e.g. a k-space file format); mapping kinds default to a
             ``.npz`` reader.
+        folders: keys of ``inputs`` that may name a folder holding one scan (a DICOM series, a BraTS case folder)
+            instead of a file; their reader reads the folder.
         num_classes: label maps must hold labels below it.
         input_shapes: ``{config key: expected shape}`` of inputs the task constrains (``None`` entries: any size),
             e.g. a sinogram's ``[1, views, detectors, None]``.
@@ -165,6 +167,7 @@ class BundleEdge:
         kinds: Mapping[str, str] | None = None,
         reader: Callable[[str], Any] | None = None,
         readers: Mapping[str, Callable[[str], Any]] | None = None,
+        folders: Sequence[str] = (),
         num_classes: int | None = None,
         input_shapes: Mapping[str, Sequence[int | None]] | None = None,
         weights: Mapping[str, Any] | None = None,
@@ -196,6 +199,7 @@ class BundleEdge:
                 raise ValueError(f"kinds[{key!r}] must be one of {INPUT_KINDS}, got {kind!r}.")
         self.reader = reader
         self.readers = dict(readers or {})
+        self.folders = set(folders)
         self.num_classes = num_classes
         self.input_shapes = {key: tuple(shape) for key, shape in (input_shapes or {}).items()}
         self.weights = dict(weights or {})
@@ -329,7 +333,7 @@ class BundleEdge:
                                                                                                       required)
             return self._check_mapping(key, path, kind, value, required)
         reader = self.readers.get(key) or self.reader or default_image_reader()
-        value = read_file(key, path, reader, "an image")
+        value = read_file(key, path, reader, "an image", folder=key in self.folders)
         check_nifti_header(key, path)
         return self._check_image(key, path, kind, value)
 

@@ -41,7 +41,7 @@ def describe(key: str, path: str | os.PathLike | None) -> str:
     return f"{key} '{path}'" if path not in (None, "") else key
 
 
-def _check_path(key: str, path: Any) -> Path:
+def _check_path(key: str, path: Any, folder: bool = False) -> Path:
     if path is None or str(path) == "":
         raise BundleInputError(f"{key} is not set; give the file with --{key} <path>.")
     if not isinstance(path, (str, os.PathLike)):
@@ -49,8 +49,15 @@ def _check_path(key: str, path: Any) -> Path:
     file = Path(path)
     if not file.exists():
         raise BundleInputError(f"{describe(key, path)} does not exist.")
+    if file.is_dir() and folder:  # a DICOM series or a BraTS case: its reader names what the folder lacks
+        if not os.access(file, os.R_OK | os.X_OK):
+            raise BundleInputError(f"{describe(key, path)} is not readable (permission denied).")
+        if not any(entry.is_file() for entry in file.iterdir()):
+            raise BundleInputError(f"{describe(key, path)} is an empty folder.")
+        return file
     if not file.is_file():
-        raise BundleInputError(f"{describe(key, path)} is a folder, not a file.")
+        kinds = "a file or a folder of one scan (DICOM series, BraTS case)" if folder else "a file"
+        raise BundleInputError(f"{describe(key, path)} is a folder, not {kinds}.")
     if not os.access(file, os.R_OK):
         raise BundleInputError(f"{describe(key, path)} is not readable (permission denied).")
     if file.stat().st_size == 0:
@@ -58,7 +65,9 @@ def _check_path(key: str, path: Any) -> Path:
     return file
 
 
-def read_file(key: str, path: Any, reader: Callable[[str], Any], what: str = "an image") -> Any:
+def read_file(
+    key: str, path: Any, reader: Callable[[str], Any], what: str = "an image", folder: bool = False
+) -> Any:
     """``reader(path)`` after checking the file, with a reader's failure named by ``key`` and the file.
 
     Args:
@@ -66,11 +75,13 @@ def read_file(key: str, path: Any, reader: Callable[[str], Any], what: str = "an
         path: the file.
         reader: reads the file (e.g. MONAI's ``LoadImage``).
         what: what the file should hold, for messages.
+        folder: ``path`` may also be a non-empty folder holding one scan (a DICOM series, a BraTS case) that
+            ``reader`` reads.
 
     Raises:
         BundleInputError: no path, a missing, unreadable or empty file, or one the reader cannot read.
     """
-    file = _check_path(key, path)
+    file = _check_path(key, path, folder)
     try:
         return reader(str(file))
     except Exception as e:  # noqa: BLE001 (every reader failure is reported the same way, with its cause chained)
@@ -80,9 +91,9 @@ def read_file(key: str, path: Any, reader: Callable[[str], Any], what: str = "an
                 f"{describe(key, path)} holds Python objects (an object array): they would need pickles, which can "
                 "run code and which medgen never loads; store numeric arrays only."
             ) from e
+        size = "a folder" if file.is_dir() else f"{file.stat().st_size} bytes; a truncated or corrupted file fails here"
         raise BundleInputError(
-            f"{describe(key, path)} could not be read as {what} ({file.stat().st_size} bytes; a truncated or "
-            f"corrupted file fails here): {type(e).__name__}: {reason}"
+            f"{describe(key, path)} could not be read as {what} ({size}): {type(e).__name__}: {reason}"
         ) from e
 
 

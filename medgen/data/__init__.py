@@ -1,14 +1,81 @@
-"""Procedural sample data (deterministic, seeded, any size) and atomic writers for volumes and previews."""
+"""Procedural sample data (deterministic, seeded, any size), readers of the users' formats (NIfTI, DICOM series,
+BraTS case folders, fastMRI k-space) and atomic writers for volumes and previews."""
 
 from __future__ import annotations
 
+from medgen.data.brats import BRATS_NAMES, brats_file_name, find_brats_files, is_brats_case, save_brats_case
 from medgen.data.coronary import CTA_CLASSES, CTA_HU, coronary_cta_phantom
 from medgen.data.io import save_nifti, save_orthogonal_slices_png
+from medgen.data.multicontrast import (
+    BRATS_CONTRASTS,
+    BRATS_LESION_LABELS,
+    CONTRAST_TABLES,
+    MULTICONTRAST_TISSUE_LABELS,
+    brain_mri_contrasts,
+    intracranial_mask,
+)
 from medgen.data.phantoms import BODY_CT_LABELS, BRAIN_LABELS, body_ct_phantom, brain_mri_phantom, normalize_hu
+from medgen.data.readers import (
+    FASTMRI_MAPS_DATASETS,
+    SCAN_FILE_SUFFIXES,
+    BraTSCaseReader,
+    DicomSeriesReader,
+    FastMRIKspaceReader,
+    LoadBraTSCased,
+    LoadBraTSCaseD,
+    LoadBraTSCaseDict,
+    LoadFastMRId,
+    LoadFastMRID,
+    LoadFastMRIDict,
+    LoadScan,
+    LoadScand,
+    LoadScanD,
+    LoadScanDict,
+    centre_sampled_width,
+    find_scans,
+    is_dicom_series,
+    read_ismrmrd_header,
+    scan_dataloader,
+    scan_dataset,
+    scan_name,
+)
 
 __all__ = [
     "BODY_CT_LABELS",
     "BRAIN_LABELS",
+    "BRATS_CONTRASTS",
+    "BRATS_LESION_LABELS",
+    "BRATS_NAMES",
+    "CONTRAST_TABLES",
+    "FASTMRI_MAPS_DATASETS",
+    "MULTICONTRAST_TISSUE_LABELS",
+    "SCAN_FILE_SUFFIXES",
+    "BraTSCaseReader",
+    "DicomSeriesReader",
+    "FastMRIKspaceReader",
+    "LoadBraTSCased",
+    "LoadBraTSCaseD",
+    "LoadBraTSCaseDict",
+    "LoadFastMRId",
+    "LoadFastMRID",
+    "LoadFastMRIDict",
+    "LoadScan",
+    "LoadScand",
+    "LoadScanD",
+    "LoadScanDict",
+    "brain_mri_contrasts",
+    "brats_file_name",
+    "centre_sampled_width",
+    "find_brats_files",
+    "find_scans",
+    "intracranial_mask",
+    "is_brats_case",
+    "is_dicom_series",
+    "read_ismrmrd_header",
+    "save_brats_case",
+    "scan_dataloader",
+    "scan_dataset",
+    "scan_name",
     "CTA_CLASSES",
     "CTA_HU",
     "body_ct_phantom",

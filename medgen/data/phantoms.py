@@ -11,7 +11,7 @@ with an identity affine); the anatomy is scaled to fill the box (see :mod:`medge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -55,16 +55,31 @@ BODY_CT_LABELS: dict[int, str] = {
 
 
 class _Painter:
-    """Back-to-front compositing of tissue fractions into an image and a hard label map."""
+    """Back-to-front compositing of tissue fractions into an image and a hard label map.
 
-    def __init__(self, shape: tuple[int, int, int], background: float) -> None:
+    With ``contrasts`` (name -> {role: value}) the same fractions are also composited into one more image per
+    contrast, each layer taking its contrast's value for the layer's ``role``: the same anatomy in other contrasts.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        background: float,
+        contrasts: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
         self.image = np.full(shape, background, dtype=np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
+        self.contrasts = dict(contrasts or {})
+        self.images = {name: np.full(shape, table["background"], np.float32) for name, table in self.contrasts.items()}
 
-    def paint(self, fraction: np.ndarray, value: float | np.ndarray, label: int) -> None:
+    def paint(self, fraction: np.ndarray, value: float | np.ndarray, label: int, role: str | None = None) -> None:
         fraction = np.asarray(fraction, dtype=np.float32)
         self.image += fraction * (value - self.image)
         self.labels[fraction > 0.5] = label
+        for name, image in self.images.items():
+            if role is None:
+                raise ValueError(f"a layer without a role cannot be painted in contrast {name!r}.")
+            image += fraction * (self.contrasts[name][role] - image)
 
 
 def _sheet_fraction(
@@ -109,6 +124,32 @@ def brain_mri_phantom(
     rng = check_seed(seed)
     if noise_std < 0 or bias_strength < 0:
         raise ValueError(f"noise_std and bias_strength must be >= 0, got {noise_std} and {bias_strength}.")
+    image, labels, _ = _brain_phantom(shape, rng, noise_std, bias_strength)
+    return (image, labels) if return_labels else image
+
+
+BrainLesionPainter = Callable[["_Painter", tuple[np.ndarray, np.ndarray, np.ndarray], float, np.ndarray], None]
+"""``paint(painter, coords, eps, brain_fraction)``: paints extra layers (e.g. a lesion) into a brain phantom after
+its anatomy and before texture, bias field and noise."""
+
+
+def _brain_phantom(
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    noise_std: float,
+    bias_strength: float,
+    contrasts: Mapping[str, Mapping[str, float]] | None = None,
+    extra_rng: np.random.Generator | None = None,
+    lesion: BrainLesionPainter | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The body of :func:`brain_mri_phantom`: the T1 image, the tissue labels and the same anatomy in ``contrasts``.
+
+    ``rng`` draws exactly what :func:`brain_mri_phantom` draws (so the T1 image of a seed is the same whatever
+    ``contrasts``/``lesion`` are); the noise of the extra contrasts comes from ``extra_rng``. Each contrast table
+    maps every layer role (``"background"``, ``"scalp"``, ``"skull"``, ``"diploe"``, ``"csf"``, ``"face"``,
+    ``"gm"``, ``"folia"``, ``"wm"``, ``"brainstem"``, ``"deep"``, ``"orbital_fat"``, ``"vitreous"`` and those of
+    ``lesion``) to an intensity.
+    """
     grid = Grid(shape)
     eps = grid.voxel
 
@@ -140,7 +181,7 @@ def brain_mri_phantom(
     fissure_distance = np.abs(x - 0.015 * smooth_field(coords, rng, correlation=0.5))
 
     v_scale = rng.uniform(0.6, 1.7)
-    painter = _Painter(shape, 0.0)
+    painter = _Painter(shape, 0.0, contrasts)
     tissue = {
         "scalp": 0.8 + 0.05 * rng.standard_normal(),
         "skull": 0.07,
@@ -150,12 +191,12 @@ def brain_mri_phantom(
         "wm": 0.78 + 0.02 * rng.standard_normal(),
         "deep": 0.62,
     }
-    painter.paint(soft_inside(head, eps), tissue["scalp"], 1)
-    painter.paint(soft_inside(skull_outer, eps), tissue["skull"], 2)
+    painter.paint(soft_inside(head, eps), tissue["scalp"], 1, "scalp")
+    painter.paint(soft_inside(skull_outer, eps), tissue["skull"], 2, "skull")
     diploe = soft_inside(skull_outer + 0.3 * skull, eps) * soft_inside(-(intracranial - 0.3 * skull), eps)
-    painter.paint(diploe, tissue["diploe"], 2)
-    painter.paint(soft_inside(intracranial, eps), tissue["csf"], 3)
-    painter.paint(below_base, 0.42, 1)
+    painter.paint(diploe, tissue["diploe"], 2, "diploe")
+    painter.paint(soft_inside(intracranial, eps), tissue["csf"], 3, "csf")
+    painter.paint(below_base, 0.42, 1, "face")
 
     # cerebellum (folia) and brainstem, below/behind the cerebrum
     cerebellum = np.maximum(
@@ -163,27 +204,27 @@ def brain_mri_phantom(
         intracranial + 0.02,
     )
     folia = np.abs(np.sin((z + 0.04 * smooth_field(coords, rng, correlation=0.3)) * (np.pi / 0.07)))
-    painter.paint(soft_inside(cerebellum, eps), tissue["gm"], 4)
-    painter.paint(soft_inside(cerebellum, eps) * soft_inside(folia - 0.25, 0.4), tissue["csf"] + 0.1, 3)
+    painter.paint(soft_inside(cerebellum, eps), tissue["gm"], 4, "gm")
+    painter.paint(soft_inside(cerebellum, eps) * soft_inside(folia - 0.25, 0.4), tissue["csf"] + 0.1, 3, "folia")
     cb_core = ellipsoid_sdf(coords, (0.0, -0.41 * size, -0.31 * size), np.array([0.24, 0.12, 0.08]) * size)
-    painter.paint(soft_inside(cb_core, eps), tissue["wm"], 5)
+    painter.paint(soft_inside(cb_core, eps), tissue["wm"], 5, "wm")
     stem = np.sqrt((x / 0.1) ** 2 + ((y + 0.16 * size) / 0.085) ** 2) - 1.0
     stem = np.maximum(np.maximum(stem * 0.085, z - 0.0), intracranial + 0.01)
-    painter.paint(soft_inside(stem, eps), 0.7, 5)
+    painter.paint(soft_inside(stem, eps), 0.7, 5, "brainstem")
 
     # cerebrum: cortex, white matter with gyral cores, sulci and the interhemispheric fissure
     brain = soft_inside(cerebrum, eps)
-    painter.paint(brain, tissue["gm"], 4)
+    painter.paint(brain, tissue["gm"], 4, "gm")
     # within a cortical thickness of a sulcus or the fissure: grey matter, not white matter
     near_sulcus = _sheet_fraction(sulcus_distance, depth, 0.012 + thickness, sulcus_depth + thickness, eps)
     near_fissure = _sheet_fraction(fissure_distance, depth, 0.012 + thickness, 0.45 + thickness, eps)
     white = brain * soft_inside(thickness - depth, eps) * (1.0 - near_sulcus) * (1.0 - near_fissure)
-    painter.paint(white, tissue["wm"], 5)
+    painter.paint(white, tissue["wm"], 5, "wm")
     sulci = brain * np.maximum(
         _sheet_fraction(sulcus_distance, depth, 0.012, sulcus_depth, eps),
         _sheet_fraction(fissure_distance, depth, 0.012, 0.45, eps),
     )
-    painter.paint(sulci, tissue["csf"], 3)
+    painter.paint(sulci, tissue["csf"], 3, "csf")
 
     # deep grey nuclei (symmetric pairs)
     ax = np.abs(x)
@@ -194,31 +235,43 @@ def brain_mri_phantom(
             ellipsoid_sdf((ax, y, z), (0.23, 0.05, 0.04), (0.045, 0.14, 0.09)),  # putamen
         ]
     )
-    painter.paint(soft_inside(deep, eps), tissue["deep"], 6)
+    painter.paint(soft_inside(deep, eps), tissue["deep"], 6, "deep")
 
     # ventricles: bent lateral ventricles (frontal/occipital horns dip down) and a thin third ventricle
     bend = z - 0.16 + 0.9 * (y - 0.02) ** 2
     lateral = ellipsoid_sdf((ax, y, bend), (0.07 + 0.02 * v_scale, 0.0, 0.0), (0.05 * v_scale, 0.34, 0.05 * v_scale))
     third = ellipsoid_sdf((x, y, z), (0.0, -0.05, 0.02), (0.012 * v_scale, 0.14, 0.09))
-    painter.paint(soft_inside(np.minimum(lateral, third), eps), tissue["csf"], 3)
+    painter.paint(soft_inside(np.minimum(lateral, third), eps), tissue["csf"], 3, "csf")
 
     # eyes: orbital fat with a vitreous globe, outside the brain
     eyes = ellipsoid_sdf((ax, y, z), (0.27 * size, 0.7 * size, -0.42 * size), (0.12, 0.12, 0.1))
     globe = ellipsoid_sdf((ax, y, z), (0.27 * size, 0.74 * size, -0.42 * size), (0.085, 0.085, 0.085))
     outside_brain = 1.0 - soft_inside(intracranial, eps)
-    painter.paint(soft_inside(eyes, eps) * outside_brain * soft_inside(head, eps), 0.85, 1)
-    painter.paint(soft_inside(globe, eps) * outside_brain * soft_inside(head, eps), 0.1, 3)
+    painter.paint(soft_inside(eyes, eps) * outside_brain * soft_inside(head, eps), 0.85, 1, "orbital_fat")
+    painter.paint(soft_inside(globe, eps) * outside_brain * soft_inside(head, eps), 0.1, 3, "vitreous")
 
-    image = painter.image
+    if lesion is not None:
+        lesion(painter, coords, eps, brain)
+
+    # texture and bias field are properties of the anatomy and the coil: shared by every contrast
     texture = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=0.8)
-    image *= 1.0 + 0.05 * texture * (painter.labels >= 4)
-    image *= np.exp(bias_strength * smooth_field(grid.full(), rng, correlation=1.0)).astype(np.float32)
-    if noise_std > 0:
-        real = image + noise_std * rng.standard_normal(shape).astype(np.float32)
-        imag = noise_std * rng.standard_normal(shape).astype(np.float32)
-        image = np.sqrt(real**2 + imag**2)
-    image = np.clip(image, 0.0, 1.0).astype(np.float32)
-    return (image, painter.labels) if return_labels else image
+    modulation = 1.0 + 0.05 * texture * (painter.labels >= 4)
+    bias = np.exp(bias_strength * smooth_field(grid.full(), rng, correlation=1.0)).astype(np.float32)
+
+    def finish(image: np.ndarray, noise_rng: np.random.Generator) -> np.ndarray:
+        image = image * modulation
+        image *= bias
+        if noise_std > 0:
+            real = image + noise_std * noise_rng.standard_normal(shape).astype(np.float32)
+            imag = noise_std * noise_rng.standard_normal(shape).astype(np.float32)
+            image = np.sqrt(real**2 + imag**2)
+        return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+    image = finish(painter.image, rng)
+    others = {name: finish(other, extra_rng or rng) for name, other in painter.images.items()}
+    return image, painter.labels, others
+
+
 
 
 def body_ct_phantom(

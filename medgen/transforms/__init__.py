@@ -1,4 +1,4 @@
-"""MONAI transforms (array + dictionary pairs, MetaTensor in and out): wavelet, k-space, sinogram, z-axis resolution, method intensity normalisations."""
+"""MONAI transforms (array + dictionary pairs, MetaTensor in and out): wavelet, k-space, sinogram, z-axis resolution, method intensity normalisations (invertible ones in :mod:`medgen.transforms.normalize`)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,33 @@ from medgen.transforms.intensity import (
     KspaceStdNormalizeDict,
 )
 
+from medgen.transforms.normalize import (
+    InvertibleScaleIntensityRange,
+    InvertibleScaleIntensityRanged,
+    InvertibleScaleIntensityRangeD,
+    InvertibleScaleIntensityRangeDict,
+    InvertibleScaleIntensityRangePercentiles,
+    InvertibleScaleIntensityRangePercentilesd,
+    InvertibleScaleIntensityRangePercentilesD,
+    InvertibleScaleIntensityRangePercentilesDict,
+    HUWindowNormalize,
+    HUWindowNormalized,
+    HUWindowNormalizeD,
+    HUWindowNormalizeDict,
+    TPDMNormalize,
+    TPDMNormalized,
+    TPDMNormalizeD,
+    TPDMNormalizeDict,
+    WDMNormalize,
+    WDMNormalized,
+    WDMNormalizeD,
+    WDMNormalizeDict,
+    InvertibleKspaceStdNormalize,
+    InvertibleKspaceStdNormalized,
+    InvertibleKspaceStdNormalizeD,
+    InvertibleKspaceStdNormalizeDict,
+)
+
 __all__ = [
     "SUBBAND_NAMES",
     "haar_dwt3d",
@@ -172,4 +199,28 @@ __all__ = [
     "KspaceStdNormalized",
     "KspaceStdNormalizeD",
     "KspaceStdNormalizeDict",
+    "InvertibleScaleIntensityRange",
+    "InvertibleScaleIntensityRanged",
+    "InvertibleScaleIntensityRangeD",
+    "InvertibleScaleIntensityRangeDict",
+    "InvertibleScaleIntensityRangePercentiles",
+    "InvertibleScaleIntensityRangePercentilesd",
+    "InvertibleScaleIntensityRangePercentilesD",
+    "InvertibleScaleIntensityRangePercentilesDict",
+    "HUWindowNormalize",
+    "HUWindowNormalized",
+    "HUWindowNormalizeD",
+    "HUWindowNormalizeDict",
+    "TPDMNormalize",
+    "TPDMNormalized",
+    "TPDMNormalizeD",
+    "TPDMNormalizeDict",
+    "WDMNormalize",
+    "WDMNormalized",
+    "WDMNormalizeD",
+    "WDMNormalizeDict",
+    "InvertibleKspaceStdNormalize",
+    "InvertibleKspaceStdNormalized",
+    "InvertibleKspaceStdNormalizeD",
+    "InvertibleKspaceStdNormalizeDict",
 ]

@@ -106,3 +106,21 @@ def test_check_affine_and_all_zero_maps():
         check_not_all_zero(torch.zeros(2, 3, dtype=torch.complex64), "input_path['sensitivity_maps']", "s.npz",
                            "coil sensitivities")
     check_not_all_zero(torch.eye(2), "x")
+
+
+def test_read_file_takes_a_folder_only_when_allowed(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    with pytest.raises(BundleInputError, match=r"input_path '.*series' is a folder, not a file\."):
+        read_file("input_path", folder, lambda path: path)
+    with pytest.raises(BundleInputError, match=r"input_path '.*series' is an empty folder"):
+        read_file("input_path", folder, lambda path: path, folder=True)
+    (folder / "IM0001.dcm").write_bytes(b"not DICOM")
+    assert read_file("input_path", folder, lambda path: path, folder=True) == str(folder)
+
+    def unreadable(path):
+        raise FileNotFoundError("the series has no DICOM slice")
+
+    with pytest.raises(BundleInputError, match=r"could not be read as an image \(a folder\): FileNotFoundError: the "
+                                               r"series has no DICOM slice"):
+        read_file("input_path", folder, unreadable, folder=True)

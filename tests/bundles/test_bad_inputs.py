@@ -117,6 +117,24 @@ TPDM_IN, TPDM_REF = sample("tpdm_brain_mri", "brain_phantom_seed7_z4.nii.gz"), s
 PADIS_IN, PADIS_REF = sample("padis_ct", "body_ct_seed7_z11_sino8.nii.gz"), sample("padis_ct",
                                                                                      "body_ct_seed7_z11.nii.gz")
 SDM_IN = sample("sdm_ctca", "cta_labels_seed7.nii.gz")
+CT_SINO, CT_REF = sample("tpdm_ct", "body_ct_seed7_sino8.nii.gz"), sample("tpdm_ct", "body_ct_seed7.nii.gz")
+CWDM_CASE = sample("cwdm_brain_mri", "BraTS-GLI-00007-000")
+
+
+def case_without(tmp: Path, contrast: str, change: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """A copy of the cWDM sample case without ``contrast``'s file (``None``: all files), the T1 changed by ``change``."""
+    case = tmp / "case"
+    case.mkdir()
+    for path in sorted(CWDM_CASE.iterdir()):
+        if contrast is not None and path.name.endswith(f"-{contrast}.nii.gz"):
+            continue
+        if change is not None and path.name.endswith("-t1n.nii.gz"):
+            nifti_like(path, case / path.name, change)
+        else:
+            (case / path.name).write_bytes(path.read_bytes())
+    return {"input_path": str(case)}
+
+
 HFS_IN, HFS_REF = sample("hfssde_mri", "phantom_seed7_kspace.npz"), sample("hfssde_mri",
                                                                            "phantom_seed7_reference.npz")
 
@@ -260,6 +278,50 @@ CASES: dict[str, list[Case]] = {
         Case("negative eta", lambda t: {"eta": -1.0}, r"eta must be a number >= 0, got -1.0 \(set with --eta\)"),
         Case("no samples", lambda t: {"num_samples": 0}, r"num_samples must be an integer >= 1, got 0"),
         Case("outputs exist", outputs_exist(["wdm_seed0_stats.json"]), "outputs exist", error=FileExistsError),
+    ],
+    "tpdm_ct": [
+        Case("unknown key", lambda t: {"view": 4}, r"unknown key 'view' .*did you mean 'views'\?"),
+        Case("missing input", lambda t: {"input_path": str(t / "nope.nii.gz")}, r"input_path '.*nope.nii.gz' does "
+             r"not exist"),
+        Case("truncated sinogram", lambda t: {"input_path": truncated(CT_SINO, t / "t.nii.gz")},
+             r"input_path '.*t.nii.gz' could not be read as an image"),
+        Case("one NaN value", lambda t: {"input_path": nifti_like(CT_SINO, t / "n.nii.gz", with_nan)},
+             r"input_path '.*n.nii.gz' holds 1 NaN value"),
+        Case("sinogram of other views", lambda t: {"input_path": str(CT_SINO), "views": 4},
+             r"input_path '.*sino8.nii.gz' has shape \(1, 68, 8, 48\); this task takes \(1, 68, 4, any\)"),
+        Case("reference of another shape", lambda t: {"reference_path": nifti_like(CT_REF, t / "r.nii.gz",
+                                                                                   lambda a: a[:32])},
+             r"reference_path '.*r.nii.gz' has shape \(1, 32, 48, 48\), but this run's output will have shape "
+             r"\(1, 48, 48, 48\)"),
+        Case("empty DICOM folder", lambda t: (t / "dicom").mkdir() or {"reference_path": str(t / "dicom")},
+             r"reference_path '.*dicom' is an empty folder"),
+        Case("output_dir is a file", output_is_a_file, r"output_dir '.*out_file' is a file"),
+        Case("more memory than available", lambda t: {"max_memory_gb": 0.01}, r"needs an estimated .*lower "
+             r"batch_size"),
+        Case("missing weights", lambda t: {"auxiliary_checkpoint": str(t / "a.pt")},
+             r"auxiliary_checkpoint '.*a.pt' does not exist"),
+        Case("zero steps", lambda t: {"steps": 0}, r"steps must be an integer >= 1, got 0 \(set with --steps\)"),
+    ],
+    "cwdm_brain_mri": [
+        Case("unknown key", lambda t: {"targett": "t2"}, r"unknown key 'targett' .*did you mean 'target'\?"),
+        Case("missing case folder", lambda t: {"input_path": str(t / "nope")}, r"input_path '.*nope' does not "
+             r"exist"),
+        Case("case without a condition", lambda t: case_without(t, "t2f"),
+             r"input_path '.*case' could not be read as an image \(a folder\): FileNotFoundError: BraTS case "
+             r"'.*case' lacks \['flair'\]"),
+        Case("a file, not a case folder", lambda t: {"input_path": str(CWDM_CASE / "BraTS-GLI-00007-000-t1n.nii.gz")},
+             r"input_path '.*t1n.nii.gz' has shape \(1, 32, 32, 32\); this task takes \(3, any, any, any\)"),
+        Case("NaN in a condition", lambda t: case_without(t, None, with_nan), r"input_path '.*case' holds 1 NaN"),
+        Case("reference of another shape", lambda t: {"reference_path": nifti_like(
+             CWDM_CASE / "BraTS-GLI-00007-000-t2w.nii.gz", t / "r.nii.gz", lambda a: a[:16])},
+             r"reference_path '.*r.nii.gz' has shape \(1, 16, 32, 32\), but this run's output will have shape "
+             r"\(1, 32, 32, 32\)"),
+        Case("output_dir is a file", output_is_a_file, r"output_dir '.*out_file' is a file"),
+        Case("more memory than available", lambda t: {"max_memory_gb": 0.001}, r"needs an estimated"),
+        Case("weights of another target", lambda t: {"target": "flair"}, r"checkpoint '.*model_flair.pt' does not "
+             r"exist"),
+        Case("zero steps", lambda t: {"steps": 0}, r"steps must be in \[1, 1000\], got 0 \(set with --steps\)"),
+        Case("outputs exist", outputs_exist(["cwdm_t2_seed0.nii.gz"]), "outputs exist", error=FileExistsError),
     ],
     "sdm_ctca": [
         Case("unknown key", lambda t: {"guidance": 2.0}, r"unknown key 'guidance' .*did you mean 'guidance_scale'\?"),

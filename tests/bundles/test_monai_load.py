@@ -15,7 +15,8 @@ from medgen.networks.checkpoint import read_checkpoint
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 WEIGHTS = {"tpdm_brain_mri": "primary.pt", "hfssde_mri": "model.pt", "padis_ct": "model.pt",
-           "wdm_brain_mri": "model.pt", "sdm_ctca": "lowres.pt"}
+           "wdm_brain_mri": "model.pt", "sdm_ctca": "lowres.pt", "tpdm_ct": "primary.pt",
+           "cwdm_brain_mri": "model_t2.pt"}
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))

@@ -6,7 +6,8 @@
 - :mod:`~medgen.engines.writers.preview`: the one preview style (input | baseline | output | reference | |error|);
 - :mod:`~medgen.engines.writers.handler`: :class:`WriteResults`, a writer as an evaluator handler;
 - one writer per kind of result: :class:`GeneratedVolumeWriter`, :class:`ReconstructionWriter`,
-  :class:`SliceReconstructionWriter`, :class:`KspaceReconstructionWriter`, :class:`SemanticSynthesisWriter`.
+  :class:`SliceReconstructionWriter`, :class:`KspaceReconstructionWriter`, :class:`SemanticSynthesisWriter`,
+  :class:`SynthesisWriter`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from medgen.engines.writers.reconstruction import ReconstructionWriter
 from medgen.engines.writers.slices import SliceReconstructionWriter, save_slice_comparison_png
 from medgen.engines.writers.kspace import KspaceReconstructionWriter
 from medgen.engines.writers.semantic import SemanticSynthesisWriter
+from medgen.engines.writers.synthesis import SynthesisWriter
 from medgen.engines.writers.handler import WriteResults
 
 __all__ = [
@@ -40,5 +42,6 @@ __all__ = [
     "save_slice_comparison_png",
     "KspaceReconstructionWriter",
     "SemanticSynthesisWriter",
+    "SynthesisWriter",
     "WriteResults",
 ]
