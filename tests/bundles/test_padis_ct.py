@@ -99,6 +99,13 @@ def test_ct_inference_from_another_directory_writes_outputs_and_refuses_to_overw
     assert metrics["metrics"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-4)
     assert metrics["metrics"]["ssim"] == pytest.approx(expected["ssim"], abs=1e-4)
     assert metrics["baselines"]["fbp"]["psnr"] > 20  # 8-view FBP of the sample
+    # SIRT (stopped by the discrepancy principle / the oracle) and TV-PDHG (lambda by each rule) beat FBP (measured:
+    # SIRT 28.91 / 29.02, TV 28.07 / 28.13 dB vs FBP 25.56 dB)
+    for name in ("sirt", "sirt_oracle", "tv_pdhg", "tv_pdhg_oracle"):
+        assert np.isfinite(metrics["baselines"][name]["ssim"]), name
+        assert metrics["baselines"][name]["psnr"] > metrics["baselines"]["fbp"]["psnr"] + 2, name
+        assert metrics["classical"][name]["iterations"][0] > 0
+    assert metrics["classical"]["tv_pdhg"]["lam"][0] > 0 and metrics["data_range"] == 1.0
     assert metrics["metrics"]["psnr"] > 20 and metrics["sigma_max"] == 0.05  # near the FBP start after 3 small steps
     before = sha1(out / f"{prefix}.nii.gz")
 
@@ -115,8 +122,9 @@ LANGEVIN_FAST = {"steps": 20, "inner_iterations": 3, "progress": False}
 
 @pytest.mark.parametrize(
     "variant, task, baselines, shape, overrides, min_psnr",
-    [("inference_deblur.json", "deblur", {"blurred"}, (64, 64, 1), FAST, 20),
-     ("inference_superres.json", "superres", {"nearest", "bicubic"}, (64, 64, 1), LANGEVIN_FAST, 25)],
+    [("inference_deblur.json", "deblur", {"blurred", "tv_pdhg", "tv_pdhg_oracle"}, (64, 64, 1), FAST, 20),
+     ("inference_superres.json", "superres", {"nearest", "bicubic", "tv_pdhg", "tv_pdhg_oracle"}, (64, 64, 1),
+      LANGEVIN_FAST, 25)],
 )
 def test_deblur_and_superres_variants(tmp_path: Path, variant, task, baselines, shape, overrides, min_psnr):
     configs = [str(CONFIGS / "inference.json"), str(CONFIGS / variant)]

@@ -41,7 +41,9 @@ class ReconstructionWriter(OutputWriter):
         info: JSON-serialisable settings recorded in the metrics file.
         overwrite: replace existing outputs (default: refuse with ``FileExistsError``).
         inputs: input files the outputs must never replace (e.g. the measurement and reference paths).
-        data_range, clip: passed to :func:`reconstruction_metrics`.
+        data_range: the metrics' data range, passed to :func:`reconstruction_metrics`; ``None``: the reference's
+            ``max - min`` (issue 16's convention for comparing with classical baselines).
+        clip: passed to :func:`reconstruction_metrics`.
         display_range: ``(vmin, vmax)`` of the preview (``None``: the reference's, else the volume's 0.5 / 99.5
             percentiles).
         staging_dir: where the files are staged before they are committed together (see
@@ -61,19 +63,26 @@ class ReconstructionWriter(OutputWriter):
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
-        data_range: float = 1.0,
+        data_range: float | None = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
         staging_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
-        self.data_range = float(data_range)
+        self.data_range = None if data_range is None else float(data_range)
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.display_range = None if display_range is None else (float(display_range[0]), float(display_range[1]))
 
     def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
         """The scores of ``volume`` (or a baseline) against ``reference``: :func:`reconstruction_metrics`."""
-        return reconstruction_metrics(volume, reference, self.data_range, self.clip)
+        return reconstruction_metrics(volume, reference, self.metric_range(reference), self.clip)
+
+    def metric_range(self, reference: Any) -> float:
+        """``data_range``, or the reference's ``max - min`` when it is ``None``."""
+        if self.data_range is not None:
+            return self.data_range
+        ref = as_volume(reference, "reference")
+        return float(ref.max() - ref.min())
 
     def __call__(
         self,
@@ -127,6 +136,7 @@ class ReconstructionWriter(OutputWriter):
                 "seconds": round(elapsed, 3),
                 **self.describe(array, affine, nifti=paths["nifti"], png=paths["png"]),
                 "statistics": volume_statistics(array),
+                "data_range": None if reference is None else self.metric_range(reference),
                 "metrics": metrics,
                 "baselines": baseline_metrics,
             }

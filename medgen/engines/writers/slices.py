@@ -94,7 +94,7 @@ class SliceReconstructionWriter(ReconstructionWriter):
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
-        data_range: float = 1.0,
+        data_range: float | None = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
         slice_axis: int = -1,
@@ -108,4 +108,4 @@ class SliceReconstructionWriter(ReconstructionWriter):
 
     def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
         """:func:`slice_metrics` with this writer's settings."""
-        return slice_metrics(volume, reference, self.slice_axis, self.data_range, self.clip, self.win_size)
+        return slice_metrics(volume, reference, self.slice_axis, self.metric_range(reference), self.clip, self.win_size)
