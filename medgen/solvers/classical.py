@@ -11,7 +11,6 @@ reference: the upper bound of benchmarks). :class:`ClassicalBaseline` runs one m
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,8 +70,8 @@ class ClassicalBaseline:
         settings: settings of the solver (see :func:`make_solver`), shared by both rules.
 
     Attributes:
-        info: ``{key: solver info as JSON (lambda, iterations, residual, ...) and "seconds" (CPU time)}`` of the last
-            call.
+        info: ``{key: solver info as JSON (lambda, iterations, residual, ...)}`` of the last call (no run time, so
+            that a run's summary repeats exactly; ``benchmarks/bench_classical.py`` measures the time).
 
     Raises:
         ValueError, TypeError: as :func:`make_solver`, at construction (before any solve).
@@ -104,9 +103,8 @@ class ClassicalBaseline:
             if rule == "oracle" and reference is None:
                 continue
             key = self.name if rule == "discrepancy" else f"{self.name}_{rule}"
-            start = time.process_time()
             results[key], info = solver.solve(measurement, reference=reference if rule == "oracle" else None)
-            self.info[key] = {**info.to_dict(), "seconds": round(time.process_time() - start, 3)}
+            self.info[key] = info.to_dict()
         return results
 
 

@@ -21,7 +21,13 @@ from monai.bundle import ConfigParser, run, verify_net_in_out
 from medgen.engines.metrics import slice_metrics
 from medgen.networks.songunet import PatchEDMPrecond, patch_position_channels
 from medgen.physics.ct import ParallelBeamCT
-from tests.bundles.helpers import assert_apache_licence, bundle_metadata, exception_chain, sha1
+from tests.bundles.helpers import (
+    assert_apache_licence,
+    assert_posterior_outputs,
+    bundle_metadata,
+    exception_chain,
+    sha1,
+)
 
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "padis_ct"
@@ -114,6 +120,16 @@ def test_ct_inference_from_another_directory_writes_outputs_and_refuses_to_overw
         run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), seed=3, output_dir=str(out), **FAST)
     assert any(isinstance(e, FileExistsError) for e in exception_chain(error.value))
     assert sha1(out / f"{prefix}.nii.gz") == before
+
+
+def test_two_posterior_samples_from_a_sirt_warm_start(tmp_path: Path):
+    """num_samples=2, each sample from SIRT noised to sigma 0.05 (the last levels of 20); measured 26.25 dB for one
+    sample vs FBP 25.56 (this demo prior lowers SIRT's 28.91 dB: see the README)."""
+    run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), output_dir=str(tmp_path), steps=20,
+        inner_iterations=1, num_samples=2, warm_start="sirt", warm_start_sigma=0.05,
+        warm_start_settings={"box": [0.0, 1.0], "max_iter": 500}, baseline_iterations=50, progress=False)
+    metrics = assert_posterior_outputs(tmp_path, "padis_sparse_view_ct_seed0", 2)
+    assert metrics["warm_start"] == "sirt" and metrics["metrics"]["psnr"] > 24
 
 
 # super-resolution runs PaDIS' Langevin solver, which starts from noise: it needs more (cheap, gradient-free) levels

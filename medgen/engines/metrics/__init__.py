@@ -3,7 +3,8 @@
 - :mod:`~medgen.engines.metrics.base`: what they share (input conversion, argument checks, clipping, MONAI's
   PSNR/SSIM) and how the definitions differ;
 - :func:`reconstruction_metrics` (TPDM, volumes), :func:`slice_metrics` (PaDIS, slice stacks), :func:`hfs_metrics`
-  (HFS-SDE, complex MR slices), :func:`class_intensity_statistics` (SDM, label-conditioned synthesis).
+  (HFS-SDE, complex MR slices), :func:`class_intensity_statistics` (SDM, label-conditioned synthesis);
+- :func:`uncertainty_metrics`: coverage of the error by a posterior std.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from medgen.engines.metrics.reconstruction import PLANE_NAMES, reconstruction_me
 from medgen.engines.metrics.slices import check_slice_axis, slice_metrics
 from medgen.engines.metrics.kspace import hfs_metrics
 from medgen.engines.metrics.semantic import class_intensity_statistics
+from medgen.engines.metrics.uncertainty import uncertainty_metrics
 
 __all__ = [
     "as_magnitude_slices",
@@ -40,4 +42,5 @@ __all__ = [
     "slice_metrics",
     "hfs_metrics",
     "class_intensity_statistics",
+    "uncertainty_metrics",
 ]

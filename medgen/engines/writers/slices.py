@@ -77,7 +77,7 @@ class SliceReconstructionWriter(ReconstructionWriter):
     for the slices along ``slice_axis`` (at most four, evenly spaced).
 
     Args:
-        output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range, staging_dir: as
+        output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range, staging_dir, write_std: as
             :class:`~medgen.engines.writers.reconstruction.ReconstructionWriter`.
         slice_axis: the axis of the ``(D, H, W)`` volume holding the slices (``-1``: the last, e.g. axial slices of an
             RAS volume).
@@ -100,9 +100,10 @@ class SliceReconstructionWriter(ReconstructionWriter):
         slice_axis: int = -1,
         win_size: int = 11,
         staging_dir: str | os.PathLike | None = None,
+        write_std: bool = False,
     ) -> None:
         super().__init__(output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range,
-                         staging_dir)
+                         staging_dir, write_std)
         self.slice_axis = check_slice_axis(slice_axis)
         self.win_size = int(win_size)
 
