@@ -2,7 +2,7 @@
 
 - ``composition_padis_complex.pt``: a 2-channel :class:`~medgen.networks.songunet.PatchEDMPrecond` (PaDIS' patch
   prior with positional channels) trained with PaDIS' patch EDM loss
-  (:class:`~medgen.engines.patch_edm.PatchEDMTrainingLoss`, the recipe of ``bundles/padis_ct/configs/train.json``) on
+  (:class:`~medgen.engines.training.patch_edm.PatchEDMTrainingLoss`, the recipe of ``bundles/padis_ct/configs/train.json``) on
   COMPLEX brain-phantom slices ``[real, imag]``: a min-max scaled magnitude slice times a smooth random phase
   (:func:`complex_slices`), zero-padded by :data:`PADIS_PAD` like PaDIS' dataset. It is the prior of multi-coil
   CS-MRI with ``CartesianMRI(mask, maps, channels=True)``.
@@ -123,7 +123,7 @@ def padis_data(generator: torch.Generator, seeds: tuple[int, ...] = TRAIN_SEEDS)
 
 
 def padis_loss_fn() -> Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]:
-    from medgen.engines.patch_edm import PatchEDMTrainingLoss
+    from medgen.engines.training.patch_edm import PatchEDMTrainingLoss
 
     return PatchEDMTrainingLoss(**PADIS_LOSS)
 
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", type=Path, default=DATA_DIR)
     parser.add_argument("--overwrite", action="store_true", help="replace existing weights")
     args = parser.parse_args(argv)
-    from medgen.engines.writers import save_state_dict, write_atomically
+    from medgen.engines.training import save_state_dict
+    from medgen.engines.writers import write_atomically
 
     torch.set_num_threads(1)
     kinds = ("padis", "ddpm") if args.which == "both" else (args.which,)
