@@ -24,7 +24,7 @@ from medgen.networks import PatchEDMPrecond
 from medgen.physics.ct import ParallelBeamCT
 
 
-def main(argv: Sequence[str] | None = None, inner_iterations: int = 5, sigma_max: float = 10.0) -> Path:
+def main(argv: Sequence[str] | None = None, inner_iterations: int = 5, sigma_max: float = 2.0) -> Path:
     args = arguments(__doc__.splitlines()[0], "padis_ct", 40, argv)
     network = weights(
         PatchEDMPrecond(img_resolution=96, img_channels=1, pos_channels=2, model_channels=16, channel_mult=(1, 2, 2),

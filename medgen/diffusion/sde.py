@@ -104,6 +104,11 @@ class SDE(ABC):
         """The linear map the Brownian motion enters through; the identity except for :class:`HFSSDE`."""
         return x
 
+    def perturb(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """A sample of ``p_t(x_t | x_0 = x)``: ``mean + std * P(noise)`` with ``noise ~ N(0, I)`` shaped like ``x``."""
+        mean, std = self.marginal_prob(x, t)
+        return mean + batch_broadcast(std, x) * self.project(noise)
+
     def langevin_alpha(self, t: torch.Tensor) -> torch.Tensor:
         """``alpha`` in the Langevin corrector's step ``2 alpha (snr |z| / |score|)^2``: 1 (VE), ``alpha_i`` (VP)."""
         return torch.ones_like(t)
@@ -409,11 +414,6 @@ class HFSSDE(VPSDE):
         log_mean = self.log_mean_coeff(as_time(t, x))
         mean = (torch.exp(batch_broadcast(log_mean, x)) - 1.0) * self.project(x) + x
         return mean, torch.sqrt(1.0 - torch.exp(2.0 * log_mean))
-
-    def perturb(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """A sample of ``p_t(x_t | x_0 = x)``: ``mean + std * P(noise)`` with ``noise ~ N(0, I)`` shaped like ``x``."""
-        mean, std = self.marginal_prob(x, t)
-        return mean + batch_broadcast(std, x) * self.project(noise)
 
     def conditional_prior_sampling(
         self, low_frequency_image: torch.Tensor, generator: torch.Generator | None = None

@@ -36,6 +36,7 @@ from medgen.inferers.highfrequency import (
     SDE_PRESETS,
     ACCELERATED,
 )
+from medgen.inferers.posterior import PosteriorSampler, posterior_mean_std
 from medgen.inferers.slab import (
     SemanticDiffusionInferer,
     SlabPatchInferer,
@@ -67,4 +68,6 @@ __all__ = [
     "ACCELERATED",
     "SemanticDiffusionInferer",
     "SlabPatchInferer",
+    "PosteriorSampler",
+    "posterior_mean_std",
 ]

@@ -23,9 +23,10 @@ from medgen.diffusion.consistency import KSpaceMeasurement
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
+from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
-from medgen.physics.mri import channels_to_complex
+from medgen.physics.mri import channels_to_complex, complex_to_channels
 
 __all__ = ["HighFrequencySpaceInferer", "HFSSettings", "KSpaceMeasurement", "SDE_PRESETS", "ACCELERATED"]
 
@@ -167,6 +168,13 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
         accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
             0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
+        warm_start: start from a noised estimate (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (the
+            SDE's prior), a classical method name (e.g. ``"cgls"``: CG-SENSE, lambda by the discrepancy principle on
+            the normalised k-space) or a complex image ``(B, 1, H, W)`` in the k-space's units; noised by the SDE's
+            marginal at the start (:meth:`~medgen.diffusion.sde.SDE.perturb`: high frequencies only for HFS).
+        warm_start_sigma, warm_start_step: where it begins: the first step whose marginal std is at most
+            ``warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
+        warm_start_settings: settings of the named classical method.
         seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
             ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``).
@@ -201,6 +209,10 @@ class HighFrequencySpaceInferer(SamplingInferer):
         *,
         sde: str = "hfs",
         accelerated: bool = False,
+        warm_start: str | torch.Tensor | None = None,
+        warm_start_sigma: float | None = None,
+        warm_start_step: int | None = None,
+        warm_start_settings: dict[str, Any] | None = None,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -226,12 +238,14 @@ class HighFrequencySpaceInferer(SamplingInferer):
             raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
         mask = low_frequency_mask
         self.low_frequency_mask = None if mask is None else check_plane_mask(mask, "low_frequency_mask")
+        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (part of the checkpoint fingerprint)."""
         low = self.low_frequency_mask
         mask = None if low is None else [int(low.sum().item()), list(low.shape)]
-        return {**super().config(), "settings": self.settings, "low_frequency_mask": mask}
+        warm = {"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}
+        return {**super().config(), "settings": self.settings, "low_frequency_mask": mask, **warm}
 
     def make_sde(self, device: torch.device | str = "cpu") -> SDE:
         """The SDE of the sampler with ``N = num_steps`` and the discrete tables of length ``table_size``.
@@ -286,6 +300,24 @@ class HighFrequencySpaceInferer(SamplingInferer):
         y = measurement.y
         shape = (y.shape[0], 2, *y.shape[-2:])
         return sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
+
+    def warm_sample(
+        self, measurement: KSpaceMeasurement, sde: SDE, t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The warm start at time ``t``: the estimate in ``[real, imag]`` channels perturbed by the SDE's marginal,
+        ``(B, 2, H, W)``."""
+        y = measurement.y
+        estimate = self.warm_start.reconstruct(measurement.operator, y)
+        estimate = complex_to_channels(estimate) if estimate.is_complex() else estimate
+        shape = (y.shape[0], 2, *y.shape[-2:])
+        if tuple(estimate.shape) != shape:
+            raise ValueError(
+                f"warm_start must be a complex image ({shape[0]}, 1, {shape[2]}, {shape[3]}) or channels {shape}, got "
+                f"{tuple(estimate.shape)}."
+            )
+        estimate = estimate.to(y.real.dtype)
+        noise = torch.randn(shape, generator=generator, device=y.device, dtype=estimate.dtype)
+        return sde.perturb(estimate, t.expand(shape[0]), noise)
 
     # ---------------------------------------------------------------------------------------------------- call
     def sample(  # type: ignore[override]
@@ -350,9 +382,13 @@ class HighFrequencySpaceInferer(SamplingInferer):
         fingerprint = {"measurement": measurement.y, "mask": operator.mask,
                        "sensitivity_maps": operator.sensitivity_maps}
         with torch.no_grad():
-            x = self.initial_sample(measurement, sde, generator)
+            start = self.warm_start.first_step(sde.noise_level(timesteps))
+            if start:
+                x = self.warm_sample(measurement, sde, timesteps[start], generator)
+            else:
+                x = self.initial_sample(measurement, sde, generator)
             loop = self.sampling_loop(settings.num_steps, tuple(inputs.shape), extra=fingerprint)
-            state = loop.run({"x": x, "x_mean": x}, step, generator=generator)
+            state = loop.run({"x": x, "x_mean": x}, step, generator=generator, start_step=start)
         result = state["x_mean"] if settings.denoise else state["x"]
         if settings.output != "channels":
             result = channels_to_complex(result)

@@ -41,6 +41,7 @@ from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
+from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import check_network_attribute
 from medgen.physics.base import ComposedOperator, LinearOperator
@@ -149,6 +150,13 @@ class PatchDiffusionInferer(SamplingInferer):
         max_batch: patches per network call (``None``: one call).
         slice_axis: for volumes ``(B, C, D1, D2, D3)``, the axis (2, 3, 4 or -3, -2, -1) along which the volume is cut
             into 2D images; all slices are denoised in one batch. The two other axes must be equal (square slices).
+        warm_start: start from a noised estimate (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (the
+            ``init`` above), a classical method name (solved reference-free on the measurement) or images shaped
+            like ``A^H y`` (e.g. a SIRT or TV reconstruction); the estimate, clamped to ``clamp``, plus noise of the
+            start level (the whole canvas; the image area only for ``pc``, as its cold start).
+        warm_start_sigma, warm_start_step: where it begins: the first level ``<= warm_start_sigma``, or step
+            ``warm_start_step`` (``0``: the cold path).
+        warm_start_settings: settings of the named classical method.
         seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
             ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``).
@@ -167,6 +175,10 @@ class PatchDiffusionInferer(SamplingInferer):
         overlap: int = 8,
         max_batch: int | None = None,
         slice_axis: int = -1,
+        warm_start: str | torch.Tensor | None = None,
+        warm_start_sigma: float | None = None,
+        warm_start_step: int | None = None,
+        warm_start_settings: dict[str, Any] | None = None,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -193,6 +205,7 @@ class PatchDiffusionInferer(SamplingInferer):
         self.settings = settings_with(PaDISSettings(), settings, type(self).__name__)
         self.view = CanvasView(pad, slice_axis)
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
+        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
@@ -202,6 +215,7 @@ class PatchDiffusionInferer(SamplingInferer):
             "settings": self.settings,
             "view": self.view,
             "patches": [self.patch_size, self.patch_mode, self.overlap],
+            **({"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}),
         }
 
     def prior(self, network: Any) -> PatchPrior:
@@ -319,6 +333,20 @@ class PatchDiffusionInferer(SamplingInferer):
                                                                 device=y.device, dtype=y.dtype))
         return settings.sigma_max * torch.randn(zeros.shape, generator=generator, device=y.device, dtype=y.dtype)
 
+    def _warm_canvas(self, y, operator, image_shape, sigma, generator) -> torch.Tensor:
+        """The warm start: ``pad(clamp(estimate)) + sigma z`` (``z`` on the image area only for ``pc``)."""
+        settings, view = self.settings, self.view
+        estimate = self.warm_start.reconstruct(operator, y)
+        if tuple(estimate.shape) != tuple(image_shape):
+            raise ValueError(f"warm_start must be shaped like A^H y {tuple(image_shape)}, got {tuple(estimate.shape)}.")
+        if settings.clamp is not None:
+            estimate = estimate.clamp(*settings.clamp)
+        if settings.solver == "pc":
+            return view.canvas(estimate + sigma * torch.randn(estimate.shape, generator=generator, device=y.device,
+                                                              dtype=y.dtype))
+        canvas = view.canvas(estimate)
+        return canvas + sigma * torch.randn(canvas.shape, generator=generator, device=y.device, dtype=y.dtype)
+
     def _sample(
         self, y: torch.Tensor, prior: Prior, operator: LinearOperator, image_shape: torch.Size
     ) -> torch.Tensor:
@@ -326,8 +354,13 @@ class PatchDiffusionInferer(SamplingInferer):
         generator = self.generator(y.device)
         sigmas = settings.sigmas()
         term = self.consistency(operator, y, image_shape)
+        num_loop_steps = settings.num_steps - 1 if settings.solver == "pc" else settings.num_steps
+        start = self.warm_start.first_step(sigmas[:num_loop_steps])
         with torch.no_grad():
-            x = self._initial_canvas(y, operator, image_shape, generator)
+            if start:
+                x = self._warm_canvas(y, operator, image_shape, sigmas[start], generator)
+            else:
+                x = self._initial_canvas(y, operator, image_shape, generator)
         if settings.solver == "pc":
             group = {"per_image": 1, "per_item": x.shape[0] // y.shape[0], "batch": x.shape[0]}[settings.residual_norm]
 
@@ -347,9 +380,8 @@ class PatchDiffusionInferer(SamplingInferer):
                                       add_noise=i != settings.num_steps - 1, generator=generator)
                 return {"x": x}
 
-        num_loop_steps = settings.num_steps - 1 if settings.solver == "pc" else settings.num_steps
         loop = self.sampling_loop(num_loop_steps, y.shape, extra={"measurement": y})
-        x = loop.run({"x": x}, step, generator=generator)["x"]
+        x = loop.run({"x": x}, step, generator=generator, start_step=start)["x"]
         result = view.centre(x, image_shape)
         return result if settings.clamp is None else result.clamp(*settings.clamp)
 

@@ -35,6 +35,7 @@ from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
+from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
@@ -199,6 +200,13 @@ class PerpendicularSliceInferer(SamplingInferer):
         primary_plane, auxiliary_plane, planes: see above.
         parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
             it are refused).
+        warm_start: start the reverse diffusion from a noised estimate (:class:`~medgen.diffusion.warm_start.
+            WarmStart`): ``None`` (cold), a classical method name (solved reference-free per primary slice with the
+            slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV reconstruction); not for ``"uncond"``.
+            The noised estimate is treated as the prior sample is (zsr: projected onto ``{A x = y}``).
+        warm_start_sigma, warm_start_step: where the warm start begins: the first step with ``sigma(t_i) <=
+            warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
+        warm_start_settings: settings of the named classical method.
         seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...).
 
@@ -220,6 +228,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         auxiliary_plane: int | Sequence[int] | None = None,
         planes: str | None = None,
         parity: bool = False,
+        warm_start: str | torch.Tensor | None = None,
+        warm_start_sigma: float | None = None,
+        warm_start_step: int | None = None,
+        warm_start_settings: dict[str, Any] | None = None,
         seed: int | None = None,
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -257,6 +269,9 @@ class PerpendicularSliceInferer(SamplingInferer):
         self.task, self.parity, self.consistency = task, parity, consistency
         self.factor, self.zsr_axis, self.mask, self.operator = None, None, None, None
         self.dps_weight = self._task_arguments(task, consistency, dps_weight, factor, zsr_axis, mask, operator)
+        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
+        if task == "uncond" and self.warm_start.active:
+            raise ValueError("warm_start needs a measurement; task='uncond' has none.")
 
     # --------------------------------------------------------------------------------------------- arguments
     def _task_arguments(self, task, consistency, dps_weight, factor, zsr_axis, mask, operator) -> float:
@@ -322,6 +337,7 @@ class PerpendicularSliceInferer(SamplingInferer):
             "factor": self.factor,
             "zsr_axis": self.zsr_axis,
             "operator": None if self.operator is None else repr(self.operator),
+            **({"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}),
         }
 
     # ----------------------------------------------------------------------------------------- networks
@@ -412,15 +428,36 @@ class PerpendicularSliceInferer(SamplingInferer):
         norm = "batch" if self.settings.pc.norm_reduction == "batch_mean" else "item"
         return DPS(operator, y, weight, norm=norm, noisy_target=self.task == "zsr" and self.settings.zsr_noisy_target)
 
-    def _initial_stack(self, info: dict[str, Any], b: int, sde: VESDE, generator: torch.Generator | None):
+    def _initial_stack(
+        self, info: dict[str, Any], b: int, sde: VESDE, generator: torch.Generator | None, sigma: float | None = None
+    ) -> torch.Tensor:
+        """Volume ``b``'s primary stack at the start: the prior sample, or (``sigma`` given) the warm-start estimate
+        plus noise of std ``sigma``; zsr projects either onto ``{A x = y}``."""
         shape = self.view.stack_shape(info["spatial"], self.view.primary)
-        prior = sde.prior_sampling(shape, generator=generator, device=info["device"], dtype=info["dtype"])
+        op, y = (info["operators"][b], info["ys"][b]) if info["terms"] is not None else (None, None)
+        if sigma is None:
+            prior = sde.prior_sampling(shape, generator=generator, device=info["device"], dtype=info["dtype"])
+        else:
+            prior = self._warm_estimate(info, b, shape) + sigma * torch.randn(
+                shape, generator=generator, device=info["device"], dtype=info["dtype"]
+            )
         if self.task != "zsr":
             return prior
-        op, y = info["operators"][b], info["ys"][b]
         if self.settings.zsr_official_init:
             return _official_zsr_init(prior, op.pseudo_inverse(y), op)
         return HardProjection(op, y).project(prior)
+
+    def _warm_estimate(self, info: dict[str, Any], b: int, shape: Sequence[int]) -> torch.Tensor:
+        """Volume ``b``'s warm-start estimate as a primary stack of ``shape``."""
+        estimate = self.warm_start.estimate
+        if isinstance(estimate, torch.Tensor):
+            expected = (info["batch"], 1, *info["spatial"])
+            if tuple(estimate.shape) != expected:
+                raise ValueError(f"warm_start must be a volume shaped {expected}, got {tuple(estimate.shape)}.")
+            volume = self.plain(estimate).to(device=info["device"], dtype=info["dtype"])
+            return self.view.to_stack(volume[b, 0], self.view.primary)
+        stack = self.warm_start.reconstruct(info["operators"][b], info["ys"][b])
+        return (stack.real if stack.is_complex() else stack).to(info["dtype"]).reshape(shape)
 
     # ---------------------------------------------------------------------------------------------- call
     def sample(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
@@ -456,8 +493,10 @@ class PerpendicularSliceInferer(SamplingInferer):
                                             generator)}
 
         # the initial state is drawn before the loop; a resumed run replaces it (and the generator state)
+        start = self.warm_start.first_step(sde.sigma(timesteps).tolist())
+        sigma = float(sde.sigma(timesteps[start])) if start else None
         initial = view.assemble(
-            [view.from_stack(self._initial_stack(info, b, sde, generator), view.primary) for b in range(batch)]
+            [view.from_stack(self._initial_stack(info, b, sde, generator, sigma), view.primary) for b in range(batch)]
         )
         loop = self.sampling_loop(
             settings.steps,
@@ -469,7 +508,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                 "mask": kwargs.get("mask", self.mask) if self.task == "csmri" else None,
             },
         )
-        volumes = loop.run({"x": initial}, step, generator=generator)["x"]
+        volumes = loop.run({"x": initial}, step, generator=generator, start_step=start)["x"]
         if self.consistency == "repaint":  # the clean known voxels after the last step
             pasted = []
             for b in range(batch):

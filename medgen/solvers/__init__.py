@@ -9,6 +9,9 @@ an oracle against a reference for benchmarks):
 - :class:`TVPDHG`: TV-regularised reconstruction (2D/3D, isotropic, box) by Chambolle-Pock PDHG.
 - :class:`L1WaveletFISTA`: L1-wavelet reconstruction by FISTA.
 
+By name (:data:`CLASSICAL_METHODS`): :func:`make_solver` and :class:`ClassicalBaseline` (reference-free and oracle
+results together: the bundles' baselines).
+
 Building blocks: :func:`cg_solve`, :func:`tv_prox`, :func:`tv_norm`, :func:`finite_differences` (and adjoint),
 :func:`soft_threshold`, :func:`wavelet_soft_threshold`, :class:`OrthonormalWavelet`, :func:`project_box`,
 :func:`operator_norm`, :func:`estimate_noise_std`, the stopping rules and :func:`iterate`.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from medgen.solvers.base import LAMBDA_RULES, STOPPING_RULES, Solver, SolverInfo, SolverSettings
 from medgen.solvers.cg import CGResult, cg_solve
+from medgen.solvers.classical import CLASSICAL_METHODS, CLASSICAL_RULES, ClassicalBaseline, make_solver, run_baselines
 from medgen.solvers.cgls import CGLS, CGLSSettings
 from medgen.solvers.fista import L1WaveletFISTA, L1WaveletSettings, wavelet_soft_threshold
 from medgen.solvers.linalg import (
@@ -63,6 +67,11 @@ __all__ = [
     "TVPDHGSettings",
     "L1WaveletFISTA",
     "L1WaveletSettings",
+    "CLASSICAL_METHODS",
+    "CLASSICAL_RULES",
+    "ClassicalBaseline",
+    "make_solver",
+    "run_baselines",
     "finite_differences",
     "finite_differences_adjoint",
     "tv_norm",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 MONAI_METADATA_FIELDS = (
     "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
@@ -60,3 +61,20 @@ def write_nifti(path: Path, data: Any, affine: Any = None) -> Path:
     header["srow_x"], header["srow_y"], header["srow_z"] = matrix[0], matrix[1], matrix[2]
     nib.save(nib.Nifti1Image(data, None, header=header), str(path))
     return path
+
+
+def assert_posterior_outputs(out: Path, prefix: str, num_samples: int) -> dict[str, Any]:
+    """A ``num_samples > 1`` run wrote the posterior mean, a non-negative std NIfTI of the same grid and finite
+    uncertainty scores; returns the metrics JSON."""
+    import nibabel as nib
+
+    metrics = json.loads((out / f"{prefix}_metrics.json").read_text())
+    mean, std = nib.load(out / f"{prefix}.nii.gz"), nib.load(out / f"{prefix}_std.nii.gz")
+    assert metrics["num_samples"] == num_samples and metrics["std_nifti"] == f"{prefix}_std.nii.gz"
+    assert std.shape == mean.shape and np.allclose(std.affine, mean.affine)
+    spread = std.get_fdata()
+    assert spread.min() >= 0 and spread.max() > 0  # seeds differ, so the samples do
+    scores = metrics["uncertainty"]
+    assert 0 <= scores["coverage"] <= 1 and -1 <= scores["std_error_correlation"] <= 1 and scores["k"] == 2.0
+    assert scores["mean_std"] == pytest.approx(float(spread.mean()), rel=1e-4)
+    return metrics

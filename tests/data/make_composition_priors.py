@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", type=Path, default=DATA_DIR)
     parser.add_argument("--overwrite", action="store_true", help="replace existing weights")
     args = parser.parse_args(argv)
-    from medgen.engines.writers import save_state_dict, write_atomically
+    from medgen.engines.training import save_state_dict
+    from medgen.engines.writers import write_atomically
 
     torch.set_num_threads(1)
     kinds = ("padis", "ddpm") if args.which == "both" else (args.which,)

@@ -413,3 +413,37 @@ def test_invalid_arguments_are_named():
         ct(torch.zeros(1, 1, 4, 10, 9), GaussianScore())
     with pytest.raises(TypeError, match="shape"):
         PerpendicularSliceInferer(steps=2)("volume", GaussianScore())
+
+
+def test_warm_start_skips_steps_and_equals_the_cold_path_from_step_zero():
+    """zsr 2x on a 8x8x16 phantom, 6 steps of a Gaussian stand-in: the warm start from the slice-repetition estimate
+    (a tensor) or from CGLS per slice (by name) runs only the steps from its start, from step 0 it is the cold path,
+    and from the truth at a small noise level it ends nearer the truth than the cold start (measured: error 4.16 vs
+    35.8 after 6 steps from sigma_max 378)."""
+    truth = phantom((8, 8, 16))
+    op = ZAxisAverage(2, axis=-1)
+    low = op(truth)
+    kwargs = dict(factor=2, dps_weight=1.0, steps=6, batch_size=8, seed=0, progress=False)
+    cold_net = GaussianScore()
+    cold = PerpendicularSliceInferer("zsr", **kwargs)(low, cold_net)
+    full_net = GaussianScore()
+    full = PerpendicularSliceInferer("zsr", warm_start=op.pseudo_inverse(low), warm_start_step=0, **kwargs)(
+        low, full_net
+    )
+    assert torch.equal(full, cold) and full_net.calls == cold_net.calls == 18
+    sde = VESDE(0.01, 378.0, 6)
+    sigmas = sde.sigma(torch.linspace(1.0, 1e-5, 6)).tolist()
+    warm_net = GaussianScore()
+    warm = PerpendicularSliceInferer("zsr", warm_start=truth, warm_start_sigma=sigmas[4] * 1.001, **kwargs)(
+        low, warm_net
+    )
+    assert warm_net.calls == 6  # steps 4 and 5 only (the steps alternate 2 and 4 calls: 18 in all)
+    error = torch.linalg.vector_norm(warm - truth).item()
+    assert error < 0.25 * torch.linalg.vector_norm(cold - truth).item(), error
+    named_net = GaussianScore()
+    named = PerpendicularSliceInferer("zsr", warm_start="cgls", warm_start_step=3, **kwargs)(low, named_net)
+    assert named_net.calls == 10 and torch.isfinite(named).all()  # steps 3-5
+    with pytest.raises(ValueError, match="warm_start must be a volume shaped"):
+        PerpendicularSliceInferer("zsr", warm_start=truth[..., :8], warm_start_step=2, **kwargs)(low, GaussianScore())
+    with pytest.raises(ValueError, match="task='uncond' has none"):
+        PerpendicularSliceInferer("uncond", warm_start="cgls", warm_start_step=2)

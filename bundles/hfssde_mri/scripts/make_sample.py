@@ -31,8 +31,10 @@ CALIBRATION_LINES = 8
 SPACING_MM = 3.5  # a 224 mm field of view on 64 pixels
 
 
-def make_sample(output_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
-    slices = phantom_mri_slices([SEED], IMAGE_SIZE, NUM_SLICES, slice_range=SLICE_RANGE)
+def make_sample(output_dir: str | Path, overwrite: bool = False, seed: int = SEED) -> tuple[Path, Path]:
+    """Write the sample of phantom ``seed`` (the shipped one: 7; ``benchmarks/bench_quality.py`` makes validation
+    samples of other seeds outside the training seeds 1000-1047)."""
+    slices = phantom_mri_slices([seed], IMAGE_SIZE, NUM_SLICES, slice_range=SLICE_RANGE)
     simulate = RandSimulateMultiCoil(NUM_COILS, rotation=COIL_ROTATION, prob=0.0)  # a fixed coil ring
     kspace = torch.stack([fft2c(simulate(image)) for image in slices])  # (S, Nc, H, W)
     estimate = EstimateCoilSensitivity(acs_lines=CALIBRATION_LINES)
@@ -41,7 +43,7 @@ def make_sample(output_dir: str | Path, overwrite: bool = False) -> tuple[Path, 
     reference = torch.stack([combine(k, s) for k, s in zip(kspace, maps)])  # (S, 1, H, W)
     affine = torch.diag(torch.tensor([SPACING_MM, SPACING_MM, SPACING_MM, 1.0], dtype=torch.float64))
     output_dir = Path(output_dir)
-    stem = f"phantom_seed{SEED}"
+    stem = f"phantom_seed{seed}"
     inputs = save_kspace_sample(output_dir / f"{stem}_kspace.npz", overwrite, kspace=kspace, sensitivity_maps=maps,
                                 affine=affine)
     target = save_kspace_sample(output_dir / f"{stem}_reference.npz", overwrite, image=reference, affine=affine)

@@ -4,7 +4,8 @@
   PSNR/SSIM) and how the definitions differ;
 - :func:`reconstruction_metrics` (TPDM, volumes), :func:`slice_metrics` (PaDIS, slice stacks), :func:`hfs_metrics`
   (HFS-SDE, complex MR slices), :func:`class_intensity_statistics` (SDM, label-conditioned synthesis),
-  :func:`masked_synthesis_metrics` with :class:`LinearSynthesisBaseline` (cWDM, contrast synthesis in a brain mask).
+  :func:`masked_synthesis_metrics` with :class:`LinearSynthesisBaseline` (cWDM, contrast synthesis in a brain mask);
+- :func:`uncertainty_metrics`: coverage of the error by a posterior std.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from medgen.engines.metrics.slices import check_slice_axis, slice_metrics
 from medgen.engines.metrics.kspace import hfs_metrics
 from medgen.engines.metrics.semantic import class_intensity_statistics
 from medgen.engines.metrics.synthesis import LinearSynthesisBaseline, masked_synthesis_metrics
+from medgen.engines.metrics.uncertainty import uncertainty_metrics
 
 __all__ = [
     "as_magnitude_slices",
@@ -44,4 +46,5 @@ __all__ = [
     "class_intensity_statistics",
     "LinearSynthesisBaseline",
     "masked_synthesis_metrics",
+    "uncertainty_metrics",
 ]

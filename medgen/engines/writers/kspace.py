@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from medgen.engines.metrics.base import as_magnitude_slices
 from medgen.engines.metrics.kspace import hfs_metrics
+from medgen.engines.metrics.uncertainty import uncertainty_metrics
 from medgen.engines.writers.base import OutputWriter, as_affine, volume_statistics
 from medgen.engines.writers.preview import preview_columns
 
@@ -41,6 +43,9 @@ class KspaceReconstructionWriter(OutputWriter):
         inputs: input files the outputs must never replace.
         staging_dir: where the files are staged before they are committed together (see
             :class:`~medgen.engines.writers.base.OutputWriter`).
+        write_std: the run draws several posterior samples: the reconstruction is their mean and a call also writes
+            ``<prefix>_std.nii.gz`` (their per-voxel std, ``(H, W, S)``) and, with a reference, ``uncertainty``
+            (:func:`~medgen.engines.metrics.uncertainty.uncertainty_metrics` of the magnitudes) into the JSON.
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -54,8 +59,15 @@ class KspaceReconstructionWriter(OutputWriter):
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
         staging_dir: str | os.PathLike | None = None,
+        write_std: bool = False,
     ) -> None:
         super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
+        self.write_std = bool(write_std)
+
+    def paths(self, *args: Any) -> dict[str, Path | list[Path]]:
+        """NIfTI, PNG and metrics JSON, and ``std`` with ``write_std``."""
+        paths = super().paths(*args)
+        return {**paths, "std": self.target("_std.nii.gz")} if self.write_std else paths
 
     @staticmethod
     def kspace_display(kspace: Any) -> np.ndarray:
@@ -75,6 +87,7 @@ class KspaceReconstructionWriter(OutputWriter):
         affine: Any | None = None,
         extra: Mapping[str, Any] | None = None,
         kspace: Any | None = None,
+        std: Any | None = None,
     ) -> dict[str, Any]:
         """Write ``reconstruction`` ``(S, 1, H, W)`` (or ``(S, H, W)``; complex or real, magnitudes are written).
 
@@ -86,6 +99,8 @@ class KspaceReconstructionWriter(OutputWriter):
             affine: 4x4 affine of the NIfTI (default identity, whatever ``reconstruction`` is).
             extra: more JSON-serialisable entries for the metrics file (computed during the run).
             kspace: the measured (undersampled) k-space ``(S, Nc, H, W)``, shown in the preview, or ``None``.
+            std: the per-pixel posterior std ``(S, 1, H, W)`` (the reconstruction is then the posterior mean); required
+                with ``write_std``.
 
         Returns:
             the content written to the metrics JSON.
@@ -95,7 +110,11 @@ class KspaceReconstructionWriter(OutputWriter):
             TypeError, ValueError: images of the wrong type or shape, or a result holding NaN/Inf (nothing written).
             OSError: the disk is full (nothing written).
         """
+        if (std is not None) != self.write_std:
+            raise ValueError(f"std must be given exactly when write_std=True (write_std={self.write_std}), got "
+                             f"{'a std' if std is not None else 'None'}.")
         recon = as_magnitude_slices(reconstruction, "reconstruction")
+        spread = None if std is None else as_magnitude_slices(std, "std")
         ref = None if reference is None else as_magnitude_slices(reference, "reference")
         named = {k: as_magnitude_slices(v, k) for k, v in (baselines or {}).items() if v is not None}
         for name, image in [("reference", ref), *named.items()]:
@@ -104,6 +123,7 @@ class KspaceReconstructionWriter(OutputWriter):
                                  f"{tuple(recon.shape)}.")
         affine = as_affine(affine)
         metrics = None if ref is None else hfs_metrics(recon, ref)
+        uncertainty = None if spread is None or ref is None else uncertainty_metrics(recon, spread, ref)
         baseline_metrics = {k: hfs_metrics(v, ref) for k, v in named.items()} if ref is not None else {}
         elapsed = self.seconds_since_check()
         paths = self.paths()
@@ -121,6 +141,8 @@ class KspaceReconstructionWriter(OutputWriter):
         )
         with self.transaction():
             self.save_nifti(volume, paths["nifti"], affine)
+            if spread is not None:
+                self.save_nifti(stack(spread), paths["std"], affine)
             self.save_preview(paths["png"], columns, slice_axis=2)
             content = {
                 **self.info,
@@ -130,5 +152,6 @@ class KspaceReconstructionWriter(OutputWriter):
                 "statistics": volume_statistics(volume),
                 "metrics": metrics,
                 "baselines": baseline_metrics,
+                **({} if spread is None else {"std_nifti": paths["std"].name, "uncertainty": uncertainty}),
             }
             return self.write_summary(paths["metrics"], content)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from medgen.engines.metrics.base import as_volume
 from medgen.engines.metrics.reconstruction import reconstruction_metrics
+from medgen.engines.metrics.uncertainty import uncertainty_metrics
 from medgen.engines.writers.base import OutputWriter, as_affine, volume_statistics
 from medgen.engines.writers.preview import preview_columns
 
@@ -41,11 +43,16 @@ class ReconstructionWriter(OutputWriter):
         info: JSON-serialisable settings recorded in the metrics file.
         overwrite: replace existing outputs (default: refuse with ``FileExistsError``).
         inputs: input files the outputs must never replace (e.g. the measurement and reference paths).
-        data_range, clip: passed to :func:`reconstruction_metrics`.
+        data_range: the metrics' data range, passed to :func:`reconstruction_metrics`; ``None``: the reference's
+            ``max - min`` (issue 16's convention for comparing with classical baselines).
+        clip: passed to :func:`reconstruction_metrics`.
         display_range: ``(vmin, vmax)`` of the preview (``None``: the reference's, else the volume's 0.5 / 99.5
             percentiles).
         staging_dir: where the files are staged before they are committed together (see
             :class:`~medgen.engines.writers.base.OutputWriter`).
+        write_std: the run draws several posterior samples: the volume is their mean and a call also writes
+            ``<prefix>_std.nii.gz`` (their per-voxel std) and, with a reference, ``uncertainty``
+            (:func:`~medgen.engines.metrics.uncertainty.uncertainty_metrics`) into the metrics JSON.
 
     Raises:
         ValueError: an empty prefix or one holding a path separator.
@@ -61,19 +68,33 @@ class ReconstructionWriter(OutputWriter):
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
-        data_range: float = 1.0,
+        data_range: float | None = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
         staging_dir: str | os.PathLike | None = None,
+        write_std: bool = False,
     ) -> None:
         super().__init__(output_dir, prefix, info, overwrite, inputs, staging_dir)
-        self.data_range = float(data_range)
+        self.write_std = bool(write_std)
+        self.data_range = None if data_range is None else float(data_range)
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.display_range = None if display_range is None else (float(display_range[0]), float(display_range[1]))
 
     def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
         """The scores of ``volume`` (or a baseline) against ``reference``: :func:`reconstruction_metrics`."""
-        return reconstruction_metrics(volume, reference, self.data_range, self.clip)
+        return reconstruction_metrics(volume, reference, self.metric_range(reference), self.clip)
+
+    def paths(self, *args: Any) -> dict[str, Path | list[Path]]:
+        """NIfTI, PNG and metrics JSON (:meth:`OutputWriter.paths`), and ``std`` with ``write_std``."""
+        paths = super().paths(*args)
+        return {**paths, "std": self.target("_std.nii.gz")} if self.write_std else paths
+
+    def metric_range(self, reference: Any) -> float:
+        """``data_range``, or the reference's ``max - min`` when it is ``None``."""
+        if self.data_range is not None:
+            return self.data_range
+        ref = as_volume(reference, "reference")
+        return float(ref.max() - ref.min())
 
     def __call__(
         self,
@@ -83,6 +104,7 @@ class ReconstructionWriter(OutputWriter):
         affine: Any | None = None,
         input: Any | None = None,
         extra: Mapping[str, Any] | None = None,
+        std: Any | None = None,
     ) -> dict[str, Any]:
         """Write ``volume`` (one volume, see :func:`reconstruction_metrics`; a MetaTensor's affine is used).
 
@@ -94,6 +116,7 @@ class ReconstructionWriter(OutputWriter):
             affine: 4x4 affine to write instead of the MetaTensor's (identity for plain tensors).
             input: what the run was given, for the preview (any grid; complex: magnitudes), or ``None``.
             extra: more JSON-serialisable entries for the metrics file (computed during the run, e.g. from the data).
+            std: the per-voxel posterior std (``volume`` is then the posterior mean); required with ``write_std``.
 
         Returns:
             the content written to the metrics JSON.
@@ -104,6 +127,11 @@ class ReconstructionWriter(OutputWriter):
             OSError: the disk is full (nothing written).
         """
         data = as_volume(volume, "volume")
+        if (std is not None) != self.write_std:
+            raise ValueError(f"std must be given exactly when write_std=True (write_std={self.write_std}), got "
+                             f"{'a std' if std is not None else 'None'}.")
+        spread = None if std is None else as_volume(std, "std")
+        uncertainty = None if spread is None or reference is None else uncertainty_metrics(data, spread, reference)
         affine = as_affine(affine, volume)
         baselines = {name: value for name, value in (baselines or {}).items() if value is not None}
         metrics = None if reference is None else self.metrics(data, reference)
@@ -120,6 +148,8 @@ class ReconstructionWriter(OutputWriter):
         )
         with self.transaction():
             self.save_nifti(array, paths["nifti"], affine)
+            if spread is not None:
+                self.save_nifti(spread.float().numpy(), paths["std"], affine)
             self.save_preview(paths["png"], columns, self.slice_axis)
             content = {
                 **self.info,
@@ -127,7 +157,9 @@ class ReconstructionWriter(OutputWriter):
                 "seconds": round(elapsed, 3),
                 **self.describe(array, affine, nifti=paths["nifti"], png=paths["png"]),
                 "statistics": volume_statistics(array),
+                "data_range": None if reference is None else self.metric_range(reference),
                 "metrics": metrics,
                 "baselines": baseline_metrics,
+                **({} if spread is None else {"std_nifti": paths["std"].name, "uncertainty": uncertainty}),
             }
             return self.write_summary(paths["metrics"], content)

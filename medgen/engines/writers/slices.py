@@ -77,7 +77,7 @@ class SliceReconstructionWriter(ReconstructionWriter):
     for the slices along ``slice_axis`` (at most four, evenly spaced).
 
     Args:
-        output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range, staging_dir: as
+        output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range, staging_dir, write_std: as
             :class:`~medgen.engines.writers.reconstruction.ReconstructionWriter`.
         slice_axis: the axis of the ``(D, H, W)`` volume holding the slices (``-1``: the last, e.g. axial slices of an
             RAS volume).
@@ -94,18 +94,19 @@ class SliceReconstructionWriter(ReconstructionWriter):
         info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike | None] = (),
-        data_range: float = 1.0,
+        data_range: float | None = 1.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
         display_range: tuple[float, float] | None = (0.0, 1.0),
         slice_axis: int = -1,
         win_size: int = 11,
         staging_dir: str | os.PathLike | None = None,
+        write_std: bool = False,
     ) -> None:
         super().__init__(output_dir, prefix, info, overwrite, inputs, data_range, clip, display_range,
-                         staging_dir)
+                         staging_dir, write_std)
         self.slice_axis = check_slice_axis(slice_axis)
         self.win_size = int(win_size)
 
     def metrics(self, volume: Any, reference: Any) -> dict[str, Any]:
         """:func:`slice_metrics` with this writer's settings."""
-        return slice_metrics(volume, reference, self.slice_axis, self.data_range, self.clip, self.win_size)
+        return slice_metrics(volume, reference, self.slice_axis, self.metric_range(reference), self.clip, self.win_size)

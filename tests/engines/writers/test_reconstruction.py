@@ -51,3 +51,24 @@ def test_writer_files_affine_metrics_and_no_overwrite(tmp_path: Path):
     plain = ReconstructionWriter(tmp_path / "plain", prefix="sample")(torch.from_numpy(reference)[None])
     assert plain["metrics"] is None and plain["baselines"] == {}
     np.testing.assert_allclose(nib.load(tmp_path / "plain" / "sample.nii.gz").affine, np.eye(4))
+
+
+def test_posterior_std_file_uncertainty_metrics_and_reference_data_range(tmp_path: Path):
+    volume, reference = volumes(2)
+    std = np.full(volume.shape, 0.05, dtype=np.float32)
+    writer = ReconstructionWriter(tmp_path, prefix="post", write_std=True, data_range=None)
+    with pytest.raises(ValueError, match="std must be given exactly when write_std=True"):
+        writer(volume, reference=reference)
+    writer.check()
+    content = writer(volume, reference=reference, std=std)
+    np.testing.assert_allclose(nib.load(tmp_path / "post_std.nii.gz").get_fdata(), std, rtol=1e-6)
+    assert content["std_nifti"] == "post_std.nii.gz"
+    error = np.abs(volume - reference)
+    assert content["uncertainty"]["coverage"] == pytest.approx(float((error <= 0.1).mean()), abs=1e-6)
+    assert content["uncertainty"]["std_error_correlation"] == 0.0  # a constant std
+    data_range = float(reference.max() - reference.min())
+    assert content["data_range"] == pytest.approx(data_range)
+    expected = reconstruction_metrics(volume, reference, data_range)["psnr"]
+    assert content["metrics"]["psnr"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(FileExistsError):  # check() knows the std file too
+        ReconstructionWriter(tmp_path, prefix="post", write_std=True).check()
