@@ -285,7 +285,7 @@ class SavedTensorMeter:
             self.live_bytes += storage.nbytes()
             self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         self._holders[key] += 1
-        saved = _Saved(tensor)
+        saved = _Saved(tensor.detach())  # detached: a saved output must not hold its own graph (a cycle)
         weakref.finalize(saved, self._release, key, storage.nbytes())
         return saved
 

@@ -167,7 +167,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
         accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
             0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
             ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``).
 
@@ -207,6 +207,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
         **settings: Any,
     ) -> None:
         super().__init__(
@@ -216,6 +218,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         check_choice(sde, "sde", SDES)
         preset = settings_with(SDE_PRESETS[sde], ACCELERATED[sde] if accelerated else {}, type(self).__name__)
