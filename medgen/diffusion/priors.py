@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from medgen.checks import check_choice, check_int
+from medgen.diffusion.chunked import ChunkedNetwork, chunked_map
 from medgen.diffusion.sde import batch_broadcast
 from medgen.networks.checkpoint import unwrap_network
 from medgen.networks.songunet import patch_position_channels
@@ -424,7 +425,7 @@ class PatchPrior(Prior):
     The state is a padded canvas ``(B, C, N, N)`` (an image padded by ``pad`` on each side:
     :class:`~medgen.diffusion.views.CanvasView`). Positional channels are the canvas coordinates normalised by
     ``N - 1`` (PaDIS' inference ``latents_pos``). All patches go through ONE batched network call (``max_batch``
-    splits it).
+    splits it, also for gradients: one chunk's graph at a time, :mod:`medgen.diffusion.chunked`).
 
     - ``mode="random"`` (PaDIS ``denoisedFromPatches``): ``P = w // patch_size + 1`` non-overlapping patches per side,
       shifted by an offset ``(a, b)`` in ``[0, pad - 1]^2`` drawn per call and per item (row then column) from the
@@ -461,7 +462,8 @@ class PatchPrior(Prior):
         pad: canvas padding in pixels (PaDIS: 24); random offsets lie in ``[0, pad - 1]``.
         mode: ``"random"`` or ``"overlap"``.
         overlap: overlap of neighbouring patches in ``mode="overlap"`` (PaDIS 8), ``< patch_size``.
-        max_batch: patches per network call (``None``: one call).
+        max_batch: patches per network call, and per recomputed graph when a gradient flows through the prior (DPS):
+            the memory of a gradient is then one chunk's graph whatever the canvas (``None``: one call, one graph).
     """
 
     def __init__(
@@ -551,14 +553,19 @@ class PatchPrior(Prior):
         return image_size
 
     def _patch_denoise(self, patches: torch.Tensor, sigma: Any, positions: torch.Tensor) -> torch.Tensor:
-        chunk = self.max_batch or patches.shape[0]
-        outputs = []
-        for i in range(0, patches.shape[0], chunk):
-            if isinstance(self.patch_network, Prior):
-                outputs.append(self.patch_network.denoise(patches[i : i + chunk], sigma))
-            else:
-                outputs.append(self.patch_network(patches[i : i + chunk], sigma, positions[i : i + chunk]))
-        out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        """The network over all patches, ``max_batch`` per call: with a graph, as a chunked vector-Jacobian product
+        (one chunk's graph at a time, :func:`~medgen.diffusion.chunked.chunked_map`); a
+        :class:`~medgen.diffusion.chunked.ChunkedNetwork` patch network lends its sharding (and its chunk size when
+        ``max_batch`` is ``None``) to this one map."""
+        network, chunk_size, sharding = self.patch_network, self.max_batch, None
+        if isinstance(network, ChunkedNetwork):
+            network, chunk_size, sharding = network.module, chunk_size or network.chunk_size, network.sharding
+        if isinstance(network, Prior):
+            out = chunked_map(lambda p: network.denoise(p, sigma), patches, chunk_size=chunk_size, sharding=sharding)
+        else:
+            out = chunked_map(
+                lambda p, pos: network(p, sigma, pos), patches, positions, chunk_size=chunk_size, sharding=sharding
+            )
         if out.shape != patches.shape:
             raise ValueError(f"network returned shape {tuple(out.shape)} for patches {tuple(patches.shape)}.")
         return out.to(patches.dtype)

@@ -16,6 +16,12 @@ neither (tested for every inferer that differentiates, in ``tests/inferers/test_
 **Bad input.** Every tensor given to a call (``inputs``, tensor arguments such as ``mask`` or ``sensitivity_maps``)
 must be finite: a NaN or infinite entry is refused with a ``ValueError`` naming it before any step is taken.
 
+**Chunks and ranks.** ``network_batch_size`` and ``shard`` wrap the network of each call in
+:class:`~medgen.diffusion.chunked.ChunkedNetwork` (after the precision wrapper, so a recomputed chunk runs under the
+same autocast): every call is cut into chunks whose graphs are rebuilt one at a time for DPS, and its items are split
+across the ranks of a process group. Neither changes the result beyond float rounding, so neither is part of the
+resume fingerprint.
+
 **Precision and compilation.** ``autocast_dtype`` and ``compile_network`` (every inferer takes them) wrap the network
 of each call in :class:`~medgen.networks.precision.PrecisionNetwork` before sampling starts: only the network runs
 under ``torch.autocast`` (its outputs return in the state's dtype), so data consistency and the operators keep their
@@ -34,10 +40,12 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from medgen.checks import check_choice, check_finite, check_int
+from medgen.diffusion.chunked import with_chunking
 from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
 from medgen.networks.checkpoint import network_parameter
+from medgen.distributed import as_sharding
 from medgen.networks.precision import PrecisionSettings, with_precision
 
 __all__ = [
@@ -73,6 +81,13 @@ class SamplingInferer(Inferer):
             an unsupported dtype/device pair is refused before sampling).
         compile_network: ``False``, ``True`` or a ``torch.compile`` mode (``"reduce-overhead"``: CUDA graphs):
             ``torch.compile`` of the network, compiled once per network object.
+        network_batch_size: items per network call (slices, patches, slabs), and per recomputed graph when a
+            gradient flows through the network (DPS): its memory is one chunk's graph whatever the batch, at the cost
+            of a second forward (:mod:`medgen.diffusion.chunked`); ``None``: the calls as the sampler makes them.
+        shard: split each network call's items across the ranks of a ``torch.distributed`` process group and
+            all-gather the outputs (:mod:`medgen.distributed`; launched with ``torchrun``, the same inputs and seed
+            on every rank, every rank returns the full result): ``False``, ``True`` (the default group when it is
+            initialised), or a process group.
 
     Raises:
         TypeError: ``seed`` is not an int or ``None``.
@@ -89,6 +104,8 @@ class SamplingInferer(Inferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
     ) -> None:
         super().__init__()
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -101,6 +118,10 @@ class SamplingInferer(Inferer):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.precision = PrecisionSettings(autocast_dtype, compile_network)
+        check_int(network_batch_size, "network_batch_size", 1, allow_none=True)
+        as_sharding(shard)  # validates the option now; the process group is read at each call
+        self.network_batch_size = network_batch_size
+        self.shard = shard
 
     def __call__(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
         """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring) on the
@@ -119,6 +140,13 @@ class SamplingInferer(Inferer):
             device = device or (parameter.device if parameter is not None else "cpu")
             self.precision.check_device(device)
             network = with_precision(network, self.precision)
+        sharding = as_sharding(self.shard)
+        if sharding.active and self.checkpoint_dir is not None:
+            raise ValueError(
+                f"checkpoint_dir={str(self.checkpoint_dir)!r} with shard over {sharding.world_size} ranks: every rank "
+                "would write the same checkpoint; give checkpoint_dir to a single-process run only."
+            )
+        network = with_chunking(network, self.network_batch_size, sharding)
         with torch.inference_mode(False):
             return self.sample(inputs, network, *args, **kwargs)
 
@@ -196,7 +224,7 @@ class DiffusionSamplingInferer(SamplingInferer):
         timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
         sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`SamplingInferer`.
 
     Raises:
         TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type.
@@ -216,6 +244,8 @@ class DiffusionSamplingInferer(SamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
     ) -> None:
         super().__init__(
             seed=seed,
@@ -224,6 +254,8 @@ class DiffusionSamplingInferer(SamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")

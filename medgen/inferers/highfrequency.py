@@ -175,7 +175,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         warm_start_sigma, warm_start_step: where it begins: the first step whose marginal std is at most
             ``warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
         warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
             ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``).
 
@@ -219,6 +219,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
         **settings: Any,
     ) -> None:
         super().__init__(
@@ -228,6 +230,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         check_choice(sde, "sde", SDES)
         preset = settings_with(SDE_PRESETS[sde], ACCELERATED[sde] if accelerated else {}, type(self).__name__)

@@ -157,7 +157,7 @@ class PatchDiffusionInferer(SamplingInferer):
         warm_start_sigma, warm_start_step: where it begins: the first level ``<= warm_start_sigma``, or step
             ``warm_start_step`` (``0``: the cold path).
         warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
             ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``).
 
@@ -185,6 +185,8 @@ class PatchDiffusionInferer(SamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
         **settings: Any,
     ) -> None:
         super().__init__(
@@ -194,6 +196,8 @@ class PatchDiffusionInferer(SamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")

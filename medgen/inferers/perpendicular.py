@@ -207,7 +207,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         warm_start_sigma, warm_start_step: where the warm start begins: the first step with ``sigma(t_i) <=
             warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
         warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...).
 
     Raises:
@@ -238,6 +238,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
         **settings: Any,
     ) -> None:
         super().__init__(
@@ -247,6 +249,8 @@ class PerpendicularSliceInferer(SamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         check_choice(task, "task", TASKS)
         consistency = ("repaint" if task == "inpaint" else "dps") if consistency is None else consistency

@@ -162,7 +162,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
         sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...).
 
     Raises:
@@ -184,6 +184,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
         **settings: Any,
     ) -> None:
         super().__init__(
@@ -197,6 +199,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
 
@@ -324,7 +328,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
       low-res volume get -1024, as the official margins) and crops; ``"shift"`` ends the last slab at ``D``.
 
     Args:
-        diffusion, timestep_respacing, sampler, eta, seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see
+        diffusion, timestep_respacing, sampler, eta, seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see
             :class:`SemanticDiffusionInferer`.
         settings: fields of :class:`SlabSettings` (the slab geometry and conditioning, and :class:`SDMSettings`;
             guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference).

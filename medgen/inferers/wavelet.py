@@ -136,7 +136,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             :func:`~medgen.diffusion.gaussian.space_timesteps`).
         sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network: see :class:`~medgen.inferers.base.SamplingInferer`.
+        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
             ``spatial_multiple``, ``pad_value``, ``jump_length``, ...).
 
@@ -158,6 +158,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         checkpoint_every: int = 0,
         autocast_dtype: torch.dtype | str | None = None,
         compile_network: bool | str = False,
+        network_batch_size: int | None = None,
+        shard: Any = False,
         **settings: Any,
     ) -> None:
         super().__init__(
@@ -171,6 +173,8 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             checkpoint_every=checkpoint_every,
             autocast_dtype=autocast_dtype,
             compile_network=compile_network,
+            network_batch_size=network_batch_size,
+            shard=shard,
         )
         if isinstance(settings.get("clip_range"), list):
             settings["clip_range"] = tuple(settings["clip_range"])

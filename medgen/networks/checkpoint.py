@@ -243,9 +243,12 @@ def build_uninitialized(factory: Callable[[], nn.Module], device: str | torch.de
 
 def unwrap_network(network: Any) -> Any:
     """The module inside (possibly nested) ``DataParallel``/``DistributedDataParallel``/
-    :class:`~medgen.networks.precision.PrecisionNetwork` wrappers; anything else is returned unchanged (plain
+    :class:`~medgen.networks.precision.PrecisionNetwork` wrappers and classes marked ``unwraps_to_module``
+    (:class:`~medgen.diffusion.chunked.ChunkedNetwork`); anything else is returned unchanged (plain
     modules, callables). Only these wrappers are unwrapped: a network that merely has a child called ``module`` is
     left as it is."""
-    while isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel, PrecisionNetwork)):
+    while isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel, PrecisionNetwork)) or getattr(
+        type(network), "unwraps_to_module", False
+    ):
         network = network.module
     return network
