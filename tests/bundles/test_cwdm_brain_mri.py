@@ -1,6 +1,7 @@
 """bundles/cwdm_brain_mri: metadata and the BraTS-style sample case, synthesis through ``python -m monai.bundle run``
 from another directory (the case's affine, zero outside the brain, masked metrics and baselines, no overwrite),
-training two iterations into a temporary bundle copy (and resuming), the packed training items, verify_net_in_out."""
+training two iterations into a temporary bundle copy (and resuming), the packed training items, verify_net_in_out, the
+official 224 x 224 x 160 configuration."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_metadata_weights_and_sample_case():
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 32
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 8
     assert_apache_licence(BUNDLE)
-    for name in ("inference.json", "train.json", "multi_gpu_train.json", "logging.conf"):
+    for name in ("inference.json", "train.json", "multi_gpu_train.json", "logging.conf", "official_unet_224.json",
+                 "inference_official_224.json", "metadata_official.json"):
         assert (CONFIGS / name).is_file(), name
     assert (BUNDLE / "docs" / "README.md").is_file() and (BUNDLE / "scripts" / "make_sample.py").is_file()
     assert MODEL.is_file() and MODEL.stat().st_size < 3_000_000
@@ -143,3 +145,31 @@ def test_training_items_pack_the_target_first():
 def test_verify_net_in_out():
     verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
                       config_file=str(CONFIGS / "inference.json"), n=2, extra_forward_args={"timesteps": 500})
+
+
+def test_official_224_configuration_and_a_tiny_run_of_it(tmp_path: Path):
+    """cWDM's UNetModel (in 32 = 8 target + 24 condition channels, concatenated skips) built from the official
+    configuration on the meta device; the stacked config picks one checkpoint per target and runs on the sample case
+    with the demo network swapped in by overrides."""
+    config = json.loads((CONFIGS / "official_unet_224.json").read_text())
+    with torch.device("meta"):
+        network = GuidedUNet.from_config(config)
+    assert network.in_channels == 32 and network.input_multiple == (16, 16, 16)
+    assert sum(p.numel() for p in network.parameters()) == 81_511_048
+    files = [str(CONFIGS / "inference.json"), str(CONFIGS / "inference_official_224.json")]
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser["bundle_root"] = str(BUNDLE)
+    assert parser.get_parsed_content("checkpoint").endswith("official_t2.pt")
+    inferer = parser.get_parsed_content("inferer")
+    assert inferer.diffusion.num_timesteps == 1000 and inferer.sampler == "ddpm"
+    parser["target"] = "flair"
+    assert parser.get_parsed_content("checkpoint").endswith("official_flair.pt")
+    assert parser.get_parsed_content("conditions") == ["t1", "t1ce", "t2"]
+    demo_network = json.loads((CONFIGS / "inference.json").read_text())["network_def"]
+    out = tmp_path / "out"
+    run(config_file=files, bundle_root=str(BUNDLE), checkpoint=str(MODEL), network_def=demo_network, steps=2,
+        baseline_fit_cases=2, output_dir=str(out), checkpoint_dir=str(tmp_path / "state"), progress=False)
+    assert nib.load(out / "cwdm_t2_seed0.nii.gz").shape == (32, 32, 32)
+    metrics = json.loads((out / "cwdm_t2_seed0_metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["checkpoint"] == str(MODEL)

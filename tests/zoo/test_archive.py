@@ -203,7 +203,7 @@ def test_official_weights_pack_as_their_own_version(tmp_path: Path, tpdm_with_of
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["wdm_brain_mri", "padis_ct", "hfssde_mri", "sdm_ctca"])
+@pytest.mark.parametrize("name", ["wdm_brain_mri", "padis_ct", "hfssde_mri", "sdm_ctca", "tpdm_ct", "cwdm_brain_mri"])
 def test_official_variants_verify_with_weights_of_the_official_architecture(tmp_path: Path, name: str):
     """Each official variant builds the official architecture from its configs, loads weights of that shape and passes
     MONAI's verify_net_in_out at the metadata's shapes (random weights stand in for the unreachable checkpoints)."""
