@@ -22,7 +22,7 @@ NAMES = sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/multi_gpu_i
 
 def test_every_bundle_has_a_multi_gpu_inference_config():
     assert NAMES == sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/inference.json"))
-    assert len(NAMES) == 5
+    assert len(NAMES) == 7
 
 
 @pytest.mark.parametrize("bundle", NAMES)
