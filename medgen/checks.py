@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -52,11 +53,12 @@ def check_tensor(value: Any, name: str, min_ndim: int = 0, layout: str = "", rea
         raise TypeError(f"{name} must be a real floating-point tensor, got dtype {value.dtype}.")
 
 
-def check_finite(value: torch.Tensor, name: str) -> None:
+def check_finite(value: torch.Tensor | np.ndarray, name: str) -> None:
     """Raise a ``ValueError`` naming ``name`` unless every entry of ``value`` (real or complex) is finite.
 
     The message counts the NaN and infinite entries and gives the index of the first, so a user finds the voxel.
     """
+    value = torch.as_tensor(value)
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         nan = int(torch.isnan(value).sum())

@@ -356,7 +356,8 @@ def _writer_cases() -> list[Case]:
         Case("writers", "output over an input", lambda f: ReconstructionWriter(f, "r", inputs=[text_file(f,
              "r.nii.gz")])(good), ValueError, r"refusing to write the output over the input file '.*r\.nii\.gz'"),
         Case("writers", "NaN result", lambda f: recon(f)(with_value(good, float("nan"))), ValueError,
-             r"the result written to 'r\.nii\.gz' holds 1 NaN or infinite value\(s\) of 64; nothing was written"),
+             r"the result to be written to 'r\.nii\.gz' \(nothing was written\) must hold finite values, got 1 NaN and 0 "
+             r"infinite of 64 entries"),
         Case("writers", "reference shape", lambda f: recon(f)(good, reference=volume(1, 1, 4, 4, 2)), ValueError,
              r"volume \(4, 4, 4\) and reference \(4, 4, 2\) must have the same shape"),
         Case("writers", "NaN affine", lambda f: recon(f)(good, affine=np.full((4, 4), np.nan)), ValueError,

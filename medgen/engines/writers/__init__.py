@@ -15,7 +15,7 @@ from __future__ import annotations
 from medgen.engines.writers.atomic import write_atomically
 from medgen.engines.writers.staging import OutputStaging, recover_staging
 from medgen.engines.writers.preview import PreviewColumn, preview_columns, save_preview_png
-from medgen.engines.writers.base import OutputWriter, as_affine, check_finite, save_panel_grid_png, volume_statistics
+from medgen.engines.writers.base import OutputWriter, as_affine, save_panel_grid_png, volume_statistics
 from medgen.engines.writers.generated import GeneratedVolumeWriter
 from medgen.engines.writers.reconstruction import ReconstructionWriter
 from medgen.engines.writers.slices import SliceReconstructionWriter, save_slice_comparison_png
@@ -32,7 +32,6 @@ __all__ = [
     "preview_columns",
     "save_preview_png",
     "OutputWriter",
-    "check_finite",
     "as_affine",
     "save_panel_grid_png",
     "volume_statistics",

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_folder
+from medgen.checks import check_finite, check_folder
 from medgen.data.io import save_nifti
 from medgen.engines.writers.atomic import write_atomically
 from medgen.engines.writers.preview import PreviewColumn, save_preview_png
 from medgen.engines.writers.staging import OutputStaging, recover_staging
 
-__all__ = ["OutputWriter", "as_affine", "check_finite", "save_panel_grid_png", "volume_statistics"]
+__all__ = ["OutputWriter", "as_affine", "save_panel_grid_png", "volume_statistics"]
 
 
 def volume_statistics(volume: np.ndarray, threshold: float | None = None) -> dict[str, float]:
@@ -138,15 +138,6 @@ def save_panel_grid_png(
         figure.suptitle(title, **({} if title_fontsize is None else {"fontsize": title_fontsize}))
     figure.tight_layout()
     return write_atomically(path, lambda tmp: figure.savefig(str(tmp), format="png"), overwrite, inputs)
-
-
-def check_finite(array: np.ndarray, name: str) -> None:
-    """Refuse to write a result holding NaN or infinite values (``ValueError`` naming ``name`` and the count)."""
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise ValueError(
-            f"the {name} holds {int((~finite).sum())} NaN or infinite value(s) of {array.size}; nothing was written."
-        )
 
 
 class OutputWriter:
@@ -285,7 +276,7 @@ class OutputWriter:
 
     def save_nifti(self, array: np.ndarray, path: Path, affine: np.ndarray) -> Path:
         """Write ``array`` as NIfTI (float32, ``affine``), refusing NaN or infinite values."""
-        check_finite(np.asarray(array), f"result written to '{path.name}'")
+        check_finite(np.asarray(array), f"the result to be written to '{path.name}' (nothing was written)")
         return self.write_file(path, lambda file: save_nifti(array, file, affine=affine, overwrite=True))
 
     def save_preview(
