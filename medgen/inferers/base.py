@@ -44,17 +44,20 @@ from medgen.diffusion.chunked import with_chunking
 from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
+from medgen.diffusion.warm_start import WarmStart
 from medgen.networks.checkpoint import network_parameter
 from medgen.distributed import as_sharding
 from medgen.networks.precision import PrecisionSettings, with_precision
 
-__all__ = [
-    "SamplingInferer",
-    "DiffusionSamplingInferer",
-    "DIFFUSION_SAMPLERS",
-]
+__all__ = ["SamplingInferer", "DiffusionSamplingInferer", "DIFFUSION_SAMPLERS", "SAMPLING_OPTIONS",
+           "WARM_START_OPTIONS"]
 
 DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
+SAMPLING_OPTIONS = ("seed", "progress", "checkpoint_dir", "checkpoint_every", "autocast_dtype", "compile_network",
+                    "network_batch_size", "shard")
+"""The keywords every inferer takes and hands to :class:`SamplingInferer` (documented there)."""
+WARM_START_OPTIONS = ("warm_start", "warm_start_sigma", "warm_start_step", "warm_start_settings")
+"""The keywords of the inferers with ``warm_starts = True`` (documented in :class:`SamplingInferer`)."""
 
 
 # ---------------------------------------------------------------------------------------------- base classes
@@ -69,6 +72,9 @@ class SamplingInferer(Inferer):
       subclass name, :meth:`config`, the input shape, the seed and digests of the input tensors, so a resumed run is
       the same run),
     - :meth:`wrap_output` to return a :class:`monai.data.MetaTensor` carrying the input's affine and meta.
+
+    A subclass takes these keywords in its own ``**settings`` and hands them over with :meth:`options`, so they are
+    documented here only ("Other keywords: see SamplingInferer").
 
     Args:
         seed: seed of the sampler's generator; ``None`` draws from the global RNG (not resumable bit-exactly on
@@ -88,12 +94,21 @@ class SamplingInferer(Inferer):
             all-gather the outputs (:mod:`medgen.distributed`; launched with ``torchrun``, the same inputs and seed
             on every rank, every rank returns the full result): ``False``, ``True`` (the default group when it is
             initialised), or a process group.
+        warm_start: inferers with ``warm_starts = True`` only: start the reverse diffusion from a noised estimate
+            (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (cold), a classical method name (solved
+            reference-free on the call's measurement) or a tensor in the inferer's image layout (see each inferer).
+        warm_start_sigma, warm_start_step: where the warm start begins: the first step whose noise level is at most
+            ``warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
+        warm_start_settings: settings of the named classical method.
 
     Raises:
-        TypeError: ``seed`` is not an int or ``None``.
+        TypeError: ``seed`` is not an int or ``None``; a warm-start keyword for an inferer without warm start.
         ValueError: ``checkpoint_every`` is negative, or positive without ``checkpoint_dir``; an unknown
             ``autocast_dtype`` or ``compile_network``.
     """
+
+    warm_starts: bool = False
+    """Whether the subclass takes the warm-start keywords (it then uses ``self.warm_start``)."""
 
     def __init__(
         self,
@@ -106,8 +121,16 @@ class SamplingInferer(Inferer):
         compile_network: bool | str = False,
         network_batch_size: int | None = None,
         shard: Any = False,
+        warm_start: str | torch.Tensor | None = None,
+        warm_start_sigma: float | None = None,
+        warm_start_step: int | None = None,
+        warm_start_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        warm = (warm_start, warm_start_sigma, warm_start_step, warm_start_settings)
+        given = [name for name, value in zip(WARM_START_OPTIONS, warm) if value is not None]
+        if given and not self.warm_starts:
+            raise TypeError(f"{type(self).__name__} has no warm start, got {given[0]}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
         check_int(checkpoint_every, "checkpoint_every", 0)
@@ -122,6 +145,14 @@ class SamplingInferer(Inferer):
         as_sharding(shard)  # validates the option now; the process group is read at each call
         self.network_batch_size = network_batch_size
         self.shard = shard
+        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
+
+    @classmethod
+    def options(cls, keywords: dict[str, Any]) -> dict[str, Any]:
+        """Pop this class's :data:`SAMPLING_OPTIONS` (and, with ``warm_starts``, :data:`WARM_START_OPTIONS`) out of a
+        subclass's keywords, for ``super().__init__(**options)``; what remains are the subclass's own settings."""
+        names = SAMPLING_OPTIONS + (WARM_START_OPTIONS if cls.warm_starts else ())
+        return {name: keywords.pop(name) for name in names if name in keywords}
 
     def __call__(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
         """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring) on the
@@ -162,11 +193,13 @@ class SamplingInferer(Inferer):
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (subclasses extend it; dataclasses allowed): the run fingerprint's
-        ``config`` entry, made JSON by :func:`to_json`; the precision settings only when they are active, so that
-        the fingerprints of full-precision runs stay as they were)."""
+        ``config`` entry, made JSON by :func:`to_json`; the precision and warm-start settings only when they are
+        active, so that the fingerprints of full-precision cold runs stay as they were)."""
         config: dict[str, Any] = {"seed": self.seed}
         if self.precision.active:
             config["precision"] = self.precision.to_json()
+        if self.warm_start.active:
+            config["warm_start"] = self.warm_start.to_json()
         return config
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
@@ -224,7 +257,7 @@ class DiffusionSamplingInferer(SamplingInferer):
         timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
         sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`SamplingInferer`.
+        options: the keywords of :class:`SamplingInferer`.
 
     Raises:
         TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type.
@@ -237,26 +270,9 @@ class DiffusionSamplingInferer(SamplingInferer):
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**options)
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
         check_choice(sampler, "sampler", DIFFUSION_SAMPLERS)

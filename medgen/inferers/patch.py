@@ -27,7 +27,6 @@ Example (a few lines, random tiny network, so the picture is noise; shapes and t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +40,6 @@ from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
-from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import check_network_attribute
 from medgen.physics.base import ComposedOperator, LinearOperator
@@ -150,20 +148,18 @@ class PatchDiffusionInferer(SamplingInferer):
         max_batch: patches per network call (``None``: one call).
         slice_axis: for volumes ``(B, C, D1, D2, D3)``, the axis (2, 3, 4 or -3, -2, -1) along which the volume is cut
             into 2D images; all slices are denoised in one batch. The two other axes must be equal (square slices).
-        warm_start: start from a noised estimate (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (the
-            ``init`` above), a classical method name (solved reference-free on the measurement) or images shaped
-            like ``A^H y`` (e.g. a SIRT or TV reconstruction); the estimate, clamped to ``clamp``, plus noise of the
-            start level (the whole canvas; the image area only for ``pc``, as its cold start).
-        warm_start_sigma, warm_start_step: where it begins: the first level ``<= warm_start_sigma``, or step
-            ``warm_start_step`` (``0``: the cold path).
-        warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
-            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``).
+            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``), and the
+            keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
+            precision, chunks, ``shard``, the warm start). ``warm_start`` here: images shaped like ``A^H y`` (e.g. a
+            SIRT or TV reconstruction) or a method name, clamped to ``clamp``, plus noise of the start level (the
+            whole canvas; the image area only for ``pc``, as its cold start).
 
     Raises:
         ValueError/TypeError: on invalid settings (before any computation).
     """
+
+    warm_starts = True
 
     def __init__(
         self,
@@ -175,30 +171,9 @@ class PatchDiffusionInferer(SamplingInferer):
         overlap: int = 8,
         max_batch: int | None = None,
         slice_axis: int = -1,
-        warm_start: str | torch.Tensor | None = None,
-        warm_start_sigma: float | None = None,
-        warm_start_step: int | None = None,
-        warm_start_settings: dict[str, Any] | None = None,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**self.options(settings))
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
         check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
@@ -209,7 +184,6 @@ class PatchDiffusionInferer(SamplingInferer):
         self.settings = settings_with(PaDISSettings(), settings, type(self).__name__)
         self.view = CanvasView(pad, slice_axis)
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
-        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
@@ -219,7 +193,6 @@ class PatchDiffusionInferer(SamplingInferer):
             "settings": self.settings,
             "view": self.view,
             "patches": [self.patch_size, self.patch_mode, self.overlap],
-            **({"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}),
         }
 
     def prior(self, network: Any) -> PatchPrior:

@@ -20,7 +20,6 @@ Example (runs as is; a random tiny network generates noise-like volumes)::
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,6 @@ from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
-from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
@@ -200,19 +198,18 @@ class PerpendicularSliceInferer(SamplingInferer):
         primary_plane, auxiliary_plane, planes: see above.
         parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
             it are refused).
-        warm_start: start the reverse diffusion from a noised estimate (:class:`~medgen.diffusion.warm_start.
-            WarmStart`): ``None`` (cold), a classical method name (solved reference-free per primary slice with the
-            slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV reconstruction); not for ``"uncond"``.
-            The noised estimate is treated as the prior sample is (zsr: projected onto ``{A x = y}``).
-        warm_start_sigma, warm_start_step: where the warm start begins: the first step with ``sigma(t_i) <=
-            warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
-        warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
-        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...).
+        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...),
+            and the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``,
+            checkpointing, precision, chunks, ``shard``, the warm start). ``warm_start`` here: a classical method
+            name (solved per primary slice with the slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV
+            reconstruction), not for ``"uncond"``; the noised estimate is treated as the prior sample is (zsr:
+            projected onto ``{A x = y}``), the level is ``sigma(t_i)``.
 
     Raises:
         ValueError / TypeError: on any invalid argument, naming it.
     """
+
+    warm_starts = True
 
     def __init__(
         self,
@@ -228,30 +225,9 @@ class PerpendicularSliceInferer(SamplingInferer):
         auxiliary_plane: int | Sequence[int] | None = None,
         planes: str | None = None,
         parity: bool = False,
-        warm_start: str | torch.Tensor | None = None,
-        warm_start_sigma: float | None = None,
-        warm_start_step: int | None = None,
-        warm_start_settings: dict[str, Any] | None = None,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**self.options(settings))
         check_choice(task, "task", TASKS)
         consistency = ("repaint" if task == "inpaint" else "dps") if consistency is None else consistency
         check_choice(consistency, "consistency", CONSISTENCIES)
@@ -273,7 +249,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         self.task, self.parity, self.consistency = task, parity, consistency
         self.factor, self.zsr_axis, self.mask, self.operator = None, None, None, None
         self.dps_weight = self._task_arguments(task, consistency, dps_weight, factor, zsr_axis, mask, operator)
-        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
         if task == "uncond" and self.warm_start.active:
             raise ValueError("warm_start needs a measurement; task='uncond' has none.")
 
@@ -341,7 +316,6 @@ class PerpendicularSliceInferer(SamplingInferer):
             "factor": self.factor,
             "zsr_axis": self.zsr_axis,
             "operator": None if self.operator is None else repr(self.operator),
-            **({"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}),
         }
 
     # ----------------------------------------------------------------------------------------- networks

@@ -34,7 +34,6 @@ Example (randomly initialised tiny networks, so the result is noise-like; load r
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,8 +161,9 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
         sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
-        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...).
+        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...), and
+            the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
+            precision, chunks, ``shard``).
 
     Raises:
         ValueError, TypeError: invalid options.
@@ -177,31 +177,10 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            sdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        diffusion = sdm_diffusion() if diffusion is None else diffusion
+        super().__init__(diffusion, timestep_respacing, sampler, eta, **self.options(settings))
         self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
 
     def config(self) -> dict[str, Any]:
@@ -328,10 +307,10 @@ class SlabPatchInferer(SemanticDiffusionInferer):
       low-res volume get -1024, as the official margins) and crops; ``"shift"`` ends the last slab at ``D``.
 
     Args:
-        diffusion, timestep_respacing, sampler, eta, seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see
-            :class:`SemanticDiffusionInferer`.
+        diffusion, timestep_respacing, sampler, eta: see :class:`SemanticDiffusionInferer`.
         settings: fields of :class:`SlabSettings` (the slab geometry and conditioning, and :class:`SDMSettings`;
-            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference).
+            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference),
+            and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError, TypeError: invalid options.

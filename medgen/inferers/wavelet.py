@@ -22,7 +22,6 @@ Example (a randomly initialised tiny network, so the result is noise-like; load 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,9 +135,9 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
             :func:`~medgen.diffusion.gaussian.space_timesteps`).
         sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
-            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...).
+            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...), and the keywords of
+            :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing, precision, ...).
 
     Raises:
         ValueError: invalid options.
@@ -151,31 +150,10 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            wdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        diffusion = wdm_diffusion() if diffusion is None else diffusion
+        super().__init__(diffusion, timestep_respacing, sampler, eta, **self.options(settings))
         if isinstance(settings.get("clip_range"), list):
             settings["clip_range"] = tuple(settings["clip_range"])
         self.settings = settings_with(WDMSettings(), settings, type(self).__name__)
