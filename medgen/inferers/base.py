@@ -39,7 +39,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
-from medgen.checks import check_choice, check_finite, check_int
+from medgen.checks import check_choice, check_finite, check_int, settings_with
 from medgen.diffusion.chunked import with_chunking
 from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
@@ -109,6 +109,8 @@ class SamplingInferer(Inferer):
 
     warm_starts: bool = False
     """Whether the subclass takes the warm-start keywords (it then uses ``self.warm_start``)."""
+    settings: Any = None
+    """The subclass's frozen settings dataclass (part of :meth:`config`), ``None`` without one."""
 
     def __init__(
         self,
@@ -196,6 +198,8 @@ class SamplingInferer(Inferer):
         ``config`` entry, made JSON by :func:`to_json`; the precision and warm-start settings only when they are
         active, so that the fingerprints of full-precision cold runs stay as they were)."""
         config: dict[str, Any] = {"seed": self.seed}
+        if self.settings is not None:
+            config["settings"] = self.settings
         if self.precision.active:
             config["precision"] = self.precision.to_json()
         if self.warm_start.active:
@@ -253,26 +257,30 @@ class DiffusionSamplingInferer(SamplingInferer):
     (``p_sample``: network call first, then the noise draw, as guided-diffusion) or DDIM.
 
     Args:
-        diffusion: the original process (e.g. 1000 steps).
+        diffusion: the original process (e.g. 1000 steps); ``None``: the subclass's :meth:`default_diffusion`.
         timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
         sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        options: the keywords of :class:`SamplingInferer`.
+        settings: fields of the subclass's :attr:`settings_type`, and the keywords of :class:`SamplingInferer`.
 
     Raises:
-        TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type.
+        TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type; an unknown keyword.
         ValueError: unknown ``sampler``, negative ``eta`` or ``eta`` without DDIM, respacing that does not fit.
     """
 
+    settings_type: type | None = None
+    """The frozen settings dataclass whose fields the remaining keywords set (:func:`~medgen.checks.settings_with`)."""
+
     def __init__(
         self,
-        diffusion: GaussianDiffusion,
+        diffusion: GaussianDiffusion | None = None,
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        **options: Any,
+        **settings: Any,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(**self.options(settings))
+        diffusion = self.default_diffusion() if diffusion is None else diffusion
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
         check_choice(sampler, "sampler", DIFFUSION_SAMPLERS)
@@ -284,6 +292,15 @@ class DiffusionSamplingInferer(SamplingInferer):
         self.timestep_respacing = timestep_respacing
         self.sampler = sampler
         self.eta = float(eta)
+        if self.settings_type is None and settings:
+            raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {sorted(settings)[0]!r}.")
+        if self.settings_type is not None:
+            self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
+
+    @staticmethod
+    def default_diffusion() -> GaussianDiffusion:
+        """The process of ``diffusion=None``: the subclass's paper's (none here)."""
+        raise TypeError("diffusion must be a GaussianDiffusion, got None.")
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""

@@ -222,7 +222,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
         """Settings that change the result (part of the checkpoint fingerprint)."""
         low = self.low_frequency_mask
         mask = None if low is None else [int(low.sum().item()), list(low.shape)]
-        return {**super().config(), "settings": self.settings, "low_frequency_mask": mask}
+        return {**super().config(), "low_frequency_mask": mask}
 
     def make_sde(self, device: torch.device | str = "cpu") -> SDE:
         """The SDE of the sampler with ``N = num_steps`` and the discrete tables of length ``table_size``.

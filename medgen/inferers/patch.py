@@ -190,7 +190,6 @@ class PatchDiffusionInferer(SamplingInferer):
         return {
             **super().config(),
             "operator": repr(self.operator),
-            "settings": self.settings,
             "view": self.view,
             "patches": [self.patch_size, self.patch_mode, self.overlap],
         }

@@ -309,7 +309,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         return {
             **super().config(),
             "task": self.task,
-            "settings": self.settings,
             "view": self.view,
             "consistency": self.consistency,
             "dps_weight": self.dps_weight,

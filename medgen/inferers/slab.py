@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, settings_with
-from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
+from medgen.checks import check_int, check_number
+from medgen.diffusion.gaussian import sdm_diffusion
 from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer
@@ -170,22 +170,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
     """
 
     settings_type: type[SDMSettings] = SDMSettings
-
-    def __init__(
-        self,
-        diffusion: GaussianDiffusion | None = None,
-        timestep_respacing: int | str | Sequence[int] | None = None,
-        sampler: str = "ddpm",
-        eta: float = 0.0,
-        **settings: Any,
-    ) -> None:
-        diffusion = sdm_diffusion() if diffusion is None else diffusion
-        super().__init__(diffusion, timestep_respacing, sampler, eta, **self.options(settings))
-        self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
-
-    def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
-        return {**super().config(), "settings": self.settings}
+    settings: SDMSettings
+    default_diffusion = staticmethod(sdm_diffusion)
 
     # ------------------------------------------------------------------------------------------------ pieces
     def inputs(self, inputs: Any, network: Network, slab: Sequence[int] | None = None) -> tuple[torch.Tensor, Any]:

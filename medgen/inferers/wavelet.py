@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, check_volume, check_volume_shape, settings_with
+from medgen.checks import check_int, check_number, check_volume, check_volume_shape
 from medgen.diffusion.consistency import RePaint, StepContext
-from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
+from medgen.diffusion.gaussian import wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import DiffusionSamplingInferer
@@ -144,26 +144,14 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         TypeError: options of the wrong type.
     """
 
-    def __init__(
-        self,
-        diffusion: GaussianDiffusion | None = None,
-        timestep_respacing: int | str | Sequence[int] | None = None,
-        sampler: str = "ddpm",
-        eta: float = 0.0,
-        **settings: Any,
-    ) -> None:
-        diffusion = wdm_diffusion() if diffusion is None else diffusion
-        super().__init__(diffusion, timestep_respacing, sampler, eta, **self.options(settings))
-        if isinstance(settings.get("clip_range"), list):
-            settings["clip_range"] = tuple(settings["clip_range"])
-        self.settings = settings_with(WDMSettings(), settings, type(self).__name__)
-        self.schedule = repaint_schedule(
-            self.diffusion.num_timesteps, self.settings.jump_length, self.settings.jump_n_sample
-        )
+    settings_type = WDMSettings
+    settings: WDMSettings
+    default_diffusion = staticmethod(wdm_diffusion)
 
-    def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
-        return {**super().config(), "settings": self.settings}
+    @property
+    def schedule(self) -> list[int]:
+        """The levels an inpainting run visits (:func:`repaint_schedule` with ``jump_length``, ``jump_n_sample``)."""
+        return repaint_schedule(self.diffusion.num_timesteps, self.settings.jump_length, self.settings.jump_n_sample)
 
     def view(self, network: Callable[..., Any]) -> WaveletView:
         """The wavelet view: padding to ``spatial_multiple``, or ``2 *`` the network's ``input_multiple`` (1 for a
