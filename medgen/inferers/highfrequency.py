@@ -44,8 +44,8 @@ class HFSSettings:
         corrector_lam: data-consistency weight in the corrector (official ``sampling.corrector_mse``).
         eps: last time of the grid (1e-3 for hfs/vp, 1e-5 for ve).
         corrector_steps: Langevin steps per time step (official ``n_steps_each = 1``; 0 = predictor only).
-        table_size: length of the discrete ``beta``/``sigma`` tables (official 1000 also when accelerated, a quirk:
-            the tables are then indexed with ``floor(t (N - 1))``); ``None``: ``N``.
+        table_size: length of the discrete ``beta``/``sigma`` tables (official 1000 also when accelerated, a quirk);
+            ``None``: ``N``.
         beta_min, beta_max: ``beta(0)``, ``beta(1)`` of the VP/HFS schedule.
         sigma_min, sigma_max: noise std range of the VE schedule (data units).
         project_predictor_score: HFS only: project the predictor's score by ``P`` (the exact reverse SDE) instead of
@@ -134,9 +134,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
 
     Network calls: ``N * (corrector_steps + 1)``. In a MONAI ``SupervisedEvaluator``, hand ``mask`` and
     ``sensitivity_maps`` over as the keyword arguments returned by a custom ``prepare_batch``. The defaults are the
-    official sampler with its quirks (the accelerated tables kept at 1000 entries: ``table_size``; the un-projected
-    predictor score: ``project_predictor_score``; step sizes coupled within a minibatch: ``batch_size``); the bundle
-    ``hfssde_mri`` documents each. Where the official code divides 0 by 0 (``A x = y``) the term is 0, not NaN.
+    official sampler with its quirks (``table_size``, ``project_predictor_score``, ``batch_size``): see the bundle
+    ``hfssde_mri``.
 
     Inputs (:meth:`__call__`):
 

@@ -133,9 +133,8 @@ class PatchDiffusionInferer(SamplingInferer):
     ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
     one image at a time, so ``"per_image"`` (default) gives every 2D image and every slice of a volume its own norm
     (it needs an operator acting slice by slice along ``slice_axis``); ``"per_item"`` one norm per batch item;
-    ``"batch"`` one norm over everything (TPDM's convention). All offsets and noises come from the seeded generator,
-    so a run repeats and resumes bit-identically (the official random streams are Python's and torch's global ones).
-    The bundle ``padis_ct`` lists the deliberate differences (any operator, the real image size, batches, volumes).
+    ``"batch"`` one norm over everything (TPDM's convention). All offsets and noises come from the seeded generator
+    (a run repeats and resumes bit-identically). Differences from the official code: see the bundle ``padis_ct``.
 
     Args:
         operator: the forward model ``A`` (``forward``, ``adjoint``, ``pseudo_inverse``), moved to the measurement's

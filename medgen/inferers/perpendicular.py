@@ -68,14 +68,11 @@ class TPDMSettings:
         sigma_min: smallest VE noise std (``None``: the network's, from its ``sigmas`` buffer, else TPDM's 0.01).
         sigma_max: largest VE noise std (``None``: the network's, else TPDM's 378).
         eps: last time of the grid (TPDM 1e-5).
-        keep_predictor_noise: the next state is the predictor's noisy ``x`` (corrected). TPDM stores the
-            predictor's ``x_mean``, so the predictor's noise is drawn but dropped every step (only the corrector
-            injects noise). The last step's output is ``x_mean`` in both.
-        zsr_official_init: TPDM masks the prior noise in the IMAGE domain before decoupling,
-            ``couple(decouple(A^+ y) m + decouple(noise (1 - m)))``, which leaks noise into the measured block means;
-            corrected: the projection of the noise onto ``{A x = y}``.
-        zsr_noisy_target: TPDM's MR-ZSR DPS compares ``x0_hat`` with the measurement noised to ``sigma(t)`` (an extra
-            draw after each sub-step); corrected: the clean measurement.
+        keep_predictor_noise: the next state is the predictor's noisy ``x`` (corrected), not its ``x_mean`` (TPDM).
+        zsr_official_init: TPDM's MR-ZSR start, the prior noise masked in the image domain (:func:`_official_zsr_init`),
+            instead of its projection onto ``{A x = y}``.
+        zsr_noisy_target: TPDM's MR-ZSR DPS target, the measurement noised to ``sigma(t)``, instead of the clean one.
+        (Each quirk is described in the bundle ``tpdm_brain_mri``, "The parity flag".)
     """
 
     steps: int = 2000
@@ -177,12 +174,8 @@ class PerpendicularSliceInferer(SamplingInferer):
     :data:`~medgen.diffusion.views.PLANE_PRESETS`. Defaults: ``"tpdm_mri"`` for uncond, zsr and (corrected) csmri;
     ``"tpdm_ct"`` for svct and for csmri with ``parity=True`` (the official CS-MRI reuses SV-CT's permutation).
 
-    **Faithfulness.** ``parity=True`` runs :data:`TPDM_OFFICIAL` (float32, a seeded CPU generator equals the official
-    ``torch.manual_seed``); the default fixes TPDM's quirks, each a field of :class:`TPDMSettings` with a keyword
-    here (``None`` = follow ``parity``). Kept in both modes (TPDM's method): DPS only on primary steps, the output is
-    the last step's ``x_mean``. ``norm_reduction="per_sample"`` gives each slice its own Langevin step size and DPS
-    norm, so results no longer depend on which slices share a minibatch (TPDM's weights then act roughly
-    ``sqrt(batch_size)`` times stronger).
+    **Faithfulness.** ``parity=True`` runs :data:`TPDM_OFFICIAL`; the default fixes TPDM's quirks, each a field of
+    :class:`TPDMSettings` with a keyword here (``None`` = follow ``parity``): see the bundle ``tpdm_brain_mri``.
 
     ``B > 1``: volumes are sampled together step by step, minibatches never mix volumes; with one generator the
     draws interleave, so a volume of a batch differs from the same volume sampled alone.

@@ -151,9 +151,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
     with ``guidance_scale != 1`` a second pass with the label map (and reference) zeroed, guided on the noise channel
     only (:func:`~medgen.diffusion.priors.classifier_free_guidance`); then the shared DDPM or DDIM step
     (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0`` clamped to ``[-1, 1]``, noise drawn after the network
-    calls). On the CPU a ``seed`` reproduces the official run after ``torch.manual_seed(seed)``. Respacing and DDIM
-    work here (the official ``--use_ddim`` is broken); the official post-processing is ``threshold_level`` and
-    ``rescale_output`` (off by default). The bundle ``sdm_ctca`` documents the differences.
+    calls). The official post-processing is ``threshold_level`` and ``rescale_output`` (off by default); the bundle
+    ``sdm_ctca`` documents the differences (respacing and DDIM work here).
 
     Args:
         diffusion: the process; default :func:`sdm_diffusion`.

@@ -121,12 +121,10 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
     The result is ``IDWT(x_0)`` cropped back to the input size, then optionally post-processed (``clamp_output``,
     ``mask_condition_channel``, ``rescale_output``, in that order).
 
-    The defaults are the official sampler (on the CPU a ``seed`` reproduces its draws after
-    ``torch.manual_seed(seed)``). Beyond it: respacing and DDIM take effect (the official flags are ignored there),
-    any size works (padding to ``spatial_multiple`` with ``pad_value``, cropped back), and 3D inpainting with a
-    ``mask`` and a ``known`` volume (:class:`~medgen.diffusion.consistency.RePaint` combining the states in image
-    space; ``jump_length``/``jump_n_sample`` add RePaint's jumps). The bundle ``wdm_brain_mri`` documents each
-    difference (seeding per batch, CUDA draws, odd sizes).
+    The defaults are the official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple``
+    with ``pad_value``, cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume
+    (:class:`~medgen.diffusion.consistency.RePaint`, with ``jump_length``/``jump_n_sample`` RePaint's jumps). The
+    bundle ``wdm_brain_mri`` documents each difference.
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
