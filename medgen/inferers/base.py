@@ -258,8 +258,10 @@ class DiffusionSamplingInferer(SamplingInferer):
 
     Args:
         diffusion: the original process (e.g. 1000 steps); ``None``: the subclass's :meth:`default_diffusion`.
-        timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
-        sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
+        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
+            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``; see
+            :func:`~medgen.diffusion.gaussian.space_timesteps` and :func:`respace_diffusion`).
+        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
         settings: fields of the subclass's :attr:`settings_type`, and the keywords of :class:`SamplingInferer`.
 

@@ -295,31 +295,22 @@ class PatchDiffusionInferer(SamplingInferer):
         result = self._sample(y, prior, operator, image_shape)
         return self._wrap(result, inputs, operator)
 
-    def _initial_canvas(self, y, operator, image_shape, generator) -> torch.Tensor:
-        """``pad(clamp(A^+ y))`` or ``sigma_max z`` (whole canvas; image area only for ``pc``, as official)."""
+    def _start_canvas(self, y, operator, image_shape, generator, sigma: float | None = None) -> torch.Tensor:
+        """The start: cold (``sigma=None``) ``pad(clamp(A^+ y))`` or ``sigma_max z``, warm ``pad(clamp(estimate)) +
+        sigma z``; ``z`` on the whole canvas, on the image area only for ``pc`` (as official)."""
         settings, view = self.settings, self.view
-        if settings.initialisation == "pseudo_inverse":
-            x0 = operator.pseudo_inverse(y)
-            return view.canvas(x0 if settings.clamp is None else x0.clamp(*settings.clamp))
-        zeros = view.canvas(torch.zeros(image_shape, device=y.device, dtype=y.dtype))
+        if sigma is None and settings.initialisation == "noise":
+            x0, sigma = torch.zeros(image_shape, device=y.device, dtype=y.dtype), settings.sigma_max
+        else:
+            x0 = operator.pseudo_inverse(y) if sigma is None else self.warm_start.reconstruct(operator, y)
+            if sigma is not None and tuple(x0.shape) != tuple(image_shape):
+                raise ValueError(f"warm_start must be shaped like A^H y {tuple(image_shape)}, got {tuple(x0.shape)}.")
+            x0 = x0 if settings.clamp is None else x0.clamp(*settings.clamp)
+        if sigma is None:
+            return view.canvas(x0)
         if settings.solver == "pc":
-            image = view.centre(zeros, image_shape)
-            return view.canvas(settings.sigma_max * torch.randn(image.shape, generator=generator,
-                                                                device=y.device, dtype=y.dtype))
-        return settings.sigma_max * torch.randn(zeros.shape, generator=generator, device=y.device, dtype=y.dtype)
-
-    def _warm_canvas(self, y, operator, image_shape, sigma, generator) -> torch.Tensor:
-        """The warm start: ``pad(clamp(estimate)) + sigma z`` (``z`` on the image area only for ``pc``)."""
-        settings, view = self.settings, self.view
-        estimate = self.warm_start.reconstruct(operator, y)
-        if tuple(estimate.shape) != tuple(image_shape):
-            raise ValueError(f"warm_start must be shaped like A^H y {tuple(image_shape)}, got {tuple(estimate.shape)}.")
-        if settings.clamp is not None:
-            estimate = estimate.clamp(*settings.clamp)
-        if settings.solver == "pc":
-            return view.canvas(estimate + sigma * torch.randn(estimate.shape, generator=generator, device=y.device,
-                                                              dtype=y.dtype))
-        canvas = view.canvas(estimate)
+            return view.canvas(x0 + sigma * torch.randn(x0.shape, generator=generator, device=y.device, dtype=y.dtype))
+        canvas = view.canvas(x0)
         return canvas + sigma * torch.randn(canvas.shape, generator=generator, device=y.device, dtype=y.dtype)
 
     def _sample(
@@ -332,10 +323,7 @@ class PatchDiffusionInferer(SamplingInferer):
         num_loop_steps = settings.num_steps - 1 if settings.solver == "pc" else settings.num_steps
         start = self.warm_start.first_step(sigmas[:num_loop_steps])
         with torch.no_grad():
-            if start:
-                x = self._warm_canvas(y, operator, image_shape, sigmas[start], generator)
-            else:
-                x = self._initial_canvas(y, operator, image_shape, generator)
+            x = self._start_canvas(y, operator, image_shape, generator, sigmas[start] if start else None)
         if settings.solver == "pc":
             group = {"per_image": 1, "per_item": x.shape[0] // y.shape[0], "batch": x.shape[0]}[settings.residual_norm]
 

@@ -156,10 +156,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
 
     Args:
         diffusion: the process; default :func:`sdm_diffusion`.
-        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
-            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
-        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
-        eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
+        timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
         settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...), and
             the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
             precision, chunks, ``shard``).

@@ -128,11 +128,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
-        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
-            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``; see
-            :func:`~medgen.diffusion.gaussian.space_timesteps`).
-        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
-        eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
+        timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
         settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
             ``spatial_multiple``, ``pad_value``, ``jump_length``, ...), and the keywords of
             :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing, precision, ...).
