@@ -16,16 +16,10 @@ neither (tested for every inferer that differentiates, in ``tests/inferers/test_
 **Bad input.** Every tensor given to a call (``inputs``, tensor arguments such as ``mask`` or ``sensitivity_maps``)
 must be finite: a NaN or infinite entry is refused with a ``ValueError`` naming it before any step is taken.
 
-**Chunks and ranks.** ``network_batch_size`` and ``shard`` wrap the network of each call in
-:class:`~medgen.diffusion.chunked.ChunkedNetwork` (after the precision wrapper, so a recomputed chunk runs under the
-same autocast): every call is cut into chunks whose graphs are rebuilt one at a time for DPS, and its items are split
-across the ranks of a process group. Neither changes the result beyond float rounding, so neither is part of the
-resume fingerprint.
-
-**Precision and compilation.** ``autocast_dtype`` and ``compile_network`` (every inferer takes them) wrap the network
-of each call in :class:`~medgen.networks.precision.PrecisionNetwork` before sampling starts: only the network runs
-under ``torch.autocast`` (its outputs return in the state's dtype), so data consistency and the operators keep their
-precision.
+**Network wrappers.** ``autocast_dtype`` and ``compile_network`` wrap the network of each call in
+:class:`~medgen.networks.precision.PrecisionNetwork`, then ``network_batch_size`` and ``shard`` in
+:class:`~medgen.diffusion.chunked.ChunkedNetwork` (so a recomputed chunk runs under the same autocast); the latter two
+change the result only by float rounding and are not part of the resume fingerprint.
 """
 
 from __future__ import annotations
@@ -82,9 +76,10 @@ class SamplingInferer(Inferer):
         progress: show a progress bar.
         checkpoint_dir: folder for the sampling state; with it, an interrupted run resumes where it stopped.
         checkpoint_every: save every this many steps (``0``: only at the end).
-        autocast_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (or the names): the network runs under
-            ``torch.autocast`` of the inputs' device type (:class:`~medgen.networks.precision.PrecisionSettings`;
-            an unsupported dtype/device pair is refused before sampling).
+        autocast_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (or the names): only the network runs under
+            ``torch.autocast`` of the inputs' device type, its outputs return in the state's dtype, so data
+            consistency and the operators keep their precision (:class:`~medgen.networks.precision.
+            PrecisionSettings`; an unsupported dtype/device pair is refused before sampling).
         compile_network: ``False``, ``True`` or a ``torch.compile`` mode (``"reduce-overhead"``: CUDA graphs):
             ``torch.compile`` of the network, compiled once per network object.
         network_batch_size: items per network call (slices, patches, slabs), and per recomputed graph when a

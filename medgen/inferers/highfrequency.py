@@ -1,11 +1,7 @@
 """HFS-SDE reconstruction of undersampled (multi-coil) Cartesian MRI (Cao et al., IEEE TMI 2024).
 
-:class:`HighFrequencySpaceInferer` composes HFS-SDE's predictor-corrector sampler (and, for comparison, the VP-SDE
-and VE-SDE baselines of the same paper) from the shared parts: the SDE (:class:`~medgen.diffusion.sde.HFSSDE`,
-:class:`~medgen.diffusion.sde.VPSDE`, :class:`~medgen.diffusion.sde.VESDE`), a score prior
-(:class:`~medgen.diffusion.priors.ScorePrior`), :func:`~medgen.diffusion.samplers.pc_step` and the norm-matched
-gradient :class:`~medgen.diffusion.consistency.NormalizedGradient` of any ``A`` (here
-:class:`~medgen.physics.mri.CartesianMRI`).
+:class:`HighFrequencySpaceInferer` composes HFS-SDE's predictor-corrector sampler (and the paper's VP-SDE and VE-SDE
+baselines) from the shared parts of :mod:`medgen.diffusion`, listed in its docstring and :meth:`make_sde`.
 """
 
 from __future__ import annotations

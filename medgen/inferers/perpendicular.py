@@ -28,7 +28,8 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medgen.checks import check_choice, check_int, check_number, check_volume, check_volume_shape, settings_with
+from medgen.checks import check_choice, check_int, check_number, check_tensor, check_volume, check_volume_shape
+from medgen.checks import settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
 from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
@@ -279,8 +280,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         if mask is not None:
             if task not in ("csmri", "inpaint"):
                 raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")
-            if not isinstance(mask, torch.Tensor):
-                raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+            check_tensor(mask, "mask")
         self.mask = mask
         if task in ("svct", "inverse"):
             if not isinstance(operator, LinearOperator):
@@ -356,8 +356,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         mask = kwargs.get("mask", self.mask)
         if mask is None:
             raise ValueError(f"mask is required for task={self.task!r} (constructor or __call__ argument).")
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+        check_tensor(mask, "mask")
         mask = (mask.real if mask.is_complex() else mask).detach().to(measured.device, measured.real.dtype)
         masks = self.view.slice_masks(mask, batch, measured.shape[2:])
         if self.task == "inpaint":
