@@ -1,14 +1,11 @@
 """PaDIS: whole-image diffusion priors from a patch denoiser, and the inverse solvers built on them.
 
 Hu et al., "Learning Image Priors through Patch-based Diffusion Models for Solving Inverse Problems" (NeurIPS 2024,
-public code jasonhu4/PaDIS). :class:`PatchDiffusionInferer` composes the shared parts: the patch prior
-(:class:`~medgen.diffusion.priors.PatchPrior`: zero-padded canvas, patches with positional channels, random offsets)
-seen through a :class:`~medgen.diffusion.views.CanvasView`, PaDIS' step rules (:func:`~medgen.diffusion.samplers.
-langevin_step`, :func:`~medgen.diffusion.samplers.padis_pc_step`) and a data-consistency term of ANY
-:class:`~medgen.physics.base.LinearOperator` composed with the canvas crop: sparse-view CT
-(:class:`~medgen.physics.ct.ParallelBeamCT`), deblurring (:class:`~medgen.physics.blur.Blur`), super-resolution
-(:class:`~medgen.physics.blur.Downsample`), multi-coil MRI (:class:`~medgen.physics.mri.CartesianMRI` with
-``channels=True``: the complex image as two real channels), on 2D images or slice by slice on volumes.
+public code jasonhu4/PaDIS). :class:`PatchDiffusionInferer` composes the shared parts (listed in its docstring) with a
+data-consistency term of ANY :class:`~medgen.physics.base.LinearOperator` composed with the canvas crop: sparse-view
+CT (:class:`~medgen.physics.ct.ParallelBeamCT`), deblurring (:class:`~medgen.physics.blur.Blur`), super-resolution
+(:class:`~medgen.physics.blur.Downsample`), multi-coil MRI (``CartesianMRI(..., channels=True)``: the complex image as
+two real channels), on 2D images or slice by slice on volumes.
 
 Example (a few lines, random tiny network, so the picture is noise; shapes and the API are the point)::
 

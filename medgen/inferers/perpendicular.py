@@ -1,10 +1,8 @@
 """TPDM: 3D sampling and inverse problems with two 2D score models on perpendicular planes (Lee et al., ICCV 2023).
 
-A composition of medgen's diffusion parts: a :class:`~medgen.diffusion.views.PlaneView` (which plane at which step,
-slice minibatches), a :class:`~medgen.diffusion.priors.Prior` per plane (NCSN++ score networks by default), the
-predictor-corrector :func:`~medgen.diffusion.samplers.pc_step` of the VE-SDE and, on primary steps, a
-data-consistency term (:class:`~medgen.diffusion.consistency.DPS` by default) built from any linear operator of one
-primary slice.
+One TPDM step is :func:`~medgen.diffusion.samplers.perpendicular_step`; :class:`PerpendicularSliceInferer` composes it
+with a plane view, a prior per plane (NCSN++ score networks by default) and a data-consistency term (DPS by default)
+of any linear operator of one primary slice.
 
 Example (runs as is; a random tiny network generates noise-like volumes)::
 
@@ -121,7 +119,8 @@ class PerpendicularSliceInferer(SamplingInferer):
     """TPDM (hyn2028/tpdm) as a MONAI inferer: 3D sampling with two 2D VE-SDE score priors on perpendicular planes.
 
     The volume ``(B, 1, D0, D1, D2)`` is sampled by ``steps`` predictor-corrector steps of
-    ``VESDE(sigma_min, sigma_max, steps)`` (:func:`~medgen.diffusion.samplers.pc_step`). Step ``i`` runs on all slices
+    ``VESDE(sigma_min, sigma_max, steps)`` (:func:`~medgen.diffusion.samplers.perpendicular_step`, a
+    :func:`~medgen.diffusion.samplers.pc_step` on one plane's slices). Step ``i`` runs on all slices
     of the primary plane (primary prior, with data consistency) or of the auxiliary plane (auxiliary prior,
     unconditional), in minibatches of ``batch_size`` slices (:class:`~medgen.diffusion.views.PlaneView`).
 
