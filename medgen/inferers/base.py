@@ -16,16 +16,10 @@ neither (tested for every inferer that differentiates, in ``tests/inferers/test_
 **Bad input.** Every tensor given to a call (``inputs``, tensor arguments such as ``mask`` or ``sensitivity_maps``)
 must be finite: a NaN or infinite entry is refused with a ``ValueError`` naming it before any step is taken.
 
-**Chunks and ranks.** ``network_batch_size`` and ``shard`` wrap the network of each call in
-:class:`~medgen.diffusion.chunked.ChunkedNetwork` (after the precision wrapper, so a recomputed chunk runs under the
-same autocast): every call is cut into chunks whose graphs are rebuilt one at a time for DPS, and its items are split
-across the ranks of a process group. Neither changes the result beyond float rounding, so neither is part of the
-resume fingerprint.
-
-**Precision and compilation.** ``autocast_dtype`` and ``compile_network`` (every inferer takes them) wrap the network
-of each call in :class:`~medgen.networks.precision.PrecisionNetwork` before sampling starts: only the network runs
-under ``torch.autocast`` (its outputs return in the state's dtype), so data consistency and the operators keep their
-precision.
+**Network wrappers.** ``autocast_dtype`` and ``compile_network`` wrap the network of each call in
+:class:`~medgen.networks.precision.PrecisionNetwork`, then ``network_batch_size`` and ``shard`` in
+:class:`~medgen.diffusion.chunked.ChunkedNetwork` (so a recomputed chunk runs under the same autocast); the latter two
+change the result only by float rounding and are not part of the resume fingerprint.
 """
 
 from __future__ import annotations
@@ -39,22 +33,25 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
-from medgen.checks import check_choice, check_finite, check_int
+from medgen.checks import check_choice, check_finite, check_int, settings_with
 from medgen.diffusion.chunked import with_chunking
 from medgen.diffusion.gaussian import GaussianDiffusion, diffusion_fingerprint, respace_diffusion
 from medgen.diffusion.loop import SamplingLoop, make_generator, to_json
 from medgen.diffusion.samplers import DISCRETE_SAMPLERS, discrete_step
+from medgen.diffusion.warm_start import WarmStart
 from medgen.networks.checkpoint import network_parameter
 from medgen.distributed import as_sharding
 from medgen.networks.precision import PrecisionSettings, with_precision
 
-__all__ = [
-    "SamplingInferer",
-    "DiffusionSamplingInferer",
-    "DIFFUSION_SAMPLERS",
-]
+__all__ = ["SamplingInferer", "DiffusionSamplingInferer", "DIFFUSION_SAMPLERS", "SAMPLING_OPTIONS",
+           "WARM_START_OPTIONS"]
 
 DIFFUSION_SAMPLERS = DISCRETE_SAMPLERS
+SAMPLING_OPTIONS = ("seed", "progress", "checkpoint_dir", "checkpoint_every", "autocast_dtype", "compile_network",
+                    "network_batch_size", "shard")
+"""The keywords every inferer takes and hands to :class:`SamplingInferer` (documented there)."""
+WARM_START_OPTIONS = ("warm_start", "warm_start_sigma", "warm_start_step", "warm_start_settings")
+"""The keywords of the inferers with ``warm_starts = True`` (documented in :class:`SamplingInferer`)."""
 
 
 # ---------------------------------------------------------------------------------------------- base classes
@@ -70,15 +67,19 @@ class SamplingInferer(Inferer):
       the same run),
     - :meth:`wrap_output` to return a :class:`monai.data.MetaTensor` carrying the input's affine and meta.
 
+    A subclass takes these keywords in its own ``**settings`` and hands them over with :meth:`options`, so they are
+    documented here only ("Other keywords: see SamplingInferer").
+
     Args:
         seed: seed of the sampler's generator; ``None`` draws from the global RNG (not resumable bit-exactly on
             CUDA).
         progress: show a progress bar.
         checkpoint_dir: folder for the sampling state; with it, an interrupted run resumes where it stopped.
         checkpoint_every: save every this many steps (``0``: only at the end).
-        autocast_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (or the names): the network runs under
-            ``torch.autocast`` of the inputs' device type (:class:`~medgen.networks.precision.PrecisionSettings`;
-            an unsupported dtype/device pair is refused before sampling).
+        autocast_dtype: ``None``, ``torch.bfloat16`` or ``torch.float16`` (or the names): only the network runs under
+            ``torch.autocast`` of the inputs' device type, its outputs return in the state's dtype, so data
+            consistency and the operators keep their precision (:class:`~medgen.networks.precision.
+            PrecisionSettings`; an unsupported dtype/device pair is refused before sampling).
         compile_network: ``False``, ``True`` or a ``torch.compile`` mode (``"reduce-overhead"``: CUDA graphs):
             ``torch.compile`` of the network, compiled once per network object.
         network_batch_size: items per network call (slices, patches, slabs), and per recomputed graph when a
@@ -88,12 +89,23 @@ class SamplingInferer(Inferer):
             all-gather the outputs (:mod:`medgen.distributed`; launched with ``torchrun``, the same inputs and seed
             on every rank, every rank returns the full result): ``False``, ``True`` (the default group when it is
             initialised), or a process group.
+        warm_start: inferers with ``warm_starts = True`` only: start the reverse diffusion from a noised estimate
+            (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (cold), a classical method name (solved
+            reference-free on the call's measurement) or a tensor in the inferer's image layout (see each inferer).
+        warm_start_sigma, warm_start_step: where the warm start begins: the first step whose noise level is at most
+            ``warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
+        warm_start_settings: settings of the named classical method.
 
     Raises:
-        TypeError: ``seed`` is not an int or ``None``.
+        TypeError: ``seed`` is not an int or ``None``; a warm-start keyword for an inferer without warm start.
         ValueError: ``checkpoint_every`` is negative, or positive without ``checkpoint_dir``; an unknown
             ``autocast_dtype`` or ``compile_network``.
     """
+
+    warm_starts: bool = False
+    """Whether the subclass takes the warm-start keywords (it then uses ``self.warm_start``)."""
+    settings: Any = None
+    """The subclass's frozen settings dataclass (part of :meth:`config`), ``None`` without one."""
 
     def __init__(
         self,
@@ -106,8 +118,16 @@ class SamplingInferer(Inferer):
         compile_network: bool | str = False,
         network_batch_size: int | None = None,
         shard: Any = False,
+        warm_start: str | torch.Tensor | None = None,
+        warm_start_sigma: float | None = None,
+        warm_start_step: int | None = None,
+        warm_start_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        warm = (warm_start, warm_start_sigma, warm_start_step, warm_start_settings)
+        given = [name for name, value in zip(WARM_START_OPTIONS, warm) if value is not None]
+        if given and not self.warm_starts:
+            raise TypeError(f"{type(self).__name__} has no warm start, got {given[0]}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
         check_int(checkpoint_every, "checkpoint_every", 0)
@@ -122,6 +142,14 @@ class SamplingInferer(Inferer):
         as_sharding(shard)  # validates the option now; the process group is read at each call
         self.network_batch_size = network_batch_size
         self.shard = shard
+        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
+
+    @classmethod
+    def options(cls, keywords: dict[str, Any]) -> dict[str, Any]:
+        """Pop this class's :data:`SAMPLING_OPTIONS` (and, with ``warm_starts``, :data:`WARM_START_OPTIONS`) out of a
+        subclass's keywords, for ``super().__init__(**options)``; what remains are the subclass's own settings."""
+        names = SAMPLING_OPTIONS + (WARM_START_OPTIONS if cls.warm_starts else ())
+        return {name: keywords.pop(name) for name in names if name in keywords}
 
     def __call__(self, inputs: Any, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:  # type: ignore[override]
         """Run :meth:`sample` with ``torch.inference_mode`` off (the gradient rule of the module docstring) on the
@@ -162,11 +190,15 @@ class SamplingInferer(Inferer):
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (subclasses extend it; dataclasses allowed): the run fingerprint's
-        ``config`` entry, made JSON by :func:`to_json`; the precision settings only when they are active, so that
-        the fingerprints of full-precision runs stay as they were)."""
+        ``config`` entry, made JSON by :func:`to_json`; the precision and warm-start settings only when they are
+        active, so that the fingerprints of full-precision cold runs stay as they were)."""
         config: dict[str, Any] = {"seed": self.seed}
+        if self.settings is not None:
+            config["settings"] = self.settings
         if self.precision.active:
             config["precision"] = self.precision.to_json()
+        if self.warm_start.active:
+            config["warm_start"] = self.warm_start.to_json()
         return config
 
     def generator(self, device: torch.device | str) -> torch.Generator | None:
@@ -220,43 +252,32 @@ class DiffusionSamplingInferer(SamplingInferer):
     (``p_sample``: network call first, then the noise draw, as guided-diffusion) or DDIM.
 
     Args:
-        diffusion: the original process (e.g. 1000 steps).
-        timestep_respacing: steps actually sampled (:func:`respace_diffusion`); ``None``: all of them.
-        sampler: ``"ddpm"`` (ancestral) or ``"ddim"``.
+        diffusion: the original process (e.g. 1000 steps); ``None``: the subclass's :meth:`default_diffusion`.
+        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
+            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``; see
+            :func:`~medgen.diffusion.gaussian.space_timesteps` and :func:`respace_diffusion`).
+        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
         eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`SamplingInferer`.
+        settings: fields of the subclass's :attr:`settings_type`, and the keywords of :class:`SamplingInferer`.
 
     Raises:
-        TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type.
+        TypeError: ``diffusion`` is not a ``GaussianDiffusion``; bad ``timestep_respacing`` type; an unknown keyword.
         ValueError: unknown ``sampler``, negative ``eta`` or ``eta`` without DDIM, respacing that does not fit.
     """
 
+    settings_type: type | None = None
+    """The frozen settings dataclass whose fields the remaining keywords set (:func:`~medgen.checks.settings_with`)."""
+
     def __init__(
         self,
-        diffusion: GaussianDiffusion,
+        diffusion: GaussianDiffusion | None = None,
         timestep_respacing: int | str | Sequence[int] | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**self.options(settings))
+        diffusion = self.default_diffusion() if diffusion is None else diffusion
         if not isinstance(diffusion, GaussianDiffusion):
             raise TypeError(f"diffusion must be a GaussianDiffusion or None, got {type(diffusion).__name__}.")
         check_choice(sampler, "sampler", DIFFUSION_SAMPLERS)
@@ -268,6 +289,15 @@ class DiffusionSamplingInferer(SamplingInferer):
         self.timestep_respacing = timestep_respacing
         self.sampler = sampler
         self.eta = float(eta)
+        if self.settings_type is None and settings:
+            raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {sorted(settings)[0]!r}.")
+        if self.settings_type is not None:
+            self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
+
+    @staticmethod
+    def default_diffusion() -> GaussianDiffusion:
+        """The process of ``diffusion=None``: the subclass's paper's (none here)."""
+        raise TypeError("diffusion must be a GaussianDiffusion, got None.")
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""

@@ -1,16 +1,11 @@
 """HFS-SDE reconstruction of undersampled (multi-coil) Cartesian MRI (Cao et al., IEEE TMI 2024).
 
-:class:`HighFrequencySpaceInferer` composes HFS-SDE's predictor-corrector sampler (and, for comparison, the VP-SDE
-and VE-SDE baselines of the same paper) from the shared parts: the SDE (:class:`~medgen.diffusion.sde.HFSSDE`,
-:class:`~medgen.diffusion.sde.VPSDE`, :class:`~medgen.diffusion.sde.VESDE`), a score prior
-(:class:`~medgen.diffusion.priors.ScorePrior`), :func:`~medgen.diffusion.samplers.pc_step` and the norm-matched
-gradient :class:`~medgen.diffusion.consistency.NormalizedGradient` of any ``A`` (here
-:class:`~medgen.physics.mri.CartesianMRI`).
+:class:`HighFrequencySpaceInferer` composes HFS-SDE's predictor-corrector sampler (and the paper's VP-SDE and VE-SDE
+baselines) from the shared parts of :mod:`medgen.diffusion`, listed in its docstring and :meth:`make_sde`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +18,6 @@ from medgen.diffusion.consistency import KSpaceMeasurement
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
 from medgen.diffusion.sde import HFSSDE, SDE, VESDE, VPSDE
-from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.mri import channels_to_complex, complex_to_channels
@@ -46,8 +40,8 @@ class HFSSettings:
         corrector_lam: data-consistency weight in the corrector (official ``sampling.corrector_mse``).
         eps: last time of the grid (1e-3 for hfs/vp, 1e-5 for ve).
         corrector_steps: Langevin steps per time step (official ``n_steps_each = 1``; 0 = predictor only).
-        table_size: length of the discrete ``beta``/``sigma`` tables (official 1000 also when accelerated, a quirk:
-            the tables are then indexed with ``floor(t (N - 1))``); ``None``: ``N``.
+        table_size: length of the discrete ``beta``/``sigma`` tables (official 1000 also when accelerated, a quirk);
+            ``None``: ``N``.
         beta_min, beta_max: ``beta(0)``, ``beta(1)`` of the VP/HFS schedule.
         sigma_min, sigma_max: noise std range of the VE schedule (data units).
         project_predictor_score: HFS only: project the predictor's score by ``P`` (the exact reverse SDE) instead of
@@ -136,9 +130,8 @@ class HighFrequencySpaceInferer(SamplingInferer):
 
     Network calls: ``N * (corrector_steps + 1)``. In a MONAI ``SupervisedEvaluator``, hand ``mask`` and
     ``sensitivity_maps`` over as the keyword arguments returned by a custom ``prepare_batch``. The defaults are the
-    official sampler with its quirks (the accelerated tables kept at 1000 entries: ``table_size``; the un-projected
-    predictor score: ``project_predictor_score``; step sizes coupled within a minibatch: ``batch_size``); the bundle
-    ``hfssde_mri`` documents each. Where the official code divides 0 by 0 (``A x = y``) the term is 0, not NaN.
+    official sampler with its quirks (``table_size``, ``project_predictor_score``, ``batch_size``): see the bundle
+    ``hfssde_mri``.
 
     Inputs (:meth:`__call__`):
 
@@ -168,16 +161,12 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
         accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
             0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
-        warm_start: start from a noised estimate (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (the
-            SDE's prior), a classical method name (e.g. ``"cgls"``: CG-SENSE, lambda by the discrepancy principle on
-            the normalised k-space) or a complex image ``(B, 1, H, W)`` in the k-space's units; noised by the SDE's
-            marginal at the start (:meth:`~medgen.diffusion.sde.SDE.perturb`: high frequencies only for HFS).
-        warm_start_sigma, warm_start_step: where it begins: the first step whose marginal std is at most
-            ``warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
-        warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
-            ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``).
+            ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``), and
+            the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
+            precision, chunks, ``shard``, the warm start). ``warm_start`` here: a complex image ``(B, 1, H, W)`` in
+            the k-space's units or a method name (e.g. ``"cgls"``: CG-SENSE), noised by the SDE's marginal
+            (:meth:`~medgen.diffusion.sde.SDE.perturb`: high frequencies only for HFS); the level is that std.
 
     Raises:
         ValueError: an option is out of range or ``low_frequency_mask`` is missing for ``sde="hfs"``.
@@ -203,36 +192,17 @@ class HighFrequencySpaceInferer(SamplingInferer):
         recon = inferer(kspace, network, mask=mask, sensitivity_maps=maps)      # (1, 1, 32, 32) complex MetaTensor
     """
 
+    warm_starts = True
+
     def __init__(
         self,
         low_frequency_mask: torch.Tensor | None = None,
         *,
         sde: str = "hfs",
         accelerated: bool = False,
-        warm_start: str | torch.Tensor | None = None,
-        warm_start_sigma: float | None = None,
-        warm_start_step: int | None = None,
-        warm_start_settings: dict[str, Any] | None = None,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**self.options(settings))
         check_choice(sde, "sde", SDES)
         preset = settings_with(SDE_PRESETS[sde], ACCELERATED[sde] if accelerated else {}, type(self).__name__)
         # None keeps the preset's value where the setting itself cannot be None
@@ -242,14 +212,12 @@ class HighFrequencySpaceInferer(SamplingInferer):
             raise ValueError("low_frequency_mask is required for sde='hfs' (HFS-SDE's training mask M), got None.")
         mask = low_frequency_mask
         self.low_frequency_mask = None if mask is None else check_plane_mask(mask, "low_frequency_mask")
-        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
 
     def config(self) -> dict[str, Any]:
         """Settings that change the result (part of the checkpoint fingerprint)."""
         low = self.low_frequency_mask
         mask = None if low is None else [int(low.sum().item()), list(low.shape)]
-        warm = {"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}
-        return {**super().config(), "settings": self.settings, "low_frequency_mask": mask, **warm}
+        return {**super().config(), "low_frequency_mask": mask}
 
     def make_sde(self, device: torch.device | str = "cpu") -> SDE:
         """The SDE of the sampler with ``N = num_steps`` and the discrete tables of length ``table_size``.

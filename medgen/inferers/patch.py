@@ -1,14 +1,11 @@
 """PaDIS: whole-image diffusion priors from a patch denoiser, and the inverse solvers built on them.
 
 Hu et al., "Learning Image Priors through Patch-based Diffusion Models for Solving Inverse Problems" (NeurIPS 2024,
-public code jasonhu4/PaDIS). :class:`PatchDiffusionInferer` composes the shared parts: the patch prior
-(:class:`~medgen.diffusion.priors.PatchPrior`: zero-padded canvas, patches with positional channels, random offsets)
-seen through a :class:`~medgen.diffusion.views.CanvasView`, PaDIS' step rules (:func:`~medgen.diffusion.samplers.
-langevin_step`, :func:`~medgen.diffusion.samplers.padis_pc_step`) and a data-consistency term of ANY
-:class:`~medgen.physics.base.LinearOperator` composed with the canvas crop: sparse-view CT
-(:class:`~medgen.physics.ct.ParallelBeamCT`), deblurring (:class:`~medgen.physics.blur.Blur`), super-resolution
-(:class:`~medgen.physics.blur.Downsample`), multi-coil MRI (:class:`~medgen.physics.mri.CartesianMRI` with
-``channels=True``: the complex image as two real channels), on 2D images or slice by slice on volumes.
+public code jasonhu4/PaDIS). :class:`PatchDiffusionInferer` composes the shared parts (listed in its docstring) with a
+data-consistency term of ANY :class:`~medgen.physics.base.LinearOperator` composed with the canvas crop: sparse-view
+CT (:class:`~medgen.physics.ct.ParallelBeamCT`), deblurring (:class:`~medgen.physics.blur.Blur`), super-resolution
+(:class:`~medgen.physics.blur.Downsample`), multi-coil MRI (``CartesianMRI(..., channels=True)``: the complex image as
+two real channels), on 2D images or slice by slice on volumes.
 
 Example (a few lines, random tiny network, so the picture is noise; shapes and the API are the point)::
 
@@ -27,7 +24,6 @@ Example (a few lines, random tiny network, so the picture is noise; shapes and t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +37,6 @@ from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
-from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import check_network_attribute
 from medgen.physics.base import ComposedOperator, LinearOperator
@@ -135,9 +130,8 @@ class PatchDiffusionInferer(SamplingInferer):
     ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
     one image at a time, so ``"per_image"`` (default) gives every 2D image and every slice of a volume its own norm
     (it needs an operator acting slice by slice along ``slice_axis``); ``"per_item"`` one norm per batch item;
-    ``"batch"`` one norm over everything (TPDM's convention). All offsets and noises come from the seeded generator,
-    so a run repeats and resumes bit-identically (the official random streams are Python's and torch's global ones).
-    The bundle ``padis_ct`` lists the deliberate differences (any operator, the real image size, batches, volumes).
+    ``"batch"`` one norm over everything (TPDM's convention). All offsets and noises come from the seeded generator
+    (a run repeats and resumes bit-identically). Differences from the official code: see the bundle ``padis_ct``.
 
     Args:
         operator: the forward model ``A`` (``forward``, ``adjoint``, ``pseudo_inverse``), moved to the measurement's
@@ -150,20 +144,18 @@ class PatchDiffusionInferer(SamplingInferer):
         max_batch: patches per network call (``None``: one call).
         slice_axis: for volumes ``(B, C, D1, D2, D3)``, the axis (2, 3, 4 or -3, -2, -1) along which the volume is cut
             into 2D images; all slices are denoised in one batch. The two other axes must be equal (square slices).
-        warm_start: start from a noised estimate (:class:`~medgen.diffusion.warm_start.WarmStart`): ``None`` (the
-            ``init`` above), a classical method name (solved reference-free on the measurement) or images shaped
-            like ``A^H y`` (e.g. a SIRT or TV reconstruction); the estimate, clamped to ``clamp``, plus noise of the
-            start level (the whole canvas; the image area only for ``pc``, as its cold start).
-        warm_start_sigma, warm_start_step: where it begins: the first level ``<= warm_start_sigma``, or step
-            ``warm_start_step`` (``0``: the cold path).
-        warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
         settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
-            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``).
+            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``), and the
+            keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
+            precision, chunks, ``shard``, the warm start). ``warm_start`` here: images shaped like ``A^H y`` (e.g. a
+            SIRT or TV reconstruction) or a method name, clamped to ``clamp``, plus noise of the start level (the
+            whole canvas; the image area only for ``pc``, as its cold start).
 
     Raises:
         ValueError/TypeError: on invalid settings (before any computation).
     """
+
+    warm_starts = True
 
     def __init__(
         self,
@@ -175,30 +167,9 @@ class PatchDiffusionInferer(SamplingInferer):
         overlap: int = 8,
         max_batch: int | None = None,
         slice_axis: int = -1,
-        warm_start: str | torch.Tensor | None = None,
-        warm_start_sigma: float | None = None,
-        warm_start_step: int | None = None,
-        warm_start_settings: dict[str, Any] | None = None,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**self.options(settings))
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
         check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
@@ -209,17 +180,14 @@ class PatchDiffusionInferer(SamplingInferer):
         self.settings = settings_with(PaDISSettings(), settings, type(self).__name__)
         self.view = CanvasView(pad, slice_axis)
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
-        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
 
     def config(self) -> dict[str, Any]:
         """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "operator": repr(self.operator),
-            "settings": self.settings,
             "view": self.view,
             "patches": [self.patch_size, self.patch_mode, self.overlap],
-            **({"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}),
         }
 
     def prior(self, network: Any) -> PatchPrior:
@@ -324,31 +292,22 @@ class PatchDiffusionInferer(SamplingInferer):
         result = self._sample(y, prior, operator, image_shape)
         return self._wrap(result, inputs, operator)
 
-    def _initial_canvas(self, y, operator, image_shape, generator) -> torch.Tensor:
-        """``pad(clamp(A^+ y))`` or ``sigma_max z`` (whole canvas; image area only for ``pc``, as official)."""
+    def _start_canvas(self, y, operator, image_shape, generator, sigma: float | None = None) -> torch.Tensor:
+        """The start: cold (``sigma=None``) ``pad(clamp(A^+ y))`` or ``sigma_max z``, warm ``pad(clamp(estimate)) +
+        sigma z``; ``z`` on the whole canvas, on the image area only for ``pc`` (as official)."""
         settings, view = self.settings, self.view
-        if settings.initialisation == "pseudo_inverse":
-            x0 = operator.pseudo_inverse(y)
-            return view.canvas(x0 if settings.clamp is None else x0.clamp(*settings.clamp))
-        zeros = view.canvas(torch.zeros(image_shape, device=y.device, dtype=y.dtype))
+        if sigma is None and settings.initialisation == "noise":
+            x0, sigma = torch.zeros(image_shape, device=y.device, dtype=y.dtype), settings.sigma_max
+        else:
+            x0 = operator.pseudo_inverse(y) if sigma is None else self.warm_start.reconstruct(operator, y)
+            if sigma is not None and tuple(x0.shape) != tuple(image_shape):
+                raise ValueError(f"warm_start must be shaped like A^H y {tuple(image_shape)}, got {tuple(x0.shape)}.")
+            x0 = x0 if settings.clamp is None else x0.clamp(*settings.clamp)
+        if sigma is None:
+            return view.canvas(x0)
         if settings.solver == "pc":
-            image = view.centre(zeros, image_shape)
-            return view.canvas(settings.sigma_max * torch.randn(image.shape, generator=generator,
-                                                                device=y.device, dtype=y.dtype))
-        return settings.sigma_max * torch.randn(zeros.shape, generator=generator, device=y.device, dtype=y.dtype)
-
-    def _warm_canvas(self, y, operator, image_shape, sigma, generator) -> torch.Tensor:
-        """The warm start: ``pad(clamp(estimate)) + sigma z`` (``z`` on the image area only for ``pc``)."""
-        settings, view = self.settings, self.view
-        estimate = self.warm_start.reconstruct(operator, y)
-        if tuple(estimate.shape) != tuple(image_shape):
-            raise ValueError(f"warm_start must be shaped like A^H y {tuple(image_shape)}, got {tuple(estimate.shape)}.")
-        if settings.clamp is not None:
-            estimate = estimate.clamp(*settings.clamp)
-        if settings.solver == "pc":
-            return view.canvas(estimate + sigma * torch.randn(estimate.shape, generator=generator, device=y.device,
-                                                              dtype=y.dtype))
-        canvas = view.canvas(estimate)
+            return view.canvas(x0 + sigma * torch.randn(x0.shape, generator=generator, device=y.device, dtype=y.dtype))
+        canvas = view.canvas(x0)
         return canvas + sigma * torch.randn(canvas.shape, generator=generator, device=y.device, dtype=y.dtype)
 
     def _sample(
@@ -361,10 +320,7 @@ class PatchDiffusionInferer(SamplingInferer):
         num_loop_steps = settings.num_steps - 1 if settings.solver == "pc" else settings.num_steps
         start = self.warm_start.first_step(sigmas[:num_loop_steps])
         with torch.no_grad():
-            if start:
-                x = self._warm_canvas(y, operator, image_shape, sigmas[start], generator)
-            else:
-                x = self._initial_canvas(y, operator, image_shape, generator)
+            x = self._start_canvas(y, operator, image_shape, generator, sigmas[start] if start else None)
         if settings.solver == "pc":
             group = {"per_image": 1, "per_item": x.shape[0] // y.shape[0], "batch": x.shape[0]}[settings.residual_norm]
 

@@ -1,10 +1,8 @@
 """TPDM: 3D sampling and inverse problems with two 2D score models on perpendicular planes (Lee et al., ICCV 2023).
 
-A composition of medgen's diffusion parts: a :class:`~medgen.diffusion.views.PlaneView` (which plane at which step,
-slice minibatches), a :class:`~medgen.diffusion.priors.Prior` per plane (NCSN++ score networks by default), the
-predictor-corrector :func:`~medgen.diffusion.samplers.pc_step` of the VE-SDE and, on primary steps, a
-data-consistency term (:class:`~medgen.diffusion.consistency.DPS` by default) built from any linear operator of one
-primary slice.
+One TPDM step is :func:`~medgen.diffusion.samplers.perpendicular_step`; :class:`PerpendicularSliceInferer` composes it
+with a plane view, a prior per plane (NCSN++ score networks by default) and a data-consistency term (DPS by default)
+of any linear operator of one primary slice.
 
 Example (runs as is; a random tiny network generates noise-like volumes)::
 
@@ -20,7 +18,6 @@ Example (runs as is; a random tiny network generates noise-like volumes)::
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +26,13 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medgen.checks import check_choice, check_int, check_number, check_volume, check_volume_shape, settings_with
+from medgen.checks import check_choice, check_int, check_number, check_tensor, check_volume, check_volume_shape
+from medgen.checks import settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
 from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
-from medgen.diffusion.warm_start import WarmStart
 from medgen.inferers.base import SamplingInferer
 from medgen.networks.checkpoint import network_parameter
 from medgen.physics.base import LinearOperator
@@ -70,14 +67,11 @@ class TPDMSettings:
         sigma_min: smallest VE noise std (``None``: the network's, from its ``sigmas`` buffer, else TPDM's 0.01).
         sigma_max: largest VE noise std (``None``: the network's, else TPDM's 378).
         eps: last time of the grid (TPDM 1e-5).
-        keep_predictor_noise: the next state is the predictor's noisy ``x`` (corrected). TPDM stores the
-            predictor's ``x_mean``, so the predictor's noise is drawn but dropped every step (only the corrector
-            injects noise). The last step's output is ``x_mean`` in both.
-        zsr_official_init: TPDM masks the prior noise in the IMAGE domain before decoupling,
-            ``couple(decouple(A^+ y) m + decouple(noise (1 - m)))``, which leaks noise into the measured block means;
-            corrected: the projection of the noise onto ``{A x = y}``.
-        zsr_noisy_target: TPDM's MR-ZSR DPS compares ``x0_hat`` with the measurement noised to ``sigma(t)`` (an extra
-            draw after each sub-step); corrected: the clean measurement.
+        keep_predictor_noise: the next state is the predictor's noisy ``x`` (corrected), not its ``x_mean`` (TPDM).
+        zsr_official_init: TPDM's MR-ZSR start, the prior noise masked in the image domain (:func:`_official_zsr_init`),
+            instead of its projection onto ``{A x = y}``.
+        zsr_noisy_target: TPDM's MR-ZSR DPS target, the measurement noised to ``sigma(t)``, instead of the clean one.
+        (Each quirk is described in the bundle ``tpdm_brain_mri``, "The parity flag".)
     """
 
     steps: int = 2000
@@ -125,7 +119,8 @@ class PerpendicularSliceInferer(SamplingInferer):
     """TPDM (hyn2028/tpdm) as a MONAI inferer: 3D sampling with two 2D VE-SDE score priors on perpendicular planes.
 
     The volume ``(B, 1, D0, D1, D2)`` is sampled by ``steps`` predictor-corrector steps of
-    ``VESDE(sigma_min, sigma_max, steps)`` (:func:`~medgen.diffusion.samplers.pc_step`). Step ``i`` runs on all slices
+    ``VESDE(sigma_min, sigma_max, steps)`` (:func:`~medgen.diffusion.samplers.perpendicular_step`, a
+    :func:`~medgen.diffusion.samplers.pc_step` on one plane's slices). Step ``i`` runs on all slices
     of the primary plane (primary prior, with data consistency) or of the auxiliary plane (auxiliary prior,
     unconditional), in minibatches of ``batch_size`` slices (:class:`~medgen.diffusion.views.PlaneView`).
 
@@ -179,12 +174,8 @@ class PerpendicularSliceInferer(SamplingInferer):
     :data:`~medgen.diffusion.views.PLANE_PRESETS`. Defaults: ``"tpdm_mri"`` for uncond, zsr and (corrected) csmri;
     ``"tpdm_ct"`` for svct and for csmri with ``parity=True`` (the official CS-MRI reuses SV-CT's permutation).
 
-    **Faithfulness.** ``parity=True`` runs :data:`TPDM_OFFICIAL` (float32, a seeded CPU generator equals the official
-    ``torch.manual_seed``); the default fixes TPDM's quirks, each a field of :class:`TPDMSettings` with a keyword
-    here (``None`` = follow ``parity``). Kept in both modes (TPDM's method): DPS only on primary steps, the output is
-    the last step's ``x_mean``. ``norm_reduction="per_sample"`` gives each slice its own Langevin step size and DPS
-    norm, so results no longer depend on which slices share a minibatch (TPDM's weights then act roughly
-    ``sqrt(batch_size)`` times stronger).
+    **Faithfulness.** ``parity=True`` runs :data:`TPDM_OFFICIAL`; the default fixes TPDM's quirks, each a field of
+    :class:`TPDMSettings` with a keyword here (``None`` = follow ``parity``): see the bundle ``tpdm_brain_mri``.
 
     ``B > 1``: volumes are sampled together step by step, minibatches never mix volumes; with one generator the
     draws interleave, so a volume of a batch differs from the same volume sampled alone.
@@ -200,19 +191,18 @@ class PerpendicularSliceInferer(SamplingInferer):
         primary_plane, auxiliary_plane, planes: see above.
         parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
             it are refused).
-        warm_start: start the reverse diffusion from a noised estimate (:class:`~medgen.diffusion.warm_start.
-            WarmStart`): ``None`` (cold), a classical method name (solved reference-free per primary slice with the
-            slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV reconstruction); not for ``"uncond"``.
-            The noised estimate is treated as the prior sample is (zsr: projected onto ``{A x = y}``).
-        warm_start_sigma, warm_start_step: where the warm start begins: the first step with ``sigma(t_i) <=
-            warm_start_sigma``, or step ``warm_start_step`` (``0``: the cold path).
-        warm_start_settings: settings of the named classical method.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
-        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...).
+        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...),
+            and the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``,
+            checkpointing, precision, chunks, ``shard``, the warm start). ``warm_start`` here: a classical method
+            name (solved per primary slice with the slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV
+            reconstruction), not for ``"uncond"``; the noised estimate is treated as the prior sample is (zsr:
+            projected onto ``{A x = y}``), the level is ``sigma(t_i)``.
 
     Raises:
         ValueError / TypeError: on any invalid argument, naming it.
     """
+
+    warm_starts = True
 
     def __init__(
         self,
@@ -228,30 +218,9 @@ class PerpendicularSliceInferer(SamplingInferer):
         auxiliary_plane: int | Sequence[int] | None = None,
         planes: str | None = None,
         parity: bool = False,
-        warm_start: str | torch.Tensor | None = None,
-        warm_start_sigma: float | None = None,
-        warm_start_step: int | None = None,
-        warm_start_settings: dict[str, Any] | None = None,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
+        super().__init__(**self.options(settings))
         check_choice(task, "task", TASKS)
         consistency = ("repaint" if task == "inpaint" else "dps") if consistency is None else consistency
         check_choice(consistency, "consistency", CONSISTENCIES)
@@ -273,7 +242,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         self.task, self.parity, self.consistency = task, parity, consistency
         self.factor, self.zsr_axis, self.mask, self.operator = None, None, None, None
         self.dps_weight = self._task_arguments(task, consistency, dps_weight, factor, zsr_axis, mask, operator)
-        self.warm_start = WarmStart(warm_start, warm_start_sigma, warm_start_step, dict(warm_start_settings or {}))
         if task == "uncond" and self.warm_start.active:
             raise ValueError("warm_start needs a measurement; task='uncond' has none.")
 
@@ -311,8 +279,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         if mask is not None:
             if task not in ("csmri", "inpaint"):
                 raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")
-            if not isinstance(mask, torch.Tensor):
-                raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+            check_tensor(mask, "mask")
         self.mask = mask
         if task in ("svct", "inverse"):
             if not isinstance(operator, LinearOperator):
@@ -334,14 +301,12 @@ class PerpendicularSliceInferer(SamplingInferer):
         return {
             **super().config(),
             "task": self.task,
-            "settings": self.settings,
             "view": self.view,
             "consistency": self.consistency,
             "dps_weight": self.dps_weight,
             "factor": self.factor,
             "zsr_axis": self.zsr_axis,
             "operator": None if self.operator is None else repr(self.operator),
-            **({"warm_start": self.warm_start.to_json()} if self.warm_start.active else {}),
         }
 
     # ----------------------------------------------------------------------------------------- networks
@@ -390,8 +355,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         mask = kwargs.get("mask", self.mask)
         if mask is None:
             raise ValueError(f"mask is required for task={self.task!r} (constructor or __call__ argument).")
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+        check_tensor(mask, "mask")
         mask = (mask.real if mask.is_complex() else mask).detach().to(measured.device, measured.real.dtype)
         masks = self.view.slice_masks(mask, batch, measured.shape[2:])
         if self.task == "inpaint":

@@ -34,7 +34,6 @@ Example (randomly initialised tiny networks, so the result is noise-like; load r
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +41,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, settings_with
-from medgen.diffusion.gaussian import GaussianDiffusion, sdm_diffusion
+from medgen.checks import check_int, check_number
+from medgen.diffusion.gaussian import sdm_diffusion
 from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer
@@ -152,61 +151,23 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
     with ``guidance_scale != 1`` a second pass with the label map (and reference) zeroed, guided on the noise channel
     only (:func:`~medgen.diffusion.priors.classifier_free_guidance`); then the shared DDPM or DDIM step
     (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0`` clamped to ``[-1, 1]``, noise drawn after the network
-    calls). On the CPU a ``seed`` reproduces the official run after ``torch.manual_seed(seed)``. Respacing and DDIM
-    work here (the official ``--use_ddim`` is broken); the official post-processing is ``threshold_level`` and
-    ``rescale_output`` (off by default). The bundle ``sdm_ctca`` documents the differences.
+    calls). The official post-processing is ``threshold_level`` and ``rescale_output`` (off by default); the bundle
+    ``sdm_ctca`` documents the differences (respacing and DDIM work here).
 
     Args:
         diffusion: the process; default :func:`sdm_diffusion`.
-        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
-            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``).
-        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
-        eta: DDIM's noise scale (``0`` deterministic); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
-        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...).
+        timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
+        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...), and
+            the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
+            precision, chunks, ``shard``).
 
     Raises:
         ValueError, TypeError: invalid options.
     """
 
     settings_type: type[SDMSettings] = SDMSettings
-
-    def __init__(
-        self,
-        diffusion: GaussianDiffusion | None = None,
-        timestep_respacing: int | str | Sequence[int] | None = None,
-        sampler: str = "ddpm",
-        eta: float = 0.0,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
-        **settings: Any,
-    ) -> None:
-        super().__init__(
-            sdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
-        self.settings = settings_with(self.settings_type(), settings, type(self).__name__)
-
-    def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
-        return {**super().config(), "settings": self.settings}
+    settings: SDMSettings
+    default_diffusion = staticmethod(sdm_diffusion)
 
     # ------------------------------------------------------------------------------------------------ pieces
     def inputs(self, inputs: Any, network: Network, slab: Sequence[int] | None = None) -> tuple[torch.Tensor, Any]:
@@ -328,10 +289,10 @@ class SlabPatchInferer(SemanticDiffusionInferer):
       low-res volume get -1024, as the official margins) and crops; ``"shift"`` ends the last slab at ``D``.
 
     Args:
-        diffusion, timestep_respacing, sampler, eta, seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see
-            :class:`SemanticDiffusionInferer`.
+        diffusion, timestep_respacing, sampler, eta: see :class:`SemanticDiffusionInferer`.
         settings: fields of :class:`SlabSettings` (the slab geometry and conditioning, and :class:`SDMSettings`;
-            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference).
+            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference),
+            and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError, TypeError: invalid options.

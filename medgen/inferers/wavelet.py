@@ -22,7 +22,6 @@ Example (a randomly initialised tiny network, so the result is noise-like; load 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +29,9 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, check_volume, check_volume_shape, settings_with
+from medgen.checks import check_int, check_number, check_volume, check_volume_shape
 from medgen.diffusion.consistency import RePaint, StepContext
-from medgen.diffusion.gaussian import GaussianDiffusion, wdm_diffusion
+from medgen.diffusion.gaussian import wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import DiffusionSamplingInferer
@@ -122,70 +121,31 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
     The result is ``IDWT(x_0)`` cropped back to the input size, then optionally post-processed (``clamp_output``,
     ``mask_condition_channel``, ``rescale_output``, in that order).
 
-    The defaults are the official sampler (on the CPU a ``seed`` reproduces its draws after
-    ``torch.manual_seed(seed)``). Beyond it: respacing and DDIM take effect (the official flags are ignored there),
-    any size works (padding to ``spatial_multiple`` with ``pad_value``, cropped back), and 3D inpainting with a
-    ``mask`` and a ``known`` volume (:class:`~medgen.diffusion.consistency.RePaint` combining the states in image
-    space; ``jump_length``/``jump_n_sample`` add RePaint's jumps). The bundle ``wdm_brain_mri`` documents each
-    difference (seeding per batch, CUDA draws, odd sizes).
+    The defaults are the official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple``
+    with ``pad_value``, cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume
+    (:class:`~medgen.diffusion.consistency.RePaint`, with ``jump_length``/``jump_n_sample`` RePaint's jumps). The
+    bundle ``wdm_brain_mri`` documents each difference.
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
-        timestep_respacing: steps actually sampled: ``None`` (all, official), an int ``N`` (``N`` evenly spaced
-            steps), or guided-diffusion's section string (``"ddim50"``, ``"10,15,20"``; see
-            :func:`~medgen.diffusion.gaussian.space_timesteps`).
-        sampler: ``"ddpm"`` (ancestral, official) or ``"ddim"``.
-        eta: DDIM's noise scale (``0`` deterministic, ``1`` DDPM-like); only with ``sampler="ddim"``.
-        seed, progress, checkpoint_dir, checkpoint_every, autocast_dtype, compile_network, network_batch_size, shard: see :class:`~medgen.inferers.base.SamplingInferer`.
+        timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
         settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
-            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...).
+            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...), and the keywords of
+            :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing, precision, ...).
 
     Raises:
         ValueError: invalid options.
         TypeError: options of the wrong type.
     """
 
-    def __init__(
-        self,
-        diffusion: GaussianDiffusion | None = None,
-        timestep_respacing: int | str | Sequence[int] | None = None,
-        sampler: str = "ddpm",
-        eta: float = 0.0,
-        *,
-        seed: int | None = None,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 0,
-        autocast_dtype: torch.dtype | str | None = None,
-        compile_network: bool | str = False,
-        network_batch_size: int | None = None,
-        shard: Any = False,
-        **settings: Any,
-    ) -> None:
-        super().__init__(
-            wdm_diffusion() if diffusion is None else diffusion,
-            timestep_respacing,
-            sampler,
-            eta,
-            seed=seed,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            autocast_dtype=autocast_dtype,
-            compile_network=compile_network,
-            network_batch_size=network_batch_size,
-            shard=shard,
-        )
-        if isinstance(settings.get("clip_range"), list):
-            settings["clip_range"] = tuple(settings["clip_range"])
-        self.settings = settings_with(WDMSettings(), settings, type(self).__name__)
-        self.schedule = repaint_schedule(
-            self.diffusion.num_timesteps, self.settings.jump_length, self.settings.jump_n_sample
-        )
+    settings_type = WDMSettings
+    settings: WDMSettings
+    default_diffusion = staticmethod(wdm_diffusion)
 
-    def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
-        return {**super().config(), "settings": self.settings}
+    @property
+    def schedule(self) -> list[int]:
+        """The levels an inpainting run visits (:func:`repaint_schedule` with ``jump_length``, ``jump_n_sample``)."""
+        return repaint_schedule(self.diffusion.num_timesteps, self.settings.jump_length, self.settings.jump_n_sample)
 
     def view(self, network: Callable[..., Any]) -> WaveletView:
         """The wavelet view: padding to ``spatial_multiple``, or ``2 *`` the network's ``input_multiple`` (1 for a

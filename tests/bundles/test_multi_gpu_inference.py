@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigParser
 
+from medgen.inferers.base import SamplingInferer
+
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 NAMES = sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/multi_gpu_inference.json"))
 
@@ -38,7 +40,9 @@ def test_multi_gpu_inference_config_parses_and_shards_every_inferer(bundle: str)
         assert config["shard"] is True and config["checkpoint_dir"] is None and config["checkpoint_every"] == 0
         target = config["_target_"].rsplit(".", 1)
         cls = getattr(__import__(target[0], fromlist=[target[1]]), target[1])
-        assert "shard" in inspect.signature(cls).parameters, cls  # the option reaches the inferer
+        # the option reaches the inferer: its keywords hand ``shard`` on to SamplingInferer, whose signature has it
+        assert issubclass(cls, SamplingInferer) and cls.options({"shard": True}) == {"shard": True}, cls
+        assert "shard" in inspect.signature(SamplingInferer).parameters
     assert parser.get("evaluator#val_handlers") == "$@handlers if dist.get_rank() == 0 else []"
     assert parser.get("initialize")[0].startswith("$dist.is_initialized() or dist.init_process_group")
     assert parser.get("run") == ["$@edge.check() if dist.get_rank() == 0 else None", "$@evaluator.run()",
