@@ -44,6 +44,7 @@ from torch import nn
 
 from medgen.checks import check_int
 from medgen.distributed import Sharding, as_sharding
+from medgen.networks.precision import wrap_each_network
 
 __all__ = ["chunked_map", "ChunkedNetwork", "with_chunking", "SavedTensorMeter"]
 
@@ -217,22 +218,13 @@ def with_chunking(network: Any, chunk_size: int | None, shard: Any) -> Any:
     sharding = as_sharding(shard)
     if chunk_size is None and not sharding.active:
         return network
-    from medgen.diffusion.priors import Prior
-
-    if isinstance(network, Prior):
-        raise TypeError(
-            f"network_batch_size/shard wrap a network, got a {type(network).__name__}; build the prior on "
-            "medgen.diffusion.chunked.ChunkedNetwork(network, chunk_size, shard) instead."
-        )
-    if isinstance(network, nn.ModuleDict):
-        return nn.ModuleDict({key: with_chunking(value, chunk_size, sharding) for key, value in network.items()})
-    if isinstance(network, nn.ModuleList):
-        return nn.ModuleList([with_chunking(value, chunk_size, sharding) for value in network])
-    if isinstance(network, (tuple, list)):
-        return type(network)(with_chunking(value, chunk_size, sharding) for value in network)
-    if not callable(network) or isinstance(network, ChunkedNetwork):
-        return network
-    return ChunkedNetwork(network, chunk_size, sharding)
+    return wrap_each_network(
+        network,
+        lambda member: ChunkedNetwork(member, chunk_size, sharding),
+        ChunkedNetwork,
+        "network_batch_size/shard",
+        "medgen.diffusion.chunked.ChunkedNetwork(network, chunk_size, shard)",
+    )
 
 
 class _Saved:

@@ -196,19 +196,44 @@ def with_precision(network: Any, settings: PrecisionSettings) -> Any:
     """
     if not settings.active:
         return network
+    return wrap_each_network(
+        network,
+        lambda member: PrecisionNetwork(member, settings),
+        PrecisionNetwork,
+        "autocast_dtype/compile_network",
+        "medgen.networks.precision.PrecisionNetwork(network, PrecisionSettings(...))",
+    )
+
+
+def wrap_each_network(
+    network: Any, wrap: Callable[[nn.Module], nn.Module], wrapper: type, options: str, instead: str
+) -> Any:
+    """``network`` with ``wrap`` applied to each network in it (the one home of how inferer options wrap networks).
+
+    One network, a ``(primary, auxiliary)`` tuple/list/``nn.ModuleList`` or an ``nn.ModuleDict`` (TPDM) are wrapped
+    member by member; a member that is not callable (the inferer reports it with its own message) or is already a
+    ``wrapper`` is kept.
+
+    Raises:
+        TypeError: ``network`` is a medgen ``Prior``: it owns its network calls, so ``options`` cannot wrap it from
+            outside; the message says to build it on ``instead``.
+    """
     from medgen.diffusion.priors import Prior  # (priors import networks: imported here to keep networks first)
 
     if isinstance(network, Prior):
         raise TypeError(
-            f"autocast_dtype/compile_network wrap a network, got a {type(network).__name__}; build the prior on "
-            "medgen.networks.precision.PrecisionNetwork(network, PrecisionSettings(...)) instead."
+            f"{options} wrap a network, got a {type(network).__name__}; build the prior on {instead} instead."
         )
+
+    def each(member: Any) -> Any:
+        return wrap_each_network(member, wrap, wrapper, options, instead)
+
     if isinstance(network, nn.ModuleDict):
-        return nn.ModuleDict({key: with_precision(value, settings) for key, value in network.items()})
+        return nn.ModuleDict({key: each(value) for key, value in network.items()})
     if isinstance(network, nn.ModuleList):
-        return nn.ModuleList([with_precision(value, settings) for value in network])
+        return nn.ModuleList([each(value) for value in network])
     if isinstance(network, (tuple, list)):
-        return type(network)(with_precision(value, settings) for value in network)
-    if not callable(network) or isinstance(network, PrecisionNetwork):
-        return network  # (the inferer reports a non-callable network with its own message)
-    return PrecisionNetwork(network, settings)
+        return type(network)(each(value) for value in network)
+    if not callable(network) or isinstance(network, wrapper):
+        return network
+    return wrap(network)
