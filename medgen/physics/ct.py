@@ -72,9 +72,9 @@ def fbp_filter_response(
     frequency ``f`` in ``[0, 1]`` (1 = Nyquist; ``f = 2 |fftfreq(size)|`` for ``"ram-lak"``), with
     ``a = f / frequency_scaling``:
     ``shepp-logan`` ``sinc(a / 2)``, ``cosine`` ``cos(pi a / 2)``, ``hamming`` ``0.54 + 0.46 cos(pi a)``,
-    ``hann`` ``cos(pi a / 2)^2``; everything above ``frequency_scaling`` is zero. With ``frequency_scaling=1``
-    ``ramp``, ``shepp-logan`` and ``cosine`` equal scikit-image's filters, ``hamming``/``hann`` differ from them by
-    ``O(1/size)`` (scikit-image uses ``np.hamming(size)``).
+    ``hann`` ``cos(pi a / 2)^2``; everything above ``frequency_scaling`` is zero. With ``"ram-lak"`` and
+    ``frequency_scaling=1``, ``ramp``, ``shepp-logan`` and ``cosine`` equal scikit-image's filters,
+    ``hamming``/``hann`` differ from them by ``O(1/size)`` (scikit-image uses ``np.hamming(size)``).
 
     Args:
         size: FFT length (even for ``"ram-lak"``).
