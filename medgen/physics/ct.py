@@ -35,12 +35,15 @@ import torch.nn.functional as F
 from medgen.physics.base import LinearOperator
 from medgen.checks import check_choice, check_positive_int, check_tensor
 
-__all__ = ["ParallelBeamCT", "FBP_FILTERS", "FBP_BACKPROJECTORS", "fbp_filter_response"]
+__all__ = ["ParallelBeamCT", "FBP_FILTERS", "FBP_BACKPROJECTORS", "FBP_RAMPS", "fbp_filter_response"]
 
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 # pixel-driven back-projectors of ParallelBeamCT.fbp: linear interpolation on the detector (scikit-image, TPDM) or the
 # transpose of Joseph's line-interpolating projector (ASTRA's CPU 'linear' kernel, ODL's adjoint)
 FBP_BACKPROJECTORS = ("linear", "joseph")
+# how ParallelBeamCT.fbp samples the ramp: Kak & Slaney's spatial-domain band-limited kernel on a power-of-two FFT
+# (scikit-image, torch-radon) or ODL's fbp_filter_op (|xi| sampled on ODL's half-shifted frequency grid, 2D - 1 bins)
+FBP_RAMPS = ("ram-lak", "odl")
 
 # intermediate tensors (batch x angles x ray samples x detectors) are processed in chunks of at most this many elements
 _DEFAULT_CHUNK_ELEMENTS = 2**25
@@ -54,41 +57,58 @@ def fbp_filter_response(
     frequency_scaling: float = 1.0,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float64,
+    ramp: str = "ram-lak",
 ) -> torch.Tensor:
     """Frequency response of the FBP filter on an FFT grid of ``size`` samples (unit detector spacing).
 
-    The ramp is the band-limited Ram-Lak filter built in the spatial domain (Kak & Slaney eq. 61, as scikit-image and
-    torch-radon build it: no DC offset), times 2. Windows follow ODL's ``fbp_filter`` definitions on the normalised
-    frequency ``f = 2 |fftfreq(size)|`` in ``[0, 1]`` (1 = Nyquist), with ``a = f / frequency_scaling``:
+    ``ramp="ram-lak"`` (default): the band-limited Ram-Lak filter built in the spatial domain (Kak & Slaney eq. 61, as
+    scikit-image and torch-radon build it: no DC offset), times 2, on the DFT frequencies ``fftfreq(size)``; windowed,
+    its kernel is the exact band-limited kernel of the windowed ramp (to 1e-8 in an FBP for the sizes used here).
+    ``ramp="odl"``: ODL's ``fbp_filter_op``: the normalised ramp ``f`` itself sampled at ``f_m = |2 m / size - 1|``
+    (``m = 0 .. size - 1``), i.e. at the frequencies ``xi_m = -pi + 2 pi m / size`` of ODL's ``FourierTransform``
+    grid with ``shift=True``, which are the DFT bins of the signal modulated by ``(-1)^k`` (see
+    :meth:`ParallelBeamCT.filter_sinogram`). For the odd ``size = 2 D - 1`` of ODL's padding that grid is shifted by
+    half a bin and has no sample at ``f = 0``. Windows follow ODL's ``fbp_filter`` definitions on the normalised
+    frequency ``f`` in ``[0, 1]`` (1 = Nyquist; ``f = 2 |fftfreq(size)|`` for ``"ram-lak"``), with
+    ``a = f / frequency_scaling``:
     ``shepp-logan`` ``sinc(a / 2)``, ``cosine`` ``cos(pi a / 2)``, ``hamming`` ``0.54 + 0.46 cos(pi a)``,
-    ``hann`` ``cos(pi a / 2)^2``; everything above ``frequency_scaling`` is zero. With ``frequency_scaling=1``
-    ``ramp``, ``shepp-logan`` and ``cosine`` equal scikit-image's filters, ``hamming``/``hann`` differ from them by
-    ``O(1/size)`` (scikit-image uses ``np.hamming(size)``).
+    ``hann`` ``cos(pi a / 2)^2``; everything above ``frequency_scaling`` is zero. With ``"ram-lak"`` and
+    ``frequency_scaling=1``, ``ramp``, ``shepp-logan`` and ``cosine`` equal scikit-image's filters,
+    ``hamming``/``hann`` differ from them by ``O(1/size)`` (scikit-image uses ``np.hamming(size)``).
 
     Args:
-        size: FFT length (even).
+        size: FFT length (even for ``"ram-lak"``).
         filter: one of :data:`FBP_FILTERS`.
         frequency_scaling: cut-off as a fraction of the Nyquist frequency, in ``(0, 1]``.
         device: device of the result.
         dtype: real dtype of the result.
+        ramp: one of :data:`FBP_RAMPS`.
 
     Returns:
-        real tensor of shape ``(size,)`` in FFT order.
+        real tensor of shape ``(size,)`` in FFT order (``"odl"``: the order of ``m``).
 
     Raises:
-        ValueError: on an unknown filter, an odd size or a ``frequency_scaling`` outside ``(0, 1]``.
+        ValueError: on an unknown filter or ramp, a size below 2 (odd for ``"ram-lak"``) or a ``frequency_scaling``
+            outside ``(0, 1]``.
     """
     check_choice(filter, "filter", FBP_FILTERS)
+    check_choice(ramp, "ramp", FBP_RAMPS)
     if not 0 < frequency_scaling <= 1:
         raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling}.")
-    if size < 2 or size % 2:
-        raise ValueError(f"size must be an even integer >= 2, got {size}.")
-    n = torch.cat([torch.arange(1, size // 2 + 1, 2), torch.arange(size // 2 - 1, 0, -2)]).to(torch.float64)
-    kernel = torch.zeros(size, dtype=torch.float64)
-    kernel[0] = 0.25
-    kernel[1::2] = -1.0 / (math.pi * n) ** 2
-    response = 2 * torch.fft.fft(kernel).real
-    a = 2 * torch.fft.fftfreq(size, dtype=torch.float64).abs() / frequency_scaling
+    if ramp == "odl":
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise ValueError(f"size must be an integer >= 2, got {size}.")
+        response = (2 * torch.arange(size, dtype=torch.float64) / size - 1).abs()
+        a = response / frequency_scaling
+    else:
+        if size < 2 or size % 2:
+            raise ValueError(f"size must be an even integer >= 2, got {size}.")
+        n = torch.cat([torch.arange(1, size // 2 + 1, 2), torch.arange(size // 2 - 1, 0, -2)]).to(torch.float64)
+        kernel = torch.zeros(size, dtype=torch.float64)
+        kernel[0] = 0.25
+        kernel[1::2] = -1.0 / (math.pi * n) ** 2
+        response = 2 * torch.fft.fft(kernel).real
+        a = 2 * torch.fft.fftfreq(size, dtype=torch.float64).abs() / frequency_scaling
     if filter == "shepp-logan":
         response = response * torch.sinc(a / 2)
     elif filter == "cosine":
@@ -193,6 +213,8 @@ class ParallelBeamCT(LinearOperator):
         fbp_frequency_scaling: default cut-off of that filter as a fraction of Nyquist, ``(0, 1]``.
         fbp_backprojector: back-projector of :meth:`fbp` and :meth:`backproject`, one of :data:`FBP_BACKPROJECTORS`
             (see :meth:`backproject`).
+        fbp_ramp: how :meth:`filter_sinogram` samples the ramp, one of :data:`FBP_RAMPS` (see
+            :func:`fbp_filter_response`).
         max_chunk_elements: angles are processed in chunks so that intermediates hold at most about this many elements.
         max_matrix_bytes: memory allowed for the cached sparse ``A`` and ``A^T`` (``0``: never build them).
 
@@ -215,6 +237,7 @@ class ParallelBeamCT(LinearOperator):
         fbp_filter: str = "ramp",
         fbp_frequency_scaling: float = 1.0,
         fbp_backprojector: str = "linear",
+        fbp_ramp: str = "ram-lak",
         max_chunk_elements: int = _DEFAULT_CHUNK_ELEMENTS,
         max_matrix_bytes: int = _DEFAULT_MATRIX_BYTES,
     ) -> None:
@@ -251,6 +274,7 @@ class ParallelBeamCT(LinearOperator):
         check_choice(slice_axis, "slice_axis", (2, 3, 4, -3, -2, -1))
         fbp_filter_response(64, fbp_filter, fbp_frequency_scaling)  # validates both
         check_choice(fbp_backprojector, "fbp_backprojector", FBP_BACKPROJECTORS)
+        check_choice(fbp_ramp, "fbp_ramp", FBP_RAMPS)
         if max_chunk_elements < 1:
             raise ValueError(f"max_chunk_elements must be positive, got {max_chunk_elements}.")
         if isinstance(max_matrix_bytes, bool) or not isinstance(max_matrix_bytes, int) or max_matrix_bytes < 0:
@@ -266,6 +290,7 @@ class ParallelBeamCT(LinearOperator):
         self.fbp_filter = fbp_filter
         self.fbp_frequency_scaling = float(fbp_frequency_scaling)
         self.fbp_backprojector = fbp_backprojector
+        self.fbp_ramp = fbp_ramp
         self.max_chunk_elements = int(max_chunk_elements)
         self.max_matrix_bytes = max_matrix_bytes
         self.register_buffer("angles", angles)
@@ -337,10 +362,14 @@ class ParallelBeamCT(LinearOperator):
 
         :meth:`fbp` back-projects with ``fbp_backprojector="joseph"``, the transpose of ASTRA's 'linear' kernel
         that ODL's ``fbp_op`` applies: on ODL's own filtered sinogram it reproduces ODL's FBP to 1e-5 (64 px) and
-        4e-4 (256 px). With medgen's filter, :meth:`fbp` of ODL's sinograms differs from ODL's
-        ``fbp_op(A, 'Hann', 0.9)`` by 0.77% (256 px) to 1.54% (64 px, camera) (2.6-5.6% with ``"linear"``). The rest
-        is the filter: ODL's kernel equals medgen's Hann-windowed Ram-Lak up to a nearly constant offset of about
-        2e-5 of its central tap, which raises ODL's image mean by 1.7%.
+        4e-4 (256 px). The filter is ODL's too (``fbp_ramp="odl"``, equal to ODL's ``fbp_filter_op`` to 1e-15):
+        ODL samples the ramp on the half-shifted frequency grid of the detector zero-padded to ``2 D - 1`` bins, whose
+        kernel is the band-limited one plus sign-alternating aliases, a nearly constant positive offset (2.6e-6 of
+        the unit-spacing kernel at 128 bins, 1.6e-7 at 512, 2e-5 of the central tap at 128) that raises the mean of
+        ODL's FBP by 1.7% at every size. So :meth:`fbp` of ODL's sinograms reproduces ODL's
+        ``fbp_op(A, 'Hann', 0.9)`` to 5e-6-2.1e-5 (64 px) and 3.7e-4 (256 px) relative L2; with the exact
+        band-limited ramp (``fbp_ramp="ram-lak"``, the other presets) it would differ by 0.99-1.54% (64 px) and 0.77%
+        (256 px), and with the ``"linear"`` back-projector by 2.6-5.6%.
 
         Args:
             image_size: side of the square image in pixels (PaDIS: 256).
@@ -365,6 +394,7 @@ class ParallelBeamCT(LinearOperator):
             fbp_filter="hann",
             fbp_frequency_scaling=0.9,
             fbp_backprojector="joseph",
+            fbp_ramp="odl",
         )
         geometry.update(kwargs)
         return cls(image_size, angles, **geometry)
@@ -388,6 +418,7 @@ class ParallelBeamCT(LinearOperator):
             "fbp_filter": self.fbp_filter,
             "fbp_frequency_scaling": self.fbp_frequency_scaling,
             "fbp_backprojector": self.fbp_backprojector,
+            "fbp_ramp": self.fbp_ramp,
         }
 
     @property
@@ -745,7 +776,15 @@ class ParallelBeamCT(LinearOperator):
     def filter_sinogram(
         self, y: torch.Tensor, filter: str | None = None, frequency_scaling: float | None = None
     ) -> torch.Tensor:
-        """Filter each projection along the detector axis (zero-padded FFT convolution, as scikit-image).
+        """Filter each projection along the detector axis (zero-padded FFT convolution).
+
+        ``fbp_ramp="ram-lak"``: padded to the next power of two of at least ``2 * num_detectors`` (and 64), as
+        scikit-image. ``fbp_ramp="odl"``: as ODL's ``fbp_filter_op`` (``padding=True``): padded to
+        ``2 * num_detectors - 1`` bins, modulated by ``(-1)^k`` before the FFT and after the inverse FFT (ODL's
+        ``FourierTransform`` with ``shift=True``), the ramp sampled on that grid (:func:`fbp_filter_response`). The
+        result is the linear convolution with the kernel ``sum_r (-1)^r k(d + r (2 D - 1))``, ``k`` the band-limited
+        kernel of the windowed ramp: its sign-alternating aliases add a nearly constant positive offset (``O(1/D^2)``
+        per tap, about +1.7% on the mean of a Hann-0.9 FBP at every size).
 
         Args:
             y: sinograms ``(..., num_detectors, num_angles)`` (detector axis second to last).
@@ -757,6 +796,12 @@ class ParallelBeamCT(LinearOperator):
         """
         filter = self.fbp_filter if filter is None else filter
         frequency_scaling = self.fbp_frequency_scaling if frequency_scaling is None else frequency_scaling
+        if self.fbp_ramp == "odl":
+            size = 2 * self.num_detectors - 1
+            response = fbp_filter_response(size, filter, frequency_scaling, y.device, y.dtype, ramp="odl")
+            sign = (1 - 2 * (torch.arange(self.num_detectors, device=y.device) % 2)).to(y.dtype)[:, None]
+            spectrum = torch.fft.fft(y * sign, n=size, dim=-2) * response[:, None]
+            return torch.fft.ifft(spectrum, dim=-2).real[..., : self.num_detectors, :] * sign
         size = max(64, 2 ** math.ceil(math.log2(2 * self.num_detectors)))
         response = fbp_filter_response(size, filter, frequency_scaling, device=y.device, dtype=y.dtype)
         spectrum = torch.fft.fft(y, n=size, dim=-2) * response[:, None]

@@ -10,7 +10,8 @@ Meta data of a sinogram MetaTensor: the source image's meta (including its ``aff
 sinogram grid), plus the projection geometry under ``"ct_geometry"``: a dict of
 :meth:`ParallelBeamCT.geometry` entries (``angles``: float64 tensor in RADIANS; ``num_detectors``;
 ``detector_spacing`` in pixels; ``pixel_size``; ``image_size`` ``(H, W)``; ``rotation_center``; ``detector_center``;
-``ray_step``; ``num_ray_samples``; ``slice_axis``; default FBP ``fbp_filter``/``fbp_frequency_scaling``).
+``ray_step``; ``num_ray_samples``; ``slice_axis``; default FBP ``fbp_filter``/``fbp_frequency_scaling``;
+``fbp_backprojector``; ``fbp_ramp``).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def test_ct_inference_from_another_directory_writes_outputs_and_refuses_to_overw
     assert metrics["metrics"]["ssim"] == pytest.approx(expected["ssim"], abs=1e-4)
     assert metrics["baselines"]["fbp"]["psnr"] > 20  # 8-view FBP of the sample
     # SIRT (stopped by the discrepancy principle / the oracle) and TV-PDHG (lambda by each rule) beat FBP (measured:
-    # SIRT 28.91 / 29.02, TV 28.07 / 28.13 dB vs FBP 25.56 dB)
+    # SIRT 28.91 / 29.02, TV 28.07 / 28.13 dB vs FBP 25.26 dB)
     for name in ("sirt", "sirt_oracle", "tv_pdhg", "tv_pdhg_oracle"):
         assert np.isfinite(metrics["baselines"][name]["ssim"]), name
         assert metrics["baselines"][name]["psnr"] > metrics["baselines"]["fbp"]["psnr"] + 2, name
@@ -124,7 +124,7 @@ def test_ct_inference_from_another_directory_writes_outputs_and_refuses_to_overw
 
 def test_two_posterior_samples_from_a_sirt_warm_start(tmp_path: Path):
     """num_samples=2, each sample from SIRT noised to sigma 0.05 (the last levels of 20); measured 26.25 dB for one
-    sample vs FBP 25.56 (this demo prior lowers SIRT's 28.91 dB: see the README)."""
+    sample vs FBP 25.26 (this demo prior lowers SIRT's 28.91 dB: see the README)."""
     run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(BUNDLE), output_dir=str(tmp_path), steps=20,
         inner_iterations=1, num_samples=2, warm_start="sirt", warm_start_sigma=0.05,
         warm_start_settings={"box": [0.0, 1.0], "max_iter": 500}, baseline_iterations=50, progress=False)
