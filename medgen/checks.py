@@ -24,6 +24,7 @@ __all__ = [
     "check_volume",
     "check_volume_shape",
     "check_plane_mask",
+    "check_box",
     "settings_with",
 ]
 
@@ -198,6 +199,28 @@ def check_plane_mask(mask: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
     mask = mask.real if mask.is_complex() else mask
     return mask.reshape(mask.shape[-2:]).to(torch.float32)
+
+
+def check_box(
+    box: Any, name: str = "box", *, finite: bool = False, allow_none: bool = True
+) -> tuple[float, float] | None:
+    """``(low, high)`` as floats with ``low < high`` (either may be infinite unless ``finite``), or ``None`` when
+    allowed; else a ``ValueError`` naming ``name``."""
+    if box is None and allow_none:
+        return None
+    if (
+        not isinstance(box, Sequence)
+        or len(box) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in box)
+        or (finite and not all(math.isfinite(v) for v in box))
+        or not box[0] < box[1]
+    ):
+        numbers = "finite numbers" if finite else "numbers"
+        raise ValueError(
+            f"{name} must be {'None or ' if allow_none else ''}a pair (low, high) of {numbers} with low < high, "
+            f"got {box!r}."
+        )
+    return float(box[0]), float(box[1])
 
 
 def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:

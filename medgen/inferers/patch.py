@@ -31,7 +31,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
-from medgen.checks import check_choice, check_int, check_number, settings_with
+from medgen.checks import check_box, check_choice, check_int, check_number, settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
@@ -92,10 +92,7 @@ class PaDISSettings:
         karras_sigmas(2, self.sigma_min, self.sigma_max, self.rho)  # validates the schedule arguments
         check_number(self.zeta, "zeta", 0.0)
         check_number(self.snr, "snr", 0.0)
-        if self.clamp is not None:
-            if len(self.clamp) != 2 or not float(self.clamp[0]) < float(self.clamp[1]):
-                raise ValueError(f"clamp must be None or (low, high) with low < high, got {self.clamp!r}.")
-            object.__setattr__(self, "clamp", (float(self.clamp[0]), float(self.clamp[1])))
+        object.__setattr__(self, "clamp", check_box(self.clamp, "clamp"))
         if self.ddnm and self.solver != "langevin":
             raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {self.solver!r}.")
 
@@ -174,9 +171,6 @@ class PatchDiffusionInferer(SamplingInferer):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
         check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
         self.operator = operator
-        clamp = settings.get("clamp", ())
-        if clamp is not None and clamp != ():
-            settings["clamp"] = tuple(clamp) if isinstance(clamp, (list, tuple)) else clamp
         self.settings = settings_with(PaDISSettings(), settings, type(self).__name__)
         self.view = CanvasView(pad, slice_axis)
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch

@@ -21,7 +21,6 @@ Example (a randomly initialised tiny network, so the result is noise-like; load 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, check_volume, check_volume_shape
+from medgen.checks import check_box, check_int, check_number, check_volume, check_volume_shape
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
@@ -77,12 +76,8 @@ class WDMSettings:
     jump_n_sample: int = 1
 
     def __post_init__(self) -> None:
-        clip_range = self.clip_range
-        if not isinstance(clip_range, Sequence) or len(clip_range) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in clip_range
-        ) or not clip_range[0] < clip_range[1]:
-            raise ValueError(f"clip_range must be (low, high) finite numbers with low < high, got {clip_range!r}.")
-        object.__setattr__(self, "clip_range", (float(clip_range[0]), float(clip_range[1])))
+        clip_range = check_box(self.clip_range, "clip_range", finite=True, allow_none=False)
+        object.__setattr__(self, "clip_range", clip_range)
         check_number(self.lll_scale, "lll_scale", 0.0, open_low=True)
         check_int(self.image_channels, "image_channels", 1)
         check_int(self.mask_condition_channel, "mask_condition_channel", 0, allow_none=True)
