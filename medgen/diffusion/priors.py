@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from medgen.checks import check_choice, check_int
 from medgen.diffusion.chunked import ChunkedNetwork, chunked_map
@@ -59,6 +60,7 @@ __all__ = [
     "PatchPrior",
     "as_noise_model",
     "as_prior",
+    "prior_pair",
     "classifier_free_guidance",
     "mean_coefficient",
     "tweedie",
@@ -414,6 +416,26 @@ def as_prior(network: Any, default: Callable[[Any], Prior]) -> Prior:
     if not callable(network):
         raise TypeError(f"network must be a callable network or a medgen Prior, got {type(network).__name__}.")
     return default(network)
+
+
+def prior_pair(network: Any, default: Callable[[Any], Prior]) -> tuple[Prior, Prior]:
+    """``(primary, auxiliary)`` priors (each through :func:`as_prior`) from one network or prior for both, a pair
+    (tuple, list, ``nn.ModuleList``), or an ``nn.ModuleDict`` with keys ``primary`` and ``auxiliary`` (TPDM's planes).
+
+    Raises:
+        ValueError: a pair of another length, or a ``ModuleDict`` with other keys.
+    """
+    if isinstance(network, nn.ModuleDict):
+        if set(network.keys()) != {"primary", "auxiliary"}:
+            raise ValueError(f"a ModuleDict network needs keys 'primary' and 'auxiliary', got {list(network)}.")
+        pair: Any = (network["primary"], network["auxiliary"])
+    elif isinstance(network, (tuple, list, nn.ModuleList)):
+        if len(network) != 2:
+            raise ValueError(f"network must be one network or a (primary, auxiliary) pair, got {len(network)}.")
+        pair = tuple(network)
+    else:
+        pair = (network, network)
+    return as_prior(pair[0], default), as_prior(pair[1], default)
 
 
 # ------------------------------------------------------------------------------------------------ patch prior

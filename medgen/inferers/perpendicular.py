@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from torch import nn
 
 from medgen.checks import check_choice, check_int, check_number, check_tensor, check_volume, check_volume_shape
 from medgen.checks import settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
-from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
+from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, prior_pair
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
@@ -312,18 +311,8 @@ class PerpendicularSliceInferer(SamplingInferer):
     # ----------------------------------------------------------------------------------------- networks
     @staticmethod
     def _priors(network: Any) -> tuple[Prior, Prior]:
-        """``(primary, auxiliary)`` priors from one network/prior, a pair, or a ModuleDict ``primary``/``auxiliary``."""
-        if isinstance(network, nn.ModuleDict):
-            if set(network.keys()) != {"primary", "auxiliary"}:
-                raise ValueError(f"a ModuleDict network needs keys 'primary' and 'auxiliary', got {list(network)}.")
-            pair: Any = (network["primary"], network["auxiliary"])
-        elif isinstance(network, (tuple, list, nn.ModuleList)):
-            if len(network) != 2:
-                raise ValueError(f"network must be one network or a (primary, auxiliary) pair, got {len(network)}.")
-            pair = tuple(network)
-        else:
-            pair = (network, network)
-        return tuple(as_prior(net, ScorePrior) for net in pair)  # type: ignore[return-value]
+        """The ``(primary, auxiliary)`` score priors (:func:`~medgen.diffusion.priors.prior_pair`)."""
+        return prior_pair(network, ScorePrior)
 
     def sde(self, prior: Prior) -> VESDE:
         """The VE-SDE: the settings' noise range, else the prior's (from its weights), else TPDM's 0.01 / 378."""
