@@ -25,6 +25,8 @@ __all__ = [
     "check_volume_shape",
     "check_plane_mask",
     "check_box",
+    "check_callable",
+    "check_no_arguments",
     "settings_with",
 ]
 
@@ -221,6 +223,20 @@ def check_box(
             f"got {box!r}."
         )
     return float(box[0]), float(box[1])
+
+
+def check_callable(value: Any, name: str) -> None:
+    """Raise a ``TypeError`` naming ``name`` and the type received unless ``value`` is callable."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}.")
+
+
+def check_no_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Raise a ``TypeError`` listing ``args`` (numbered from 2, after an inferer's ``inputs`` and ``network``) and
+    ``kwargs``, the extra arguments of a call that takes none."""
+    if args or kwargs:
+        unexpected = [f"positional #{i + 2}" for i in range(len(args))] + sorted(kwargs)
+        raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
 
 
 def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:

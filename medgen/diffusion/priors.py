@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgen.checks import check_choice, check_int
+from medgen.checks import check_callable, check_choice, check_int
 from medgen.diffusion.chunked import ChunkedNetwork, chunked_map
 from medgen.diffusion.sde import batch_broadcast
 from medgen.networks.checkpoint import unwrap_network
@@ -348,8 +348,7 @@ class GuidedNetwork:
     def __init__(
         self, network: Callable[..., torch.Tensor], scale: float, keep: Sequence[bool] = (), channels: int | None = None
     ) -> None:
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         self.network, self.scale, self.keep, self.channels = network, float(scale), tuple(keep), channels
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:

@@ -373,6 +373,19 @@ class CanvasView:
         stacked = images.reshape(batch, depth, channels, *images.shape[-2:]).transpose(1, 2)
         return stacked.movedim(2, axis)
 
+    def image_size(self, image_shape: Sequence[int], name: str = "images") -> int:
+        """The side ``w`` of the square images of an image/volume shape (the slices along ``slice_axis``).
+
+        Raises:
+            ValueError: the images (``name``) are not square.
+        """
+        plane = [s for d, s in enumerate(image_shape[2:], 2) if len(image_shape) == 4 or d != self.slice_axis % 5]
+        if plane[0] != plane[1]:
+            raise ValueError(
+                f"PaDIS works on square images; {name} {tuple(image_shape)} have {plane[0]}x{plane[1]} slices."
+            )
+        return plane[0]
+
     def canvas(self, volume: torch.Tensor) -> torch.Tensor:
         """The zero-padded canvas stack of an image/volume."""
         return F.pad(self.to_images(volume), (self.pad,) * 4)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_choice, check_int, check_number, check_plane_mask, settings_with
+from medgen.checks import check_choice, check_int, check_no_arguments, check_number, check_plane_mask, settings_with
 from medgen.diffusion.consistency import KSpaceMeasurement
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
@@ -320,9 +320,7 @@ class HighFrequencySpaceInferer(SamplingInferer):
             TypeError: bad types/dtypes, unexpected arguments, a network that is not callable.
             ValueError: shapes that do not fit together.
         """
-        if args or kwargs:
-            unexpected = [f"positional #{i + 2}" for i in range(len(args))] + sorted(kwargs)
-            raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
+        check_no_arguments(args, kwargs)
         prior = self.prior(network)
         parameter = network_parameter(network if not isinstance(network, Prior) else network.network)
         dtype = torch.float32 if parameter is None else parameter.dtype

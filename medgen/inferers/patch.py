@@ -31,7 +31,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
-from medgen.checks import check_box, check_choice, check_int, check_number, settings_with
+from medgen.checks import check_box, check_choice, check_int, check_no_arguments, check_number, settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
@@ -227,24 +227,18 @@ class PatchDiffusionInferer(SamplingInferer):
                 f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions."
             )
         slice_axis = self.view.slice_axis
-        if len(image_shape) == 5:
-            plane = [s for d, s in enumerate(image_shape) if d >= 2 and d != slice_axis % 5]
-            if self.settings.residual_norm == "per_image" and y.shape[slice_axis] != image_shape[slice_axis]:
-                raise ValueError(
-                    f"residual_norm='per_image' needs an operator acting slice by slice along slice_axis="
-                    f"{slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
-                    "differ along it; use residual_norm='per_item' or the operator's slice axis."
-                )
-        else:
-            plane = list(image_shape[-2:])
-        if plane[0] != plane[1]:
+        if len(image_shape) == 5 and self.settings.residual_norm == "per_image" and (
+            y.shape[slice_axis] != image_shape[slice_axis]
+        ):
             raise ValueError(
-                f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
-                f"{plane[0]}x{plane[1]} slices."
+                f"residual_norm='per_image' needs an operator acting slice by slice along slice_axis="
+                f"{slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
+                "differ along it; use residual_norm='per_item' or the operator's slice axis."
             )
+        size = self.view.image_size(image_shape, "the operator's images")
         check_network_attribute(prior.network, "img_channels", image_shape[1], " (the operator's image channels)")
-        prior.patch_starts(plane[0])
-        return image_shape, plane[0]
+        prior.patch_starts(size)
+        return image_shape, size
 
     # ----------------------------------------------------------------- call
     def sample(  # type: ignore[override]
@@ -275,8 +269,7 @@ class PatchDiffusionInferer(SamplingInferer):
             ValueError: the measurement does not fit the operator, or the sizes do not fit ``patch_size``/``pad``.
             TypeError: non-callable network or non-float measurement.
         """
-        if args or kwargs:
-            raise TypeError(f"PatchDiffusionInferer takes (inputs, network) only, got extra {args!r} {sorted(kwargs)}.")
+        check_no_arguments(args, kwargs)
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs must be a torch.Tensor measurement, got {type(inputs).__name__}.")
         y = self.plain(convert_to_tensor(inputs, track_meta=False))

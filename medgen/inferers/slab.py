@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number
+from medgen.checks import check_callable, check_int, check_no_arguments, check_number
 from medgen.diffusion.gaussian import sdm_diffusion
 from medgen.diffusion.priors import GuidedNetwork
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
@@ -178,8 +178,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             network: the SDM network (its attributes say what it expects).
             slab: the spatial shape the network sees (default: the label map's).
         """
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         conditioning = sdm_conditioning(network, self.settings.num_classes)
         labels = check_label_map(inputs, conditioning[0])
         shape = tuple(labels.shape[2:]) if slab is None else tuple(slab)
@@ -248,8 +247,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             TypeError, ValueError: bad inputs, or a network that needs a z-position channel or a reference (use
                 :class:`SlabPatchInferer`), before sampling starts.
         """
-        if args or kwargs:
-            raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
+        check_no_arguments(args, kwargs)
         labels, (num_classes, position, reference_channels) = self.inputs(inputs, network)
         if position or reference_channels:
             raise ValueError(
@@ -358,8 +356,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
             TypeError, ValueError: bad inputs (classes, in-plane or slab size the network cannot take, a missing or
                 unexpected reference), before sampling starts.
         """
-        if args or kwargs:
-            raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
+        check_no_arguments(args, kwargs)
         slab = (*inputs.shape[2:4], self.settings.slab_depth) if isinstance(inputs, torch.Tensor) else None
         labels, (num_classes, position, reference_channels) = self.inputs(inputs, network, slab)
         batch, _, height, width, depth = labels.shape

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_box, check_int, check_number, check_volume, check_volume_shape
+from medgen.checks import check_box, check_callable, check_int, check_number, check_volume, check_volume_shape
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import wdm_diffusion
 from medgen.diffusion.samplers import repaint_schedule
@@ -224,8 +224,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         Raises:
             TypeError, ValueError: bad inputs, shapes or network channel counts (before sampling starts).
         """
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         settings = self.settings
         if settings.conditional:
             if condition is None:
