@@ -1,10 +1,5 @@
-"""What every medgen sampling inferer shares: seeding, the sampling loop, MetaTensor output, argument checks.
-
-- :class:`SamplingInferer`: the base class (seed, progress, checkpoint/resume through
-  :class:`~medgen.diffusion.loop.SamplingLoop`, output as :class:`monai.data.MetaTensor`).
-- :class:`DiffusionSamplingInferer`: a :class:`SamplingInferer` over a discrete
-  :class:`~medgen.diffusion.gaussian.GaussianDiffusion` (respacing, DDPM/DDIM step), shared by the WDM and SDM
-  inferers.
+"""What every medgen sampling inferer shares (:class:`SamplingInferer`: seeding, the sampling loop, MetaTensor output,
+argument checks) and what the WDM and SDM inferers share (:class:`DiffusionSamplingInferer`: the discrete process).
 
 **Gradients.** Inferers whose data consistency needs autograd (DPS) get it the same way everywhere: sampling runs
 with ``torch.inference_mode`` switched off and each step that needs a graph under ``torch.enable_grad()``, so a call
@@ -300,7 +295,6 @@ class DiffusionSamplingInferer(SamplingInferer):
         raise TypeError("diffusion must be a GaussianDiffusion, got None.")
 
     def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "diffusion": diffusion_fingerprint(self.diffusion),

@@ -120,8 +120,7 @@ class PatchDiffusionInferer(SamplingInferer):
     - ``solver="langevin"``: ``alpha = sigma^2`` and the data step ``zeta min(40, 200 sigma) A^T r / ||r||``
       (:class:`~medgen.diffusion.consistency.NormalizedGradient`), or with ``ddnm=True`` DDNM's range-null estimate
       (:class:`~medgen.diffusion.consistency.RangeNullSpace`).
-    - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` (the predictor, a data step, the corrector with
-      the same patch offsets and PaDIS' unsquared step size, a data step) over all levels but the last pair.
+    - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` over all levels but the last pair.
 
     ``init``: ``"pseudo_inverse"`` (``pad(clamp(A^+ y))``, the clamped FBP for CT; dps's official choice) or
     ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
@@ -141,12 +140,10 @@ class PatchDiffusionInferer(SamplingInferer):
         max_batch: patches per network call (``None``: one call).
         slice_axis: for volumes ``(B, C, D1, D2, D3)``, the axis (2, 3, 4 or -3, -2, -1) along which the volume is cut
             into 2D images; all slices are denoised in one batch. The two other axes must be equal (square slices).
-        settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
-            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``), and the
-            keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
-            precision, chunks, ``shard``, the warm start). ``warm_start`` here: images shaped like ``A^H y`` (e.g. a
-            SIRT or TV reconstruction) or a method name, clamped to ``clamp``, plus noise of the start level (the
-            whole canvas; the image area only for ``pc``, as its cold start).
+        settings: fields of :class:`PaDISSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
+            ``warm_start`` here: images shaped like ``A^H y`` (e.g. a SIRT or TV reconstruction) or a method name,
+            clamped to ``clamp``, plus noise of the start level (the whole canvas; the image area only for ``pc``, as
+            its cold start).
 
     Raises:
         ValueError/TypeError: on invalid settings (before any computation).
@@ -176,7 +173,6 @@ class PatchDiffusionInferer(SamplingInferer):
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
 
     def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "operator": repr(self.operator),

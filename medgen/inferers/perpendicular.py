@@ -168,9 +168,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         cs = PerpendicularSliceInferer("csmri", consistency="projection", steps=4, seed=0, progress=False)
         recon = cs(kspace, net, mask=mask)                                   # (1, 1, 16, 16, 16)
 
-    **Planes.** ``primary_plane``/``auxiliary_plane`` are spatial axes of ``(D0, D1, D2)`` holding the slices or full
-    ``(slice_axis, row_axis, col_axis)`` permutations; ``planes`` names a preset of
-    :data:`~medgen.diffusion.views.PLANE_PRESETS`. Defaults: ``"tpdm_mri"`` for uncond, zsr and (corrected) csmri;
+    **Planes.** ``primary_plane`` and ``auxiliary_plane``, or a preset ``planes`` (:func:`~medgen.diffusion.views.
+    plane_pair`). Defaults: ``"tpdm_mri"`` for uncond, zsr and (corrected) csmri;
     ``"tpdm_ct"`` for svct and for csmri with ``parity=True`` (the official CS-MRI reuses SV-CT's permutation).
 
     **Faithfulness.** ``parity=True`` runs :data:`TPDM_OFFICIAL`; the default fixes TPDM's quirks, each a field of
@@ -190,12 +189,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         primary_plane, auxiliary_plane, planes: see above.
         parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
             it are refused).
-        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...),
-            and the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``,
-            checkpointing, precision, chunks, ``shard``, the warm start). ``warm_start`` here: a classical method
-            name (solved per primary slice with the slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV
-            reconstruction), not for ``"uncond"``; the noised estimate is treated as the prior sample is (zsr:
-            projected onto ``{A x = y}``), the level is ``sigma(t_i)``.
+        settings: fields of :class:`TPDMSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
+            ``warm_start`` here: a classical method name (solved per primary slice with the slice operator) or a
+            volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV reconstruction), not for ``"uncond"``; the noised estimate is
+            treated as the prior sample is (zsr: projected onto ``{A x = y}``), the level is ``sigma(t_i)``.
 
     Raises:
         ValueError / TypeError: on any invalid argument, naming it.
@@ -296,7 +293,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         return self.settings.steps
 
     def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "task": self.task,
@@ -421,12 +417,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         """Sample (or reconstruct) volumes.
 
         Args:
-            inputs: see the class docstring for each task (the output shape or a template volume, the low-resolution
-                volume, the complex k-space volume, the measurement volume); tensors ``(B, 1, D0, D1, D2)`` on the
-                device to compute on.
+            inputs: see the class docstring for each task; tensors ``(B, 1, D0, D1, D2)`` on the device to compute
+                on.
             network: a score network ``net(x, sigma) -> score`` (or a :class:`~medgen.diffusion.priors.Prior`) for
-                both planes, or a ``(primary, auxiliary)`` pair (tuple, list, ``nn.ModuleList``, or
-                ``nn.ModuleDict`` with keys ``primary``/``auxiliary``).
+                both planes, or a ``(primary, auxiliary)`` pair (:func:`~medgen.diffusion.priors.prior_pair`).
             args: unused (MONAI's ``Inferer`` signature).
             kwargs: ``mask`` (csmri), ``length`` (zsr: full-resolution size along ``zsr_axis``), ``device`` (uncond
                 from a shape; default the network's).

@@ -8,10 +8,8 @@ a volume in two stages:
    its labels, its z-position and the low-res volume cropped to the slab (the "reference"); the slabs are stitched
    along z.
 
-Both run :class:`~medgen.diffusion.gaussian.GaussianDiffusion` with the official settings (:func:`sdm_diffusion`:
-cosine schedule, 1000 steps, epsilon prediction, learned-range variance, ``clip_denoised``) and the official
-classifier-free guidance (a second network pass with the label map -- and the reference -- set to zero, guidance on
-the noise channel only).
+Both run the official process (:func:`sdm_diffusion`, ``clip_denoised``) with the official classifier-free guidance
+(:meth:`SemanticDiffusionInferer.guided`).
 
 Example (randomly initialised tiny networks, so the result is noise-like; load real weights with
 ``medgen.networks.convert.from_official("sdm_unet", checkpoint, config)``)::
@@ -146,20 +144,15 @@ class SlabSettings(SDMSettings):
 class SemanticDiffusionInferer(DiffusionSamplingInferer):
     """Sample a volume from its label map with a semantic diffusion model (the CTCA low-res stage, whole volume).
 
-    Per step (official ``p_sample``): ``out = network(x_t, t, y)`` with ``y`` the one-hot label map and ``t`` the
-    original process's integer timestep (``out[:, :1]`` the noise, ``out[:, 1:]`` the learned-range variance value);
-    with ``guidance_scale != 1`` a second pass with the label map (and reference) zeroed, guided on the noise channel
-    only (:func:`~medgen.diffusion.priors.classifier_free_guidance`); then the shared DDPM or DDIM step
-    (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0`` clamped to ``[-1, 1]``, noise drawn after the network
-    calls). The official post-processing is ``threshold_level`` and ``rescale_output`` (off by default); the bundle
-    ``sdm_ctca`` documents the differences (respacing and DDIM work here).
+    Per step (official ``p_sample``): ``network(x_t, t, y)`` (see :meth:`sample`), guided when ``guidance_scale != 1``
+    (:meth:`guided`), then the shared DDPM or DDIM step (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0``
+    clamped to ``[-1, 1]``, noise drawn after the network calls). The official post-processing is :meth:`postprocess`
+    (off by default); the bundle ``sdm_ctca`` documents the differences (respacing and DDIM work here).
 
     Args:
         diffusion: the process; default :func:`sdm_diffusion`.
         timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
-        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...), and
-            the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
-            precision, chunks, ``shard``).
+        settings: fields of :class:`SDMSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError, TypeError: invalid options.
@@ -288,9 +281,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
 
     Args:
         diffusion, timestep_respacing, sampler, eta: see :class:`SemanticDiffusionInferer`.
-        settings: fields of :class:`SlabSettings` (the slab geometry and conditioning, and :class:`SDMSettings`;
-            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference),
-            and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`SlabSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError, TypeError: invalid options.

@@ -1,9 +1,7 @@
 """WDM / cWDM sampling: a DDPM in the 3D Haar wavelet domain (Friedrich et al., MICCAI DGM 2024; cWDM 2024).
 
-:class:`WaveletDiffusionInferer` generates a volume by running a :class:`~medgen.diffusion.gaussian.GaussianDiffusion`
-on the eight Haar subbands of the image (:func:`~medgen.transforms.wavelet.haar_dwt3d`, LLL divided by 3), exactly as
-the official ``scripts/generation_sample.py`` (WDM) and ``scripts/sample.py`` (cWDM) do, and adds what the official
-code lacks: fewer steps and DDIM, any volume size, and RePaint-style 3D inpainting.
+:class:`WaveletDiffusionInferer` runs a :class:`~medgen.diffusion.gaussian.GaussianDiffusion` on the eight Haar
+subbands of the image, as the official ``scripts/generation_sample.py`` (WDM) and ``scripts/sample.py`` (cWDM) do.
 
 Example (a randomly initialised tiny network, so the result is noise-like; load real weights with
 ``medgen.networks.convert.from_official("guided_unet", checkpoint, config)``)::
@@ -105,16 +103,14 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
     channels, channel-major as :func:`~medgen.transforms.wavelet.haar_dwt3d`, LLL divided by ``lll_scale = 3``) of
     the image padded to ``(D', H', W')``. Per step (official ``p_sample``):
 
-    1. ``x0 = network(x_t [, condition coefficients], t)`` (``t`` = the integer timestep of the original 1000-step
-       process; conditions are concatenated along channels at every step, as cWDM);
+    1. ``x0 = network(x_t [, condition coefficients], t)`` (see :meth:`sample`; the conditions at every step, as cWDM);
     2. with ``clip_denoised``: ``x0 <- DWT(clamp(IDWT(x0), *clip_range))``, i.e. the predicted image is clipped in
        IMAGE space (WDM ``[-1, 1]``, cWDM ``[0, 1]``) through the ``denoised_fn`` hook of
        :meth:`~medgen.diffusion.gaussian.GaussianDiffusion.p_mean_variance`;
-    3. ``x_{t-1} = posterior_mean(x0, x_t) + exp(log_var / 2) z`` (fixed-large variance, no noise at ``t = 0``),
-       ``z`` drawn after the network call; or a DDIM step with ``sampler="ddim"``.
+    3. the shared DDPM step (:func:`~medgen.diffusion.samplers.discrete_step`, fixed-large variance, noise drawn
+       after the network call) or DDIM.
 
-    The result is ``IDWT(x_0)`` cropped back to the input size, then optionally post-processed (``clamp_output``,
-    ``mask_condition_channel``, ``rescale_output``, in that order).
+    The result is ``IDWT(x_0)`` cropped back to the input size, then :meth:`postprocess`.
 
     The defaults are the official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple``
     with ``pad_value``, cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume
@@ -124,9 +120,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
         timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
-        settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
-            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...), and the keywords of
-            :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing, precision, ...).
+        settings: fields of :class:`WDMSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError: invalid options.
