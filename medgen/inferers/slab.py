@@ -42,6 +42,7 @@ from monai.data import MetaTensor
 from medgen.checks import check_callable, check_int, check_no_arguments, check_number
 from medgen.diffusion.gaussian import sdm_diffusion
 from medgen.diffusion.priors import GuidedNetwork
+from medgen.diffusion.samplers import discrete_walk
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import unwrap_network
@@ -210,14 +211,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         """Draw ``randn(initial_shape)`` and run all reverse steps of ``model`` through the sampling loop."""
         generator = self.generator(device)
         state = {"x": torch.randn(initial_shape, generator=generator, device=device, dtype=self.settings.dtype)}
-        num_steps = self.diffusion.num_timesteps
-        loop = self.sampling_loop(num_steps, input_shape, extra=extra)
-
-        def step(i: int, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            t = torch.full((initial_shape[0],), num_steps - 1 - i, dtype=torch.long, device=device)
-            return {"x": self.reverse_step(model, current["x"], t, generator)}
-
-        return loop.run(state, step, generator=generator)["x"]
+        num_steps, step = discrete_walk(self.diffusion, lambda x, t, _: self.reverse_step(model, x, t, generator))
+        return self.sampling_loop(num_steps, input_shape, extra=extra).run(state, step, generator=generator)["x"]
 
     # ------------------------------------------------------------------------------------------------ call
     def sample(  # type: ignore[override]

@@ -29,7 +29,7 @@ from monai.data import MetaTensor
 from medgen.checks import check_box, check_callable, check_int, check_number, check_volume, check_volume_shape
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import wdm_diffusion
-from medgen.diffusion.samplers import repaint_schedule
+from medgen.diffusion.samplers import discrete_walk, repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import check_network_attribute, network_device_dtype, unwrap_network
@@ -265,26 +265,20 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
 
         generator = self.generator(device)
         state = {"x": torch.randn(coeff_shape, generator=generator, device=device, dtype=dtype)}
-        levels = self.schedule if inpaint is not None else list(range(self.diffusion.num_timesteps - 1, -2, -1))
-        moves = list(zip(levels[:-1], levels[1:]))
+
+        def reverse(x: torch.Tensor, t: torch.Tensor, target: int) -> torch.Tensor:
+            x = self.reverse_step(network, x, t, condition_coeffs, generator, args, kwargs, inpaint)["sample"]
+            if inpaint is not None and target == -1:
+                (x,) = inpaint.apply(StepContext(x_in=x), x)  # the clean known image after the last step
+            return x
+
+        num_steps, step = discrete_walk(self.diffusion, reverse, None if inpaint is None else self.schedule, generator)
         loop = self.sampling_loop(
-            len(moves),
+            num_steps,
             shape,
             extra={"padded_shape": list(padded), "dtype": str(dtype), "condition": condition_t, "known": known_t,
                    "mask": mask_t},
         )
-
-        def step(i: int, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            level, target = moves[i]
-            if target > level:  # a RePaint resampling jump
-                return {"x": self.diffusion.q_step(current["x"], level, generator)}
-            t = torch.full((batch,), level, dtype=torch.long, device=device)
-            x = self.reverse_step(network, current["x"], t, condition_coeffs, generator, args, kwargs, inpaint)
-            x = x["sample"]
-            if inpaint is not None and target == -1:
-                (x,) = inpaint.apply(StepContext(x_in=x), x)  # the clean known image after the last step
-            return {"x": x}
-
         with torch.no_grad():
             coeffs = loop.run(state, step, generator=generator)["x"]
             image = self.postprocess(view.to_image(coeffs, spatial), condition_t)
