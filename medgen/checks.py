@@ -25,6 +25,7 @@ __all__ = [
     "check_volume_shape",
     "check_plane_mask",
     "check_box",
+    "check_bool",
     "check_callable",
     "check_no_arguments",
     "settings_with",
@@ -223,6 +224,12 @@ def check_box(
             f"got {box!r}."
         )
     return float(box[0]), float(box[1])
+
+
+def check_bool(value: Any, name: str) -> None:
+    """Raise a ``TypeError`` naming ``name`` and the type received unless ``value`` is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}.")
 
 
 def check_callable(value: Any, name: str) -> None:

@@ -26,7 +26,7 @@ import torch
 from monai.data import MetaTensor
 
 from medgen.checks import check_choice, check_int, check_number, check_tensor, check_volume, check_volume_shape
-from medgen.checks import settings_with
+from medgen.checks import check_bool, settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
 from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, prior_pair
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
@@ -93,8 +93,7 @@ class TPDMSettings:
         check_number(self.sigma_max, "sigma_max", 0.0, open_low=True, allow_none=True)
         check_number(self.eps, "eps", 0.0, 1.0, open_low=True, open_high=True)
         for name in ("keep_predictor_noise", "zsr_official_init", "zsr_noisy_target"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}.")
+            check_bool(getattr(self, name), name)
 
     @property
     def pc(self) -> PCSettings:
@@ -222,8 +221,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         check_choice(consistency, "consistency", CONSISTENCIES)
         if consistency == "repaint" and task != "inpaint":
             raise ValueError(f"consistency='repaint' is inpainting's; it needs task='inpaint', got task={task!r}.")
-        if not isinstance(parity, bool):
-            raise TypeError(f"parity must be a bool, got {type(parity).__name__}.")
+        check_bool(parity, "parity")
         settings = {k: v for k, v in settings.items() if not (k in _QUIRKS and v is None)}
         if parity:
             for name in _QUIRKS:
