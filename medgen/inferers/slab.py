@@ -103,10 +103,8 @@ class SlabSettings(SDMSettings):
     """The settings of :class:`SlabPatchInferer`: :class:`SDMSettings` and the slabs.
 
     Attributes:
-        slab_depth: slices per slab (official 16).
-        overlap: slices shared by consecutive slabs (0: official non-overlapping slabs).
-        last_slab: ``"pad"`` or ``"shift"``.
-        blend: weights of overlapping slabs: ``"linear"``, ``"cosine"`` or ``"constant"``.
+        slab_depth, overlap, last_slab, blend: the :class:`~medgen.diffusion.views.SlabView` (official: 16 slices, no
+            overlap).
         slab_batch_size: slabs per network call (``None``: all slabs of all volumes in one call); guidance passes are
             separate calls of the same size. Does not change the result beyond floating-point batch effects.
         position_normalizer: denominator of the z-position channel (``None``: the in-plane size ``H``, official
@@ -258,12 +256,11 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
 class SlabPatchInferer(SemanticDiffusionInferer):
     """Sample a high-res volume as z-slabs conditioned on labels, z-position and a low-res reference (CTCA SDM HR).
 
-    The volume ``(B, 1, H, W, D)`` is covered by slabs (:class:`~medgen.diffusion.views.SlabView`). Slab ``k``
-    starting at slice ``z_k`` is conditioned on ``y``, its one-hot labels plus (when the network has
-    ``position_channel``) the z-position channel ``2 (z / position_normalizer - 0.5)``, and ``r`` (when it has
-    ``reference_channels``), the low-res volume cut to the slab's z-extent plus a margin, min-max normalised, with its
-    z-position (:func:`~medgen.networks.sdm_unet.reference_for_slab`). All slabs of all volumes are denoised together,
-    stacked volume-major (row ``b * K + k``), ``slab_batch_size`` slabs per network call.
+    The volume ``(B, 1, H, W, D)`` is covered by slabs (:class:`~medgen.diffusion.views.SlabView`), each conditioned
+    on ``y``, its one-hot labels (plus the z-position channel when the network has ``position_channel``), and on ``r``
+    (when it has ``reference_channels``), the low-res volume cut to the slab (:func:`~medgen.networks.sdm_unet.
+    slab_conditioning`). All slabs of all volumes are denoised together, stacked volume-major (row ``b * K + k``),
+    ``slab_batch_size`` slabs per network call.
 
     - Non-overlapping slabs (``overlap=0``, ``last_slab="pad"``, official): the state is the slab stack
       ``(B K, 1, H, W, slab_depth)``, sampled like the official ``image_sample.py`` with the ``K`` slabs of a volume as

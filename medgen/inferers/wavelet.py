@@ -99,23 +99,20 @@ CWDM_OFFICIAL = WDMSettings(clip_range=(0.0, 1.0), conditional=True, clamp_outpu
 class WaveletDiffusionInferer(DiffusionSamplingInferer):
     """Sample a 3D volume with a wavelet diffusion model (WDM), optionally conditioned (cWDM) or inpainting.
 
-    The sampler runs in the Haar domain: the state is ``(B, 8 C, D'/2, H'/2, W'/2)`` coefficients (``C`` image
-    channels, channel-major as :func:`~medgen.transforms.wavelet.haar_dwt3d`, LLL divided by ``lll_scale = 3``) of
-    the image padded to ``(D', H', W')``. Per step (official ``p_sample``):
+    The state is the Haar coefficients ``(B, 8 C, D'/2, H'/2, W'/2)`` of the padded image (:meth:`view`, a
+    :class:`~medgen.diffusion.views.WaveletView`). Per step (official ``p_sample``):
 
     1. ``x0 = network(x_t [, condition coefficients], t)`` (see :meth:`sample`; the conditions at every step, as cWDM);
-    2. with ``clip_denoised``: ``x0 <- DWT(clamp(IDWT(x0), *clip_range))``, i.e. the predicted image is clipped in
-       IMAGE space (WDM ``[-1, 1]``, cWDM ``[0, 1]``) through the ``denoised_fn`` hook of
-       :meth:`~medgen.diffusion.gaussian.GaussianDiffusion.p_mean_variance`;
+    2. with ``clip_denoised``: ``x0`` clipped to ``clip_range`` in IMAGE space (WDM ``[-1, 1]``, cWDM ``[0, 1]``):
+       :meth:`~medgen.diffusion.views.WaveletView.clip` as the ``denoised_fn`` of ``discrete_step``;
     3. the shared DDPM step (:func:`~medgen.diffusion.samplers.discrete_step`, fixed-large variance, noise drawn
        after the network call) or DDIM.
 
-    The result is ``IDWT(x_0)`` cropped back to the input size, then :meth:`postprocess`.
-
-    The defaults are the official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple``
-    with ``pad_value``, cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume
-    (:class:`~medgen.diffusion.consistency.RePaint`, with ``jump_length``/``jump_n_sample`` RePaint's jumps). The
-    bundle ``wdm_brain_mri`` documents each difference.
+    The result is ``IDWT(x_0)`` cropped back to the input size, then :meth:`postprocess`. The defaults are the
+    official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple`` with ``pad_value``,
+    cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume (:class:`~medgen.diffusion.consistency.
+    RePaint`, with ``jump_length``/``jump_n_sample`` RePaint's jumps). The bundle ``wdm_brain_mri`` documents each
+    difference.
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
