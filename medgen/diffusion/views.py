@@ -309,6 +309,13 @@ class PlaneView:
         return (spatial[plane[0]], 1, spatial[plane[1]], spatial[plane[2]])
 
     @staticmethod
+    def spatial_shape(stack_shape: Sequence[int], plane: Sequence[int]) -> tuple[int, int, int]:
+        """The spatial shape of a volume with slices ``(S, 1, R, C)`` on ``plane`` (inverts :meth:`stack_shape`)."""
+        spatial = [0, 0, 0]
+        spatial[plane[0]], spatial[plane[1]], spatial[plane[2]] = stack_shape[0], stack_shape[2], stack_shape[3]
+        return spatial[0], spatial[1], spatial[2]
+
+    @staticmethod
     def assemble(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
         """``B`` volumes ``(D0, D1, D2)`` as ``(B, D0, D1, D2)`` (a view for ``B = 1``, keeping the memory layout
         TPDM's next noise draws depend on)."""

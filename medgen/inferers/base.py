@@ -57,9 +57,8 @@ class SamplingInferer(Inferer):
     off: see the module docstring), validate everything before sampling, and use:
 
     - :meth:`generator` for all their random draws (seeded, on the inputs' device),
-    - :meth:`sampling_loop` to run their steps with progress and checkpoint/resume (the fingerprint records the
-      subclass name, :meth:`config`, the input shape, the seed and digests of the input tensors, so a resumed run is
-      the same run),
+    - :meth:`sampling_loop` to run their steps with progress and checkpoint/resume (its fingerprint makes a resumed
+      run the same run),
     - :meth:`wrap_output` to return a :class:`monai.data.MetaTensor` carrying the input's affine and meta.
 
     A subclass takes these keywords in its own ``**settings`` and hands them over with :meth:`options`, so they are

@@ -56,9 +56,8 @@ class TPDMSettings:
 
     Attributes:
         steps: PC steps ``N`` (TPDM: 2000) at ``t_i = linspace(1, eps, N)``.
-        K: plane schedule: ``K - 1`` primary steps then one auxiliary, or a float: auxiliary with probability
-            ``1 / K`` (TPDM 2; SV-CT 2.7); see :class:`~medgen.diffusion.views.PlaneView`.
-        batch_size: slices per minibatch (TPDM 32 uncond, 6 otherwise).
+        K, batch_size: the plane schedule and the slices per minibatch of :class:`~medgen.diffusion.views.PlaneView`
+            (TPDM: ``K`` 2, SV-CT 2.7; ``batch_size`` 32 uncond, 6 otherwise).
         snr: Langevin signal-to-noise ratio (0.16).
         norm_reduction: ``"batch_mean"`` (TPDM: one Langevin step size and one DPS norm per minibatch, so a slice's
             update depends on its minibatch) or ``"per_sample"`` (per slice; TPDM's weights then act roughly
@@ -364,9 +363,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         plane = self.view.primary
         ys = [self.view.to_stack(measured[b, 0], plane) for b in range(x.shape[0])]
         slice_shape = operators[0].image_shape(ys[0], "inputs (as primary slices)")
-        spatial = [0, 0, 0]
-        spatial[plane[0]], spatial[plane[1]], spatial[plane[2]] = slice_shape[0], slice_shape[2], slice_shape[3]
-        return {"batch": x.shape[0], "spatial": tuple(spatial), "device": x.device, "dtype": measured.real.dtype,
+        spatial = self.view.spatial_shape(slice_shape, plane)
+        return {"batch": x.shape[0], "spatial": spatial, "device": x.device, "dtype": measured.real.dtype,
                 "terms": [self._term(op, y) for op, y in zip(operators, ys)], "operators": operators, "ys": ys}
 
     def _term(self, operator: LinearOperator, y: torch.Tensor) -> DataConsistency:
