@@ -119,18 +119,23 @@ def check_number(
     open_low: bool = False,
     open_high: bool = False,
     allow_none: bool = False,
+    finite: bool = False,
 ) -> float | None:
-    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open.
+    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open, and
+    finite when ``finite``.
 
     Raises:
         TypeError: ``value`` is not a number.
-        ValueError: ``value`` is NaN or outside the range (the message names ``name``, the range and the value).
+        ValueError: ``value`` is NaN, infinite with ``finite``, or outside the range (the message names ``name``, the
+            range and the value).
     """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}, got {type(value).__name__}.")
     value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
     if math.isnan(value) or value < low or value > high or (open_low and value == low) or (open_high and value == high):
         bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
         raise ValueError(f"{name} must be in {bounds}, got {value}.")

@@ -268,7 +268,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                 raise ValueError(f"dps_weight is meaningless for task='uncond', got {dps_weight!r}.")
             dps_weight = 0.0
         dps_weight = 0.0 if dps_weight is None else dps_weight
-        check_number(dps_weight, "dps_weight", -math.inf, math.inf, open_low=True, open_high=True)  # finite
+        check_number(dps_weight, "dps_weight", finite=True)
         if mask is not None:
             if task not in ("csmri", "inpaint"):
                 raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")

@@ -31,7 +31,6 @@ Example (randomly initialised tiny networks, so the result is noise-like; load r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,8 +89,7 @@ class SDMSettings:
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
-        if not math.isfinite(check_number(self.guidance_scale, "guidance_scale")):
-            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale!r}.")
+        check_number(self.guidance_scale, "guidance_scale", finite=True)
         check_int(self.num_classes, "num_classes", 1, allow_none=True)
         check_number(self.threshold_level, "threshold_level", allow_none=True)
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
