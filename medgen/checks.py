@@ -24,6 +24,10 @@ __all__ = [
     "check_volume",
     "check_volume_shape",
     "check_plane_mask",
+    "check_box",
+    "check_bool",
+    "check_callable",
+    "check_no_arguments",
     "settings_with",
 ]
 
@@ -115,18 +119,23 @@ def check_number(
     open_low: bool = False,
     open_high: bool = False,
     allow_none: bool = False,
+    finite: bool = False,
 ) -> float | None:
-    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open.
+    """``float(value)`` if it is a real number (not ``bool``) in ``[low, high]``, an end excluded when it is open, and
+    finite when ``finite``.
 
     Raises:
         TypeError: ``value`` is not a number.
-        ValueError: ``value`` is NaN or outside the range (the message names ``name``, the range and the value).
+        ValueError: ``value`` is NaN, infinite with ``finite``, or outside the range (the message names ``name``, the
+            range and the value).
     """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number{' or None' if allow_none else ''}, got {type(value).__name__}.")
     value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
     if math.isnan(value) or value < low or value > high or (open_low and value == low) or (open_high and value == high):
         bounds = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
         raise ValueError(f"{name} must be in {bounds}, got {value}.")
@@ -198,6 +207,48 @@ def check_plane_mask(mask: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be shaped (H, W) or (1, ..., 1, H, W), got {tuple(mask.shape)}.")
     mask = mask.real if mask.is_complex() else mask
     return mask.reshape(mask.shape[-2:]).to(torch.float32)
+
+
+def check_box(
+    box: Any, name: str = "box", *, finite: bool = False, allow_none: bool = True
+) -> tuple[float, float] | None:
+    """``(low, high)`` as floats with ``low < high`` (either may be infinite unless ``finite``), or ``None`` when
+    allowed; else a ``ValueError`` naming ``name``."""
+    if box is None and allow_none:
+        return None
+    if (
+        not isinstance(box, Sequence)
+        or len(box) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in box)
+        or (finite and not all(math.isfinite(v) for v in box))
+        or not box[0] < box[1]
+    ):
+        numbers = "finite numbers" if finite else "numbers"
+        raise ValueError(
+            f"{name} must be {'None or ' if allow_none else ''}a pair (low, high) of {numbers} with low < high, "
+            f"got {box!r}."
+        )
+    return float(box[0]), float(box[1])
+
+
+def check_bool(value: Any, name: str) -> None:
+    """Raise a ``TypeError`` naming ``name`` and the type received unless ``value`` is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}.")
+
+
+def check_callable(value: Any, name: str) -> None:
+    """Raise a ``TypeError`` naming ``name`` and the type received unless ``value`` is callable."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}.")
+
+
+def check_no_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Raise a ``TypeError`` listing ``args`` (numbered from 2, after an inferer's ``inputs`` and ``network``) and
+    ``kwargs``, the extra arguments of a call that takes none."""
+    if args or kwargs:
+        unexpected = [f"positional #{i + 2}" for i in range(len(args))] + sorted(kwargs)
+        raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
 
 
 def settings_with(base: S, overrides: Mapping[str, Any], owner: str) -> S:

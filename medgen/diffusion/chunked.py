@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medgen.checks import check_int
+from medgen.checks import check_callable, check_int
 from medgen.distributed import Sharding, as_sharding
 from medgen.networks.precision import wrap_each_network
 
@@ -164,8 +164,7 @@ class ChunkedNetwork(nn.Module):
 
     def __init__(self, network: Callable[..., torch.Tensor], chunk_size: int | None = None, shard: Any = None) -> None:
         super().__init__()
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         check_int(chunk_size, "chunk_size", 1, allow_none=True)
         if isinstance(network, nn.Module):
             self.module = network

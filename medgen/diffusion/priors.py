@@ -40,8 +40,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from medgen.checks import check_choice, check_int
+from medgen.checks import check_callable, check_choice, check_int
 from medgen.diffusion.chunked import ChunkedNetwork, chunked_map
 from medgen.diffusion.sde import batch_broadcast
 from medgen.networks.checkpoint import unwrap_network
@@ -59,6 +60,7 @@ __all__ = [
     "PatchPrior",
     "as_noise_model",
     "as_prior",
+    "prior_pair",
     "classifier_free_guidance",
     "mean_coefficient",
     "tweedie",
@@ -346,8 +348,7 @@ class GuidedNetwork:
     def __init__(
         self, network: Callable[..., torch.Tensor], scale: float, keep: Sequence[bool] = (), channels: int | None = None
     ) -> None:
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         self.network, self.scale, self.keep, self.channels = network, float(scale), tuple(keep), channels
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:
@@ -414,6 +415,26 @@ def as_prior(network: Any, default: Callable[[Any], Prior]) -> Prior:
     if not callable(network):
         raise TypeError(f"network must be a callable network or a medgen Prior, got {type(network).__name__}.")
     return default(network)
+
+
+def prior_pair(network: Any, default: Callable[[Any], Prior]) -> tuple[Prior, Prior]:
+    """``(primary, auxiliary)`` priors (each through :func:`as_prior`) from one network or prior for both, a pair
+    (tuple, list, ``nn.ModuleList``), or an ``nn.ModuleDict`` with keys ``primary`` and ``auxiliary`` (TPDM's planes).
+
+    Raises:
+        ValueError: a pair of another length, or a ``ModuleDict`` with other keys.
+    """
+    if isinstance(network, nn.ModuleDict):
+        if set(network.keys()) != {"primary", "auxiliary"}:
+            raise ValueError(f"a ModuleDict network needs keys 'primary' and 'auxiliary', got {list(network)}.")
+        pair: Any = (network["primary"], network["auxiliary"])
+    elif isinstance(network, (tuple, list, nn.ModuleList)):
+        if len(network) != 2:
+            raise ValueError(f"network must be one network or a (primary, auxiliary) pair, got {len(network)}.")
+        pair = tuple(network)
+    else:
+        pair = (network, network)
+    return as_prior(pair[0], default), as_prior(pair[1], default)
 
 
 # ------------------------------------------------------------------------------------------------ patch prior

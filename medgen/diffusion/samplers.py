@@ -9,8 +9,8 @@ term to the (projected) score in the update only (it does not change the correct
 
 Step rules, one short function each over ``(prior, state, schedule point, consistency, generator)``:
 :func:`pc_step` (TPDM, HFS-SDE and their VP/VE baselines), :func:`langevin_step` (PaDIS' DPS and Langevin solvers),
-:func:`padis_pc_step` and :func:`discrete_step` (DDPM/DDIM for WDM and SDM). Each calls the consistency hooks of
-:mod:`medgen.diffusion.consistency` at the same places.
+:func:`padis_pc_step` and :func:`discrete_step` (DDPM/DDIM for WDM and SDM, over the levels of :func:`discrete_walk`).
+Each calls the consistency hooks of :mod:`medgen.diffusion.consistency` at the same places.
 
 Example (TPDM's loop: corrector, then predictor, at the same ``t``; the score of ``N(0, 1)`` data stands in for
 the network, so the result is a sample of ``N(0, 1)``)::
@@ -61,6 +61,7 @@ __all__ = [
     "PADIS_DATA_STEP_RATE",
     "DISCRETE_SAMPLERS",
     "repaint_schedule",
+    "discrete_walk",
     "discrete_step",
     "reverse_diffusion_predictor",
     "euler_maruyama_predictor",
@@ -568,6 +569,37 @@ def repaint_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 
                 levels.append(level)
     return levels
 
+
+
+def discrete_walk(
+    diffusion: GaussianDiffusion,
+    reverse: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    levels: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[int, Callable[[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]]:
+    """The number of steps and the :class:`~medgen.diffusion.loop.SamplingLoop` step of a discrete sampler.
+
+    Step ``i`` takes the state ``{"x": x_l}`` from level ``levels[i] = l`` to ``levels[i + 1] = l'``: down, to
+    ``reverse(x, t, l')`` with ``t = l`` for every item (e.g. :func:`discrete_step`'s ``sample``); up, by a RePaint
+    jump (:meth:`~medgen.diffusion.gaussian.GaussianDiffusion.q_step`, noise from ``generator``).
+
+    Args:
+        diffusion: the (respaced) process.
+        reverse: ``reverse(x_t, t, target) -> x_{t-1}``, ``t`` integer timesteps ``(B,)``, ``target`` the level
+            reached (``-1``: the clean sample).
+        levels: the levels visited (:func:`repaint_schedule`); ``None``: the plain descent ``T - 1, ..., 0, -1``.
+        generator: random generator on the state's device.
+    """
+    levels = list(range(diffusion.num_timesteps - 1, -2, -1)) if levels is None else levels
+    moves = list(zip(levels[:-1], levels[1:]))
+
+    def step(i: int, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        (level, target), x = moves[i], state["x"]
+        if target > level:  # a RePaint resampling jump
+            return {"x": diffusion.q_step(x, level, generator)}
+        return {"x": reverse(x, torch.full((x.shape[0],), level, dtype=torch.long, device=x.device), target)}
+
+    return len(moves), step
 
 
 def discrete_step(

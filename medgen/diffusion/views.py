@@ -309,6 +309,13 @@ class PlaneView:
         return (spatial[plane[0]], 1, spatial[plane[1]], spatial[plane[2]])
 
     @staticmethod
+    def spatial_shape(stack_shape: Sequence[int], plane: Sequence[int]) -> tuple[int, int, int]:
+        """The spatial shape of a volume with slices ``(S, 1, R, C)`` on ``plane`` (inverts :meth:`stack_shape`)."""
+        spatial = [0, 0, 0]
+        spatial[plane[0]], spatial[plane[1]], spatial[plane[2]] = stack_shape[0], stack_shape[2], stack_shape[3]
+        return spatial[0], spatial[1], spatial[2]
+
+    @staticmethod
     def assemble(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
         """``B`` volumes ``(D0, D1, D2)`` as ``(B, D0, D1, D2)`` (a view for ``B = 1``, keeping the memory layout
         TPDM's next noise draws depend on)."""
@@ -372,6 +379,19 @@ class CanvasView:
         batch, channels, depth = like_shape[0], like_shape[1], like_shape[axis]
         stacked = images.reshape(batch, depth, channels, *images.shape[-2:]).transpose(1, 2)
         return stacked.movedim(2, axis)
+
+    def image_size(self, image_shape: Sequence[int], name: str = "images") -> int:
+        """The side ``w`` of the square images of an image/volume shape (the slices along ``slice_axis``).
+
+        Raises:
+            ValueError: the images (``name``) are not square.
+        """
+        plane = [s for d, s in enumerate(image_shape[2:], 2) if len(image_shape) == 4 or d != self.slice_axis % 5]
+        if plane[0] != plane[1]:
+            raise ValueError(
+                f"PaDIS works on square images; {name} {tuple(image_shape)} have {plane[0]}x{plane[1]} slices."
+            )
+        return plane[0]
 
     def canvas(self, volume: torch.Tensor) -> torch.Tensor:
         """The zero-padded canvas stack of an image/volume."""

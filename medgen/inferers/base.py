@@ -1,10 +1,5 @@
-"""What every medgen sampling inferer shares: seeding, the sampling loop, MetaTensor output, argument checks.
-
-- :class:`SamplingInferer`: the base class (seed, progress, checkpoint/resume through
-  :class:`~medgen.diffusion.loop.SamplingLoop`, output as :class:`monai.data.MetaTensor`).
-- :class:`DiffusionSamplingInferer`: a :class:`SamplingInferer` over a discrete
-  :class:`~medgen.diffusion.gaussian.GaussianDiffusion` (respacing, DDPM/DDIM step), shared by the WDM and SDM
-  inferers.
+"""What every medgen sampling inferer shares (:class:`SamplingInferer`: seeding, the sampling loop, MetaTensor output,
+argument checks) and what the WDM and SDM inferers share (:class:`DiffusionSamplingInferer`: the discrete process).
 
 **Gradients.** Inferers whose data consistency needs autograd (DPS) get it the same way everywhere: sampling runs
 with ``torch.inference_mode`` switched off and each step that needs a graph under ``torch.enable_grad()``, so a call
@@ -62,9 +57,8 @@ class SamplingInferer(Inferer):
     off: see the module docstring), validate everything before sampling, and use:
 
     - :meth:`generator` for all their random draws (seeded, on the inputs' device),
-    - :meth:`sampling_loop` to run their steps with progress and checkpoint/resume (the fingerprint records the
-      subclass name, :meth:`config`, the input shape, the seed and digests of the input tensors, so a resumed run is
-      the same run),
+    - :meth:`sampling_loop` to run their steps with progress and checkpoint/resume (its fingerprint makes a resumed
+      run the same run),
     - :meth:`wrap_output` to return a :class:`monai.data.MetaTensor` carrying the input's affine and meta.
 
     A subclass takes these keywords in its own ``**settings`` and hands them over with :meth:`options`, so they are
@@ -300,7 +294,6 @@ class DiffusionSamplingInferer(SamplingInferer):
         raise TypeError("diffusion must be a GaussianDiffusion, got None.")
 
     def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "diffusion": diffusion_fingerprint(self.diffusion),

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_choice, check_int, check_number, check_plane_mask, settings_with
+from medgen.checks import check_choice, check_int, check_no_arguments, check_number, check_plane_mask, settings_with
 from medgen.diffusion.consistency import KSpaceMeasurement
 from medgen.diffusion.priors import Prior, ScorePrior, as_prior
 from medgen.diffusion.samplers import PCSettings, pc_step
@@ -116,43 +116,21 @@ class HighFrequencySpaceInferer(SamplingInferer):
     For ``t_i = linspace(1, eps, N)``, each step runs the Langevin CORRECTOR first and then the PREDICTOR at the same
     ``t_i`` (HFS-SDE's order; score_sde runs them the other way round):
 
-    - prior: ``network(x, std(t))`` is the score, its time input the marginal std of the SDE (VP std for
-      ``"hfs"``/``"vp"``, ``sigma(t)`` for ``"ve"``): a VP/VE :class:`~medgen.diffusion.priors.ScorePrior`;
+    - prior: :meth:`prior`, a VP/VE :class:`~medgen.diffusion.priors.ScorePrior` of the network;
     - data consistency: :class:`~medgen.diffusion.consistency.NormalizedGradient`, ``g ||s|| / ||g|| * lam`` with
       ``g = A^H (A x - y)``, ``A = M F S`` (``corrector_lam`` in the corrector, ``lam`` in the predictor; norms
       over the minibatch, as official);
     - step: :func:`~medgen.diffusion.samplers.pc_step`: Langevin corrector (noise and score projected by HFS-SDE's
       high-frequency projector ``P``), then Euler-Maruyama (``"hfs"``, ``"vp"``, with the official UN-projected
       score) or reverse diffusion (``"ve"``);
-    - start: ``"hfs"`` the conditional prior ``x_T = A_low^H y + P z`` (measured low-frequency band, coil-combined,
-      plus high-frequency white noise); ``"vp"`` ``N(0, I)``; ``"ve"`` ``N(0, sigma_max^2 I)``;
+    - start: :meth:`initial_sample` (``"hfs"``: the measured low-frequency band, coil-combined, plus high-frequency
+      white noise);
     - result: the last predictor's noise-free ``x_mean`` (``denoise=True``, official ``noise_removal``) or ``x``.
 
-    Network calls: ``N * (corrector_steps + 1)``. In a MONAI ``SupervisedEvaluator``, hand ``mask`` and
-    ``sensitivity_maps`` over as the keyword arguments returned by a custom ``prepare_batch``. The defaults are the
-    official sampler with its quirks (``table_size``, ``project_predictor_score``, ``batch_size``): see the bundle
-    ``hfssde_mri``.
-
-    Inputs (:meth:`__call__`):
-
-    - ``inputs``: k-space ``(B, Nc, H, W)`` complex (centred k-space, DC at index ``n // 2``, orthonormal
-      :func:`~medgen.physics.mri.fft2c` convention, phase encoding along ``W`` for HFS-SDE's column masks), zero
-      outside the mask or not (it is multiplied by ``mask``). HFS-SDE normalises each slice by
-      ``1.5 * std(kspace)`` before sampling; do the same (the network was trained on that scale).
-    - ``mask``: sampling mask broadcastable to ``(B, Nc, H, W)`` (``(H, W)``, ``(1, 1, H, W)``, ``(B, 1, H, W)``...).
-    - ``sensitivity_maps``: complex ``(B, Nc, H, W)`` or ``(1, Nc, H, W)`` (ESPIRiT, ``sum_c |S_c|^2 = 1``), or
-      ``None`` for single-coil data (``Nc = 1``). HFS-SDE's real ``c2r`` maps ``(B, 2 Nc, H, W)`` are converted
-      with :func:`~medgen.physics.mri.channels_to_complex` first.
-    - a volume is reconstructed slice by slice by passing its slices as the batch: k-space ``(S, Nc, H, W)`` (for a
-      3-D acquisition, inverse-FFT along the fully sampled readout/slice axis first), maps ``(S, Nc, H, W)``, mask
-      ``(H, W)`` or ``(S, 1, H, W)``; ``batch_size`` slices go through the network together.
-
-    Output: a :class:`~monai.data.MetaTensor` with the meta/affine of ``inputs`` (when it is one) holding the
-    coil-combined image (``sum_c conj(S_c) x_c``-weighted, i.e. the ESPIRiT combination the network was trained on):
-
-    - ``output="complex"``: ``(B, 1, H, W)`` complex;
-    - ``output="channels"``: ``(B, 2, H, W)`` real ``[real, imag]`` (HFS-SDE's own layout);
-    - ``output="magnitude"``: ``(B, 1, H, W)`` real ``|x|`` (what HFS-SDE's metrics are computed on).
+    Network calls: ``N * (corrector_steps + 1)``. The call's inputs and output: :meth:`sample`; in a MONAI
+    ``SupervisedEvaluator``, hand ``mask`` and ``sensitivity_maps`` over as the keyword arguments returned by a custom
+    ``prepare_batch``. The defaults are the official sampler with its quirks (``table_size``,
+    ``project_predictor_score``, ``batch_size``): see the bundle ``hfssde_mri``.
 
     Args:
         low_frequency_mask: HFS-SDE's training mask ``M`` (1 = low frequency, never diffused), ``(H, W)`` or
@@ -161,11 +139,9 @@ class HighFrequencySpaceInferer(SamplingInferer):
         sde: ``"hfs"``, ``"vp"`` or ``"ve"``.
         accelerated: use the official accelerated-sampling defaults (``num_steps`` 100/100/300 and ``snr``
             0.32/0.43/0.10 for hfs/vp/ve) instead of ``N = 1000``.
-        settings: fields of :class:`HFSSettings` (``num_steps``, ``snr``, ``lam``, ``corrector_lam``, ``eps``,
-            ``table_size``, ``batch_size``, ``output``, ...) over the preset of ``sde`` (and ``accelerated``), and
-            the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
-            precision, chunks, ``shard``, the warm start). ``warm_start`` here: a complex image ``(B, 1, H, W)`` in
-            the k-space's units or a method name (e.g. ``"cgls"``: CG-SENSE), noised by the SDE's marginal
+        settings: fields of :class:`HFSSettings` over the preset of ``sde`` (and ``accelerated``), and the keywords
+            of :class:`~medgen.inferers.base.SamplingInferer`. ``warm_start`` here: a complex image ``(B, 1, H, W)``
+            in the k-space's units or a method name (e.g. ``"cgls"``: CG-SENSE), noised by the SDE's marginal
             (:meth:`~medgen.diffusion.sde.SDE.perturb`: high frequencies only for HFS); the level is that std.
 
     Raises:
@@ -214,7 +190,6 @@ class HighFrequencySpaceInferer(SamplingInferer):
         self.low_frequency_mask = None if mask is None else check_plane_mask(mask, "low_frequency_mask")
 
     def config(self) -> dict[str, Any]:
-        """Settings that change the result (part of the checkpoint fingerprint)."""
         low = self.low_frequency_mask
         mask = None if low is None else [int(low.sum().item()), list(low.shape)]
         return {**super().config(), "low_frequency_mask": mask}
@@ -304,25 +279,34 @@ class HighFrequencySpaceInferer(SamplingInferer):
         """Reconstruct the coil-combined image from undersampled k-space.
 
         Args:
-            inputs: k-space ``(B, Nc, H, W)`` complex (see the class docstring).
+            inputs: k-space ``(B, Nc, H, W)`` complex (centred, DC at index ``n // 2``, orthonormal
+                :func:`~medgen.physics.mri.fft2c` convention, phase encoding along ``W`` for HFS-SDE's column masks),
+                zero outside the mask or not (it is multiplied by ``mask``). HFS-SDE normalises each slice by
+                ``1.5 * std(kspace)`` before sampling; do the same (the network was trained on that scale). A volume
+                is reconstructed slice by slice, its slices ``(S, Nc, H, W)`` as the batch (a 3-D acquisition
+                inverse-FFT'd along the fully sampled readout/slice axis first), ``batch_size`` at a time.
             network: score network ``network(x, std)`` on ``(B, 2, H, W)`` (e.g. a loaded
                 :class:`~medgen.networks.ddpm.DDPMUNet`) or a :class:`~medgen.diffusion.priors.Prior`, on ``inputs``'
                 device.
             args: extra positional arguments are not accepted.
-            mask: sampling mask broadcastable to ``inputs`` (required).
-            sensitivity_maps: complex coil maps ``(B or 1, Nc, H, W)``; ``None`` for single coil.
+            mask: sampling mask broadcastable to ``inputs`` (required): ``(H, W)``, ``(1, 1, H, W)``, ``(B, 1, H, W)``.
+            sensitivity_maps: complex coil maps ``(B or 1, Nc, H, W)`` (ESPIRiT, ``sum_c |S_c|^2 = 1``), or ``None``
+                for single coil (``Nc = 1``); HFS-SDE's real ``c2r`` maps ``(B, 2 Nc, H, W)`` are converted with
+                :func:`~medgen.physics.mri.channels_to_complex` first.
             kwargs: extra keyword arguments are not accepted.
 
         Returns:
-            the reconstruction (``output`` layout), a :class:`~monai.data.MetaTensor` with ``inputs``' meta.
+            a :class:`~monai.data.MetaTensor` with the meta/affine of ``inputs`` (when it is one) holding the
+            coil-combined image (``sum_c conj(S_c) x_c``-weighted, the ESPIRiT combination the network was trained
+            on): ``output="complex"``: ``(B, 1, H, W)`` complex; ``"channels"``: ``(B, 2, H, W)`` real
+            ``[real, imag]`` (HFS-SDE's own layout); ``"magnitude"``: ``(B, 1, H, W)`` real ``|x|`` (HFS-SDE's
+            metrics).
 
         Raises:
             TypeError: bad types/dtypes, unexpected arguments, a network that is not callable.
             ValueError: shapes that do not fit together.
         """
-        if args or kwargs:
-            unexpected = [f"positional #{i + 2}" for i in range(len(args))] + sorted(kwargs)
-            raise TypeError(f"unexpected arguments: {', '.join(unexpected)}.")
+        check_no_arguments(args, kwargs)
         prior = self.prior(network)
         parameter = network_parameter(network if not isinstance(network, Prior) else network.network)
         dtype = torch.float32 if parameter is None else parameter.dtype

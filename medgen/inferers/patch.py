@@ -31,7 +31,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
-from medgen.checks import check_choice, check_int, check_number, settings_with
+from medgen.checks import check_box, check_choice, check_int, check_no_arguments, check_number, settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
@@ -92,10 +92,7 @@ class PaDISSettings:
         karras_sigmas(2, self.sigma_min, self.sigma_max, self.rho)  # validates the schedule arguments
         check_number(self.zeta, "zeta", 0.0)
         check_number(self.snr, "snr", 0.0)
-        if self.clamp is not None:
-            if len(self.clamp) != 2 or not float(self.clamp[0]) < float(self.clamp[1]):
-                raise ValueError(f"clamp must be None or (low, high) with low < high, got {self.clamp!r}.")
-            object.__setattr__(self, "clamp", (float(self.clamp[0]), float(self.clamp[1])))
+        object.__setattr__(self, "clamp", check_box(self.clamp, "clamp"))
         if self.ddnm and self.solver != "langevin":
             raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {self.solver!r}.")
 
@@ -123,8 +120,7 @@ class PatchDiffusionInferer(SamplingInferer):
     - ``solver="langevin"``: ``alpha = sigma^2`` and the data step ``zeta min(40, 200 sigma) A^T r / ||r||``
       (:class:`~medgen.diffusion.consistency.NormalizedGradient`), or with ``ddnm=True`` DDNM's range-null estimate
       (:class:`~medgen.diffusion.consistency.RangeNullSpace`).
-    - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` (the predictor, a data step, the corrector with
-      the same patch offsets and PaDIS' unsquared step size, a data step) over all levels but the last pair.
+    - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` over all levels but the last pair.
 
     ``init``: ``"pseudo_inverse"`` (``pad(clamp(A^+ y))``, the clamped FBP for CT; dps's official choice) or
     ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
@@ -144,12 +140,10 @@ class PatchDiffusionInferer(SamplingInferer):
         max_batch: patches per network call (``None``: one call).
         slice_axis: for volumes ``(B, C, D1, D2, D3)``, the axis (2, 3, 4 or -3, -2, -1) along which the volume is cut
             into 2D images; all slices are denoised in one batch. The two other axes must be equal (square slices).
-        settings: fields of :class:`PaDISSettings` (``num_steps``, ``sigma_min``, ``sigma_max``, ``rho``, ``zeta``,
-            ``inner_iterations``, ``solver``, ``init``, ``clamp``, ``residual_norm``, ``ddnm``, ``snr``), and the
-            keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
-            precision, chunks, ``shard``, the warm start). ``warm_start`` here: images shaped like ``A^H y`` (e.g. a
-            SIRT or TV reconstruction) or a method name, clamped to ``clamp``, plus noise of the start level (the
-            whole canvas; the image area only for ``pc``, as its cold start).
+        settings: fields of :class:`PaDISSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
+            ``warm_start`` here: images shaped like ``A^H y`` (e.g. a SIRT or TV reconstruction) or a method name,
+            clamped to ``clamp``, plus noise of the start level (the whole canvas; the image area only for ``pc``, as
+            its cold start).
 
     Raises:
         ValueError/TypeError: on invalid settings (before any computation).
@@ -174,15 +168,11 @@ class PatchDiffusionInferer(SamplingInferer):
             raise TypeError(f"operator must be a medgen LinearOperator, got {type(operator).__name__}.")
         check_patch_settings(patch_size, pad, patch_mode, overlap, max_batch)
         self.operator = operator
-        clamp = settings.get("clamp", ())
-        if clamp is not None and clamp != ():
-            settings["clamp"] = tuple(clamp) if isinstance(clamp, (list, tuple)) else clamp
         self.settings = settings_with(PaDISSettings(), settings, type(self).__name__)
         self.view = CanvasView(pad, slice_axis)
         self.patch_size, self.patch_mode, self.overlap, self.max_batch = patch_size, patch_mode, overlap, max_batch
 
     def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "operator": repr(self.operator),
@@ -233,24 +223,18 @@ class PatchDiffusionInferer(SamplingInferer):
                 f"operator images {tuple(image_shape)} and measurement {tuple(y.shape)} differ in dimensions."
             )
         slice_axis = self.view.slice_axis
-        if len(image_shape) == 5:
-            plane = [s for d, s in enumerate(image_shape) if d >= 2 and d != slice_axis % 5]
-            if self.settings.residual_norm == "per_image" and y.shape[slice_axis] != image_shape[slice_axis]:
-                raise ValueError(
-                    f"residual_norm='per_image' needs an operator acting slice by slice along slice_axis="
-                    f"{slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
-                    "differ along it; use residual_norm='per_item' or the operator's slice axis."
-                )
-        else:
-            plane = list(image_shape[-2:])
-        if plane[0] != plane[1]:
+        if len(image_shape) == 5 and self.settings.residual_norm == "per_image" and (
+            y.shape[slice_axis] != image_shape[slice_axis]
+        ):
             raise ValueError(
-                f"PaDIS works on square images; the operator's images {tuple(image_shape)} have "
-                f"{plane[0]}x{plane[1]} slices."
+                f"residual_norm='per_image' needs an operator acting slice by slice along slice_axis="
+                f"{slice_axis}, but the measurement {tuple(y.shape)} and the volume {tuple(image_shape)} "
+                "differ along it; use residual_norm='per_item' or the operator's slice axis."
             )
+        size = self.view.image_size(image_shape, "the operator's images")
         check_network_attribute(prior.network, "img_channels", image_shape[1], " (the operator's image channels)")
-        prior.patch_starts(plane[0])
-        return image_shape, plane[0]
+        prior.patch_starts(size)
+        return image_shape, size
 
     # ----------------------------------------------------------------- call
     def sample(  # type: ignore[override]
@@ -281,8 +265,7 @@ class PatchDiffusionInferer(SamplingInferer):
             ValueError: the measurement does not fit the operator, or the sizes do not fit ``patch_size``/``pad``.
             TypeError: non-callable network or non-float measurement.
         """
-        if args or kwargs:
-            raise TypeError(f"PatchDiffusionInferer takes (inputs, network) only, got extra {args!r} {sorted(kwargs)}.")
+        check_no_arguments(args, kwargs)
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs must be a torch.Tensor measurement, got {type(inputs).__name__}.")
         y = self.plain(convert_to_tensor(inputs, track_meta=False))

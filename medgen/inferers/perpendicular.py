@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from torch import nn
 
 from medgen.checks import check_choice, check_int, check_number, check_tensor, check_volume, check_volume_shape
-from medgen.checks import settings_with
+from medgen.checks import check_bool, settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
-from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, as_prior
+from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, prior_pair
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
 from medgen.diffusion.views import PLANE_PRESETS, PlaneView, plane_pair
@@ -57,9 +56,8 @@ class TPDMSettings:
 
     Attributes:
         steps: PC steps ``N`` (TPDM: 2000) at ``t_i = linspace(1, eps, N)``.
-        K: plane schedule: ``K - 1`` primary steps then one auxiliary, or a float: auxiliary with probability
-            ``1 / K`` (TPDM 2; SV-CT 2.7); see :class:`~medgen.diffusion.views.PlaneView`.
-        batch_size: slices per minibatch (TPDM 32 uncond, 6 otherwise).
+        K, batch_size: the plane schedule and the slices per minibatch of :class:`~medgen.diffusion.views.PlaneView`
+            (TPDM: ``K`` 2, SV-CT 2.7; ``batch_size`` 32 uncond, 6 otherwise).
         snr: Langevin signal-to-noise ratio (0.16).
         norm_reduction: ``"batch_mean"`` (TPDM: one Langevin step size and one DPS norm per minibatch, so a slice's
             update depends on its minibatch) or ``"per_sample"`` (per slice; TPDM's weights then act roughly
@@ -94,8 +92,7 @@ class TPDMSettings:
         check_number(self.sigma_max, "sigma_max", 0.0, open_low=True, allow_none=True)
         check_number(self.eps, "eps", 0.0, 1.0, open_low=True, open_high=True)
         for name in ("keep_predictor_noise", "zsr_official_init", "zsr_noisy_target"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}.")
+            check_bool(getattr(self, name), name)
 
     @property
     def pc(self) -> PCSettings:
@@ -169,9 +166,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         cs = PerpendicularSliceInferer("csmri", consistency="projection", steps=4, seed=0, progress=False)
         recon = cs(kspace, net, mask=mask)                                   # (1, 1, 16, 16, 16)
 
-    **Planes.** ``primary_plane``/``auxiliary_plane`` are spatial axes of ``(D0, D1, D2)`` holding the slices or full
-    ``(slice_axis, row_axis, col_axis)`` permutations; ``planes`` names a preset of
-    :data:`~medgen.diffusion.views.PLANE_PRESETS`. Defaults: ``"tpdm_mri"`` for uncond, zsr and (corrected) csmri;
+    **Planes.** ``primary_plane`` and ``auxiliary_plane``, or a preset ``planes`` (:func:`~medgen.diffusion.views.
+    plane_pair`). Defaults: ``"tpdm_mri"`` for uncond, zsr and (corrected) csmri;
     ``"tpdm_ct"`` for svct and for csmri with ``parity=True`` (the official CS-MRI reuses SV-CT's permutation).
 
     **Faithfulness.** ``parity=True`` runs :data:`TPDM_OFFICIAL`; the default fixes TPDM's quirks, each a field of
@@ -191,12 +187,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         primary_plane, auxiliary_plane, planes: see above.
         parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
             it are refused).
-        settings: fields of :class:`TPDMSettings` (``steps``, ``K``, ``batch_size``, ``snr``, ``sigma_min``, ...),
-            and the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``,
-            checkpointing, precision, chunks, ``shard``, the warm start). ``warm_start`` here: a classical method
-            name (solved per primary slice with the slice operator) or a volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV
-            reconstruction), not for ``"uncond"``; the noised estimate is treated as the prior sample is (zsr:
-            projected onto ``{A x = y}``), the level is ``sigma(t_i)``.
+        settings: fields of :class:`TPDMSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
+            ``warm_start`` here: a classical method name (solved per primary slice with the slice operator) or a
+            volume ``(B, 1, D0, D1, D2)`` (e.g. a 3D-TV reconstruction), not for ``"uncond"``; the noised estimate is
+            treated as the prior sample is (zsr: projected onto ``{A x = y}``), the level is ``sigma(t_i)``.
 
     Raises:
         ValueError / TypeError: on any invalid argument, naming it.
@@ -226,8 +220,7 @@ class PerpendicularSliceInferer(SamplingInferer):
         check_choice(consistency, "consistency", CONSISTENCIES)
         if consistency == "repaint" and task != "inpaint":
             raise ValueError(f"consistency='repaint' is inpainting's; it needs task='inpaint', got task={task!r}.")
-        if not isinstance(parity, bool):
-            raise TypeError(f"parity must be a bool, got {type(parity).__name__}.")
+        check_bool(parity, "parity")
         settings = {k: v for k, v in settings.items() if not (k in _QUIRKS and v is None)}
         if parity:
             for name in _QUIRKS:
@@ -275,7 +268,7 @@ class PerpendicularSliceInferer(SamplingInferer):
                 raise ValueError(f"dps_weight is meaningless for task='uncond', got {dps_weight!r}.")
             dps_weight = 0.0
         dps_weight = 0.0 if dps_weight is None else dps_weight
-        check_number(dps_weight, "dps_weight", -math.inf, math.inf, open_low=True, open_high=True)  # finite
+        check_number(dps_weight, "dps_weight", finite=True)
         if mask is not None:
             if task not in ("csmri", "inpaint"):
                 raise ValueError(f"mask is an argument of task='csmri'/'inpaint', got it with task={task!r}.")
@@ -297,7 +290,6 @@ class PerpendicularSliceInferer(SamplingInferer):
         return self.settings.steps
 
     def config(self) -> dict[str, Any]:
-        """The settings that change the result (part of the resume fingerprint)."""
         return {
             **super().config(),
             "task": self.task,
@@ -312,18 +304,8 @@ class PerpendicularSliceInferer(SamplingInferer):
     # ----------------------------------------------------------------------------------------- networks
     @staticmethod
     def _priors(network: Any) -> tuple[Prior, Prior]:
-        """``(primary, auxiliary)`` priors from one network/prior, a pair, or a ModuleDict ``primary``/``auxiliary``."""
-        if isinstance(network, nn.ModuleDict):
-            if set(network.keys()) != {"primary", "auxiliary"}:
-                raise ValueError(f"a ModuleDict network needs keys 'primary' and 'auxiliary', got {list(network)}.")
-            pair: Any = (network["primary"], network["auxiliary"])
-        elif isinstance(network, (tuple, list, nn.ModuleList)):
-            if len(network) != 2:
-                raise ValueError(f"network must be one network or a (primary, auxiliary) pair, got {len(network)}.")
-            pair = tuple(network)
-        else:
-            pair = (network, network)
-        return tuple(as_prior(net, ScorePrior) for net in pair)  # type: ignore[return-value]
+        """The ``(primary, auxiliary)`` score priors (:func:`~medgen.diffusion.priors.prior_pair`)."""
+        return prior_pair(network, ScorePrior)
 
     def sde(self, prior: Prior) -> VESDE:
         """The VE-SDE: the settings' noise range, else the prior's (from its weights), else TPDM's 0.01 / 378."""
@@ -381,9 +363,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         plane = self.view.primary
         ys = [self.view.to_stack(measured[b, 0], plane) for b in range(x.shape[0])]
         slice_shape = operators[0].image_shape(ys[0], "inputs (as primary slices)")
-        spatial = [0, 0, 0]
-        spatial[plane[0]], spatial[plane[1]], spatial[plane[2]] = slice_shape[0], slice_shape[2], slice_shape[3]
-        return {"batch": x.shape[0], "spatial": tuple(spatial), "device": x.device, "dtype": measured.real.dtype,
+        spatial = self.view.spatial_shape(slice_shape, plane)
+        return {"batch": x.shape[0], "spatial": spatial, "device": x.device, "dtype": measured.real.dtype,
                 "terms": [self._term(op, y) for op, y in zip(operators, ys)], "operators": operators, "ys": ys}
 
     def _term(self, operator: LinearOperator, y: torch.Tensor) -> DataConsistency:
@@ -432,12 +413,10 @@ class PerpendicularSliceInferer(SamplingInferer):
         """Sample (or reconstruct) volumes.
 
         Args:
-            inputs: see the class docstring for each task (the output shape or a template volume, the low-resolution
-                volume, the complex k-space volume, the measurement volume); tensors ``(B, 1, D0, D1, D2)`` on the
-                device to compute on.
+            inputs: see the class docstring for each task; tensors ``(B, 1, D0, D1, D2)`` on the device to compute
+                on.
             network: a score network ``net(x, sigma) -> score`` (or a :class:`~medgen.diffusion.priors.Prior`) for
-                both planes, or a ``(primary, auxiliary)`` pair (tuple, list, ``nn.ModuleList``, or
-                ``nn.ModuleDict`` with keys ``primary``/``auxiliary``).
+                both planes, or a ``(primary, auxiliary)`` pair (:func:`~medgen.diffusion.priors.prior_pair`).
             args: unused (MONAI's ``Inferer`` signature).
             kwargs: ``mask`` (csmri), ``length`` (zsr: full-resolution size along ``zsr_axis``), ``device`` (uncond
                 from a shape; default the network's).

@@ -8,10 +8,8 @@ a volume in two stages:
    its labels, its z-position and the low-res volume cropped to the slab (the "reference"); the slabs are stitched
    along z.
 
-Both run :class:`~medgen.diffusion.gaussian.GaussianDiffusion` with the official settings (:func:`sdm_diffusion`:
-cosine schedule, 1000 steps, epsilon prediction, learned-range variance, ``clip_denoised``) and the official
-classifier-free guidance (a second network pass with the label map -- and the reference -- set to zero, guidance on
-the noise channel only).
+Both run the official process (:func:`sdm_diffusion`, ``clip_denoised``) with the official classifier-free guidance
+(:meth:`SemanticDiffusionInferer.guided`).
 
 Example (randomly initialised tiny networks, so the result is noise-like; load real weights with
 ``medgen.networks.convert.from_official("sdm_unet", checkpoint, config)``)::
@@ -33,7 +31,6 @@ Example (randomly initialised tiny networks, so the result is noise-like; load r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +38,10 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number
+from medgen.checks import check_callable, check_int, check_no_arguments, check_number
 from medgen.diffusion.gaussian import sdm_diffusion
 from medgen.diffusion.priors import GuidedNetwork
+from medgen.diffusion.samplers import discrete_walk
 from medgen.diffusion.views import SlabView, blend_weights, slab_layout
 from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import unwrap_network
@@ -91,8 +89,7 @@ class SDMSettings:
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
-        if not math.isfinite(check_number(self.guidance_scale, "guidance_scale")):
-            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale!r}.")
+        check_number(self.guidance_scale, "guidance_scale", finite=True)
         check_int(self.num_classes, "num_classes", 1, allow_none=True)
         check_number(self.threshold_level, "threshold_level", allow_none=True)
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
@@ -104,10 +101,8 @@ class SlabSettings(SDMSettings):
     """The settings of :class:`SlabPatchInferer`: :class:`SDMSettings` and the slabs.
 
     Attributes:
-        slab_depth: slices per slab (official 16).
-        overlap: slices shared by consecutive slabs (0: official non-overlapping slabs).
-        last_slab: ``"pad"`` or ``"shift"``.
-        blend: weights of overlapping slabs: ``"linear"``, ``"cosine"`` or ``"constant"``.
+        slab_depth, overlap, last_slab, blend: the :class:`~medgen.diffusion.views.SlabView` (official: 16 slices, no
+            overlap).
         slab_batch_size: slabs per network call (``None``: all slabs of all volumes in one call); guidance passes are
             separate calls of the same size. Does not change the result beyond floating-point batch effects.
         position_normalizer: denominator of the z-position channel (``None``: the in-plane size ``H``, official
@@ -146,20 +141,15 @@ class SlabSettings(SDMSettings):
 class SemanticDiffusionInferer(DiffusionSamplingInferer):
     """Sample a volume from its label map with a semantic diffusion model (the CTCA low-res stage, whole volume).
 
-    Per step (official ``p_sample``): ``out = network(x_t, t, y)`` with ``y`` the one-hot label map and ``t`` the
-    original process's integer timestep (``out[:, :1]`` the noise, ``out[:, 1:]`` the learned-range variance value);
-    with ``guidance_scale != 1`` a second pass with the label map (and reference) zeroed, guided on the noise channel
-    only (:func:`~medgen.diffusion.priors.classifier_free_guidance`); then the shared DDPM or DDIM step
-    (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0`` clamped to ``[-1, 1]``, noise drawn after the network
-    calls). The official post-processing is ``threshold_level`` and ``rescale_output`` (off by default); the bundle
-    ``sdm_ctca`` documents the differences (respacing and DDIM work here).
+    Per step (official ``p_sample``): ``network(x_t, t, y)`` (see :meth:`sample`), guided when ``guidance_scale != 1``
+    (:meth:`guided`), then the shared DDPM or DDIM step (:func:`~medgen.diffusion.samplers.discrete_step`, ``x0``
+    clamped to ``[-1, 1]``, noise drawn after the network calls). The official post-processing is :meth:`postprocess`
+    (off by default); the bundle ``sdm_ctca`` documents the differences (respacing and DDIM work here).
 
     Args:
         diffusion: the process; default :func:`sdm_diffusion`.
         timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
-        settings: fields of :class:`SDMSettings` (``guidance_scale``, ``clip_denoised``, ``num_classes``, ...), and
-            the keywords of :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing,
-            precision, chunks, ``shard``).
+        settings: fields of :class:`SDMSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError, TypeError: invalid options.
@@ -178,8 +168,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             network: the SDM network (its attributes say what it expects).
             slab: the spatial shape the network sees (default: the label map's).
         """
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         conditioning = sdm_conditioning(network, self.settings.num_classes)
         labels = check_label_map(inputs, conditioning[0])
         shape = tuple(labels.shape[2:]) if slab is None else tuple(slab)
@@ -218,14 +207,8 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
         """Draw ``randn(initial_shape)`` and run all reverse steps of ``model`` through the sampling loop."""
         generator = self.generator(device)
         state = {"x": torch.randn(initial_shape, generator=generator, device=device, dtype=self.settings.dtype)}
-        num_steps = self.diffusion.num_timesteps
-        loop = self.sampling_loop(num_steps, input_shape, extra=extra)
-
-        def step(i: int, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            t = torch.full((initial_shape[0],), num_steps - 1 - i, dtype=torch.long, device=device)
-            return {"x": self.reverse_step(model, current["x"], t, generator)}
-
-        return loop.run(state, step, generator=generator)["x"]
+        num_steps, step = discrete_walk(self.diffusion, lambda x, t, _: self.reverse_step(model, x, t, generator))
+        return self.sampling_loop(num_steps, input_shape, extra=extra).run(state, step, generator=generator)["x"]
 
     # ------------------------------------------------------------------------------------------------ call
     def sample(  # type: ignore[override]
@@ -248,8 +231,7 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
             TypeError, ValueError: bad inputs, or a network that needs a z-position channel or a reference (use
                 :class:`SlabPatchInferer`), before sampling starts.
         """
-        if args or kwargs:
-            raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
+        check_no_arguments(args, kwargs)
         labels, (num_classes, position, reference_channels) = self.inputs(inputs, network)
         if position or reference_channels:
             raise ValueError(
@@ -272,12 +254,11 @@ class SemanticDiffusionInferer(DiffusionSamplingInferer):
 class SlabPatchInferer(SemanticDiffusionInferer):
     """Sample a high-res volume as z-slabs conditioned on labels, z-position and a low-res reference (CTCA SDM HR).
 
-    The volume ``(B, 1, H, W, D)`` is covered by slabs (:class:`~medgen.diffusion.views.SlabView`). Slab ``k``
-    starting at slice ``z_k`` is conditioned on ``y``, its one-hot labels plus (when the network has
-    ``position_channel``) the z-position channel ``2 (z / position_normalizer - 0.5)``, and ``r`` (when it has
-    ``reference_channels``), the low-res volume cut to the slab's z-extent plus a margin, min-max normalised, with its
-    z-position (:func:`~medgen.networks.sdm_unet.reference_for_slab`). All slabs of all volumes are denoised together,
-    stacked volume-major (row ``b * K + k``), ``slab_batch_size`` slabs per network call.
+    The volume ``(B, 1, H, W, D)`` is covered by slabs (:class:`~medgen.diffusion.views.SlabView`), each conditioned
+    on ``y``, its one-hot labels (plus the z-position channel when the network has ``position_channel``), and on ``r``
+    (when it has ``reference_channels``), the low-res volume cut to the slab (:func:`~medgen.networks.sdm_unet.
+    slab_conditioning`). All slabs of all volumes are denoised together, stacked volume-major (row ``b * K + k``),
+    ``slab_batch_size`` slabs per network call.
 
     - Non-overlapping slabs (``overlap=0``, ``last_slab="pad"``, official): the state is the slab stack
       ``(B K, 1, H, W, slab_depth)``, sampled like the official ``image_sample.py`` with the ``K`` slabs of a volume as
@@ -290,9 +271,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
 
     Args:
         diffusion, timestep_respacing, sampler, eta: see :class:`SemanticDiffusionInferer`.
-        settings: fields of :class:`SlabSettings` (the slab geometry and conditioning, and :class:`SDMSettings`;
-            guidance zeroes the label map, z-position channel and, with ``guidance_drop_reference``, the reference),
-            and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
+        settings: fields of :class:`SlabSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError, TypeError: invalid options.
@@ -358,8 +337,7 @@ class SlabPatchInferer(SemanticDiffusionInferer):
             TypeError, ValueError: bad inputs (classes, in-plane or slab size the network cannot take, a missing or
                 unexpected reference), before sampling starts.
         """
-        if args or kwargs:
-            raise TypeError(f"unexpected arguments {args or ''} {sorted(kwargs) if kwargs else ''}".strip() + ".")
+        check_no_arguments(args, kwargs)
         slab = (*inputs.shape[2:4], self.settings.slab_depth) if isinstance(inputs, torch.Tensor) else None
         labels, (num_classes, position, reference_channels) = self.inputs(inputs, network, slab)
         batch, _, height, width, depth = labels.shape

@@ -1,9 +1,7 @@
 """WDM / cWDM sampling: a DDPM in the 3D Haar wavelet domain (Friedrich et al., MICCAI DGM 2024; cWDM 2024).
 
-:class:`WaveletDiffusionInferer` generates a volume by running a :class:`~medgen.diffusion.gaussian.GaussianDiffusion`
-on the eight Haar subbands of the image (:func:`~medgen.transforms.wavelet.haar_dwt3d`, LLL divided by 3), exactly as
-the official ``scripts/generation_sample.py`` (WDM) and ``scripts/sample.py`` (cWDM) do, and adds what the official
-code lacks: fewer steps and DDIM, any volume size, and RePaint-style 3D inpainting.
+:class:`WaveletDiffusionInferer` runs a :class:`~medgen.diffusion.gaussian.GaussianDiffusion` on the eight Haar
+subbands of the image, as the official ``scripts/generation_sample.py`` (WDM) and ``scripts/sample.py`` (cWDM) do.
 
 Example (a randomly initialised tiny network, so the result is noise-like; load real weights with
 ``medgen.networks.convert.from_official("guided_unet", checkpoint, config)``)::
@@ -21,7 +19,6 @@ Example (a randomly initialised tiny network, so the result is noise-like; load 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +26,10 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from medgen.checks import check_int, check_number, check_volume, check_volume_shape
+from medgen.checks import check_box, check_callable, check_int, check_number, check_volume, check_volume_shape
 from medgen.diffusion.consistency import RePaint, StepContext
 from medgen.diffusion.gaussian import wdm_diffusion
-from medgen.diffusion.samplers import repaint_schedule
+from medgen.diffusion.samplers import discrete_walk, repaint_schedule
 from medgen.diffusion.views import WaveletView
 from medgen.inferers.base import DiffusionSamplingInferer
 from medgen.networks.checkpoint import check_network_attribute, network_device_dtype, unwrap_network
@@ -77,12 +74,8 @@ class WDMSettings:
     jump_n_sample: int = 1
 
     def __post_init__(self) -> None:
-        clip_range = self.clip_range
-        if not isinstance(clip_range, Sequence) or len(clip_range) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in clip_range
-        ) or not clip_range[0] < clip_range[1]:
-            raise ValueError(f"clip_range must be (low, high) finite numbers with low < high, got {clip_range!r}.")
-        object.__setattr__(self, "clip_range", (float(clip_range[0]), float(clip_range[1])))
+        clip_range = check_box(self.clip_range, "clip_range", finite=True, allow_none=False)
+        object.__setattr__(self, "clip_range", clip_range)
         check_number(self.lll_scale, "lll_scale", 0.0, open_low=True)
         check_int(self.image_channels, "image_channels", 1)
         check_int(self.mask_condition_channel, "mask_condition_channel", 0, allow_none=True)
@@ -106,32 +99,25 @@ CWDM_OFFICIAL = WDMSettings(clip_range=(0.0, 1.0), conditional=True, clamp_outpu
 class WaveletDiffusionInferer(DiffusionSamplingInferer):
     """Sample a 3D volume with a wavelet diffusion model (WDM), optionally conditioned (cWDM) or inpainting.
 
-    The sampler runs in the Haar domain: the state is ``(B, 8 C, D'/2, H'/2, W'/2)`` coefficients (``C`` image
-    channels, channel-major as :func:`~medgen.transforms.wavelet.haar_dwt3d`, LLL divided by ``lll_scale = 3``) of
-    the image padded to ``(D', H', W')``. Per step (official ``p_sample``):
+    The state is the Haar coefficients ``(B, 8 C, D'/2, H'/2, W'/2)`` of the padded image (:meth:`view`, a
+    :class:`~medgen.diffusion.views.WaveletView`). Per step (official ``p_sample``):
 
-    1. ``x0 = network(x_t [, condition coefficients], t)`` (``t`` = the integer timestep of the original 1000-step
-       process; conditions are concatenated along channels at every step, as cWDM);
-    2. with ``clip_denoised``: ``x0 <- DWT(clamp(IDWT(x0), *clip_range))``, i.e. the predicted image is clipped in
-       IMAGE space (WDM ``[-1, 1]``, cWDM ``[0, 1]``) through the ``denoised_fn`` hook of
-       :meth:`~medgen.diffusion.gaussian.GaussianDiffusion.p_mean_variance`;
-    3. ``x_{t-1} = posterior_mean(x0, x_t) + exp(log_var / 2) z`` (fixed-large variance, no noise at ``t = 0``),
-       ``z`` drawn after the network call; or a DDIM step with ``sampler="ddim"``.
+    1. ``x0 = network(x_t [, condition coefficients], t)`` (see :meth:`sample`; the conditions at every step, as cWDM);
+    2. with ``clip_denoised``: ``x0`` clipped to ``clip_range`` in IMAGE space (WDM ``[-1, 1]``, cWDM ``[0, 1]``):
+       :meth:`~medgen.diffusion.views.WaveletView.clip` as the ``denoised_fn`` of ``discrete_step``;
+    3. the shared DDPM step (:func:`~medgen.diffusion.samplers.discrete_step`, fixed-large variance, noise drawn
+       after the network call) or DDIM.
 
-    The result is ``IDWT(x_0)`` cropped back to the input size, then optionally post-processed (``clamp_output``,
-    ``mask_condition_channel``, ``rescale_output``, in that order).
-
-    The defaults are the official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple``
-    with ``pad_value``, cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume
-    (:class:`~medgen.diffusion.consistency.RePaint`, with ``jump_length``/``jump_n_sample`` RePaint's jumps). The
-    bundle ``wdm_brain_mri`` documents each difference.
+    The result is ``IDWT(x_0)`` cropped back to the input size, then :meth:`postprocess`. The defaults are the
+    official sampler. Beyond it: respacing and DDIM, any size (padding to ``spatial_multiple`` with ``pad_value``,
+    cropped back), and 3D inpainting with a ``mask`` and a ``known`` volume (:class:`~medgen.diffusion.consistency.
+    RePaint`, with ``jump_length``/``jump_n_sample`` RePaint's jumps). The bundle ``wdm_brain_mri`` documents each
+    difference.
 
     Args:
         diffusion: the process; default :func:`wdm_diffusion` (1000 linear steps, ``x0``, fixed-large).
         timestep_respacing, sampler, eta: see :class:`~medgen.inferers.base.DiffusionSamplingInferer`.
-        settings: fields of :class:`WDMSettings` (``clip_denoised``, ``clip_range``, ``conditional``,
-            ``spatial_multiple``, ``pad_value``, ``jump_length``, ...), and the keywords of
-            :class:`~medgen.inferers.base.SamplingInferer` (``seed``, ``progress``, checkpointing, precision, ...).
+        settings: fields of :class:`WDMSettings` and the keywords of :class:`~medgen.inferers.base.SamplingInferer`.
 
     Raises:
         ValueError: invalid options.
@@ -229,8 +215,7 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
         Raises:
             TypeError, ValueError: bad inputs, shapes or network channel counts (before sampling starts).
         """
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         settings = self.settings
         if settings.conditional:
             if condition is None:
@@ -277,26 +262,20 @@ class WaveletDiffusionInferer(DiffusionSamplingInferer):
 
         generator = self.generator(device)
         state = {"x": torch.randn(coeff_shape, generator=generator, device=device, dtype=dtype)}
-        levels = self.schedule if inpaint is not None else list(range(self.diffusion.num_timesteps - 1, -2, -1))
-        moves = list(zip(levels[:-1], levels[1:]))
+
+        def reverse(x: torch.Tensor, t: torch.Tensor, target: int) -> torch.Tensor:
+            x = self.reverse_step(network, x, t, condition_coeffs, generator, args, kwargs, inpaint)["sample"]
+            if inpaint is not None and target == -1:
+                (x,) = inpaint.apply(StepContext(x_in=x), x)  # the clean known image after the last step
+            return x
+
+        num_steps, step = discrete_walk(self.diffusion, reverse, None if inpaint is None else self.schedule, generator)
         loop = self.sampling_loop(
-            len(moves),
+            num_steps,
             shape,
             extra={"padded_shape": list(padded), "dtype": str(dtype), "condition": condition_t, "known": known_t,
                    "mask": mask_t},
         )
-
-        def step(i: int, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            level, target = moves[i]
-            if target > level:  # a RePaint resampling jump
-                return {"x": self.diffusion.q_step(current["x"], level, generator)}
-            t = torch.full((batch,), level, dtype=torch.long, device=device)
-            x = self.reverse_step(network, current["x"], t, condition_coeffs, generator, args, kwargs, inpaint)
-            x = x["sample"]
-            if inpaint is not None and target == -1:
-                (x,) = inpaint.apply(StepContext(x_in=x), x)  # the clean known image after the last step
-            return {"x": x}
-
         with torch.no_grad():
             coeffs = loop.run(state, step, generator=generator)["x"]
             image = self.postprocess(view.to_image(coeffs, spatial), condition_t)

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medgen.checks import check_callable
+
 __all__ = ["AUTOCAST_DTYPES", "COMPILE_MODES", "PrecisionSettings", "PrecisionNetwork", "with_precision"]
 
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,8 +140,7 @@ class PrecisionNetwork(nn.Module):
 
     def __init__(self, network: Callable[..., Any], settings: PrecisionSettings) -> None:
         super().__init__()
-        if not callable(network):
-            raise TypeError(f"network must be callable, got {type(network).__name__}.")
+        check_callable(network, "network")
         if not isinstance(settings, PrecisionSettings):
             raise TypeError(f"settings must be PrecisionSettings, got {type(settings).__name__}.")
         if isinstance(network, nn.Module):

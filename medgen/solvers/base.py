@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 
 from medgen.physics.base import LinearOperator
-from medgen.checks import check_choice, check_positive_int, check_tensor
+from medgen.checks import check_box, check_choice, check_positive_int, check_tensor
 from medgen.solvers.linalg import batch_norm, num_measurements
 from medgen.solvers.parameter import (
     NOISE_METHODS,
@@ -76,20 +76,6 @@ def check_lam(lam: Any, name: str = "lam") -> None:
         return
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, a (B,) tensor, or one of {LAMBDA_RULES}, got {lam!r}.")
-
-
-def check_box(box: Any, name: str = "box") -> tuple[float, float] | None:
-    """``None``, or ``(low, high)`` as floats with ``low < high`` (either may be infinite); else ``ValueError``."""
-    if box is None:
-        return None
-    if (
-        not isinstance(box, Sequence)
-        or len(box) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in box)
-        or not box[0] < box[1]
-    ):
-        raise ValueError(f"{name} must be None or a pair (low, high) of numbers with low < high, got {box!r}.")
-    return float(box[0]), float(box[1])
 
 
 def check_positive(value: Any, name: str, optional: bool = False) -> None:

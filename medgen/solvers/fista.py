@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from medgen.checks import check_choice
+from medgen.checks import check_bool, check_choice
 from medgen.solvers.base import Solver, SolverSettings, check_lam, check_positive
 from medgen.solvers.linalg import operator_norm_bound, per_item
 from medgen.solvers.proximal import soft_threshold
@@ -75,8 +75,7 @@ class L1WaveletSettings(SolverSettings):
         check_lam(self.lam)
         check_choice(self.spatial_dims, "spatial_dims", (1, 2, 3))
         OrthonormalWavelet(self.wavelet, self.levels, self.spatial_dims)  # validates wavelet and levels
-        if not isinstance(self.shrink_approximation, bool):
-            raise TypeError(f"shrink_approximation must be a bool, got {type(self.shrink_approximation).__name__}.")
+        check_bool(self.shrink_approximation, "shrink_approximation")
         check_positive(self.operator_norm, "operator_norm", optional=True)
 
 

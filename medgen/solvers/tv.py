@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medgen.checks import check_choice, check_positive_int, check_tensor
+from medgen.checks import check_bool, check_choice, check_positive_int, check_tensor
 from medgen.solvers.base import Solver, SolverSettings, check_box, check_lam, check_positive
 from medgen.solvers.linalg import batch_norm, operator_norm_bound, per_item
 from medgen.solvers.proximal import project_box
@@ -234,8 +234,7 @@ class TVPDHGSettings(SolverSettings):
         check_choice(self.spatial_dims, "spatial_dims", _SPATIAL_DIMS)
         object.__setattr__(self, "box", check_box(self.box))
         for name in ("isotropic", "adaptive_steps"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}.")
+            check_bool(getattr(self, name), name)
         check_choice(self.boundary, "boundary", TV_BOUNDARIES)
         check_positive(self.operator_norm, "operator_norm", optional=True)
         check_positive(self.step_ratio, "step_ratio")
