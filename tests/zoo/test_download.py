@@ -54,7 +54,7 @@ def test_round_trip_through_a_zoo_served_over_http(tmp_path: Path, zoo: Path, se
 def test_a_tampered_archive_is_refused(tmp_path: Path, zoo: Path, serve):
     folder = tmp_path / "zoo"
     shutil.copytree(zoo, folder)
-    archive = folder / "padis_ct_v0.1.1.zip"
+    archive = folder / "padis_ct_v0.1.2.zip"
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
