@@ -78,3 +78,13 @@ def assert_posterior_outputs(out: Path, prefix: str, num_samples: int) -> dict[s
     assert 0 <= scores["coverage"] <= 1 and -1 <= scores["std_error_correlation"] <= 1 and scores["k"] == 2.0
     assert scores["mean_std"] == pytest.approx(float(spread.mean()), rel=1e-4)
     return metrics
+
+
+def assert_beats_the_best_oracle_baseline(metrics: dict[str, Any], margin_db: float) -> float:
+    """Issue 16: the output's PSNR is at least ``margin_db`` above the best oracle-tuned classical baseline
+    (every ``baselines`` entry whose name ends in ``_oracle``) of a bundle's metrics JSON; returns the margin."""
+    oracles = {name: scores["psnr"] for name, scores in metrics["baselines"].items() if name.endswith("_oracle")}
+    assert oracles, f"no oracle baseline in {sorted(metrics['baselines'])}"
+    margin = metrics["metrics"]["psnr"] - max(oracles.values())
+    assert margin >= margin_db, (metrics["metrics"]["psnr"], oracles)
+    return margin
