@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from medgen.checks import check_choice
-from medgen.solvers.base import STOPPING_RULES, Solver, SolverSettings, check_box, check_positive
+from medgen.checks import check_box, check_choice
+from medgen.solvers.base import STOPPING_RULES, Solver, SolverSettings, check_positive
 from medgen.solvers.linalg import batch_norm
 from medgen.solvers.proximal import project_box
 from medgen.solvers.stopping import State, StoppingRule, iterate

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from medgen.checks import check_bool, check_choice, check_positive_int, check_tensor
-from medgen.solvers.base import Solver, SolverSettings, check_box, check_lam, check_positive
+from medgen.checks import check_bool, check_box, check_choice, check_positive_int, check_tensor
+from medgen.solvers.base import Solver, SolverSettings, check_lam, check_positive
 from medgen.solvers.linalg import batch_norm, operator_norm_bound, per_item
 from medgen.solvers.proximal import project_box
 from medgen.solvers.stopping import RelativeChange, State, StoppingRule, iterate
