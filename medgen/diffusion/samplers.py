@@ -65,6 +65,9 @@ __all__ = [
     "discrete_step",
     "reverse_diffusion_predictor",
     "euler_maruyama_predictor",
+    "ddim_update",
+    "ddim_predictor",
+    "ddim_step",
     "langevin_corrector",
     "NORM_REDUCTIONS",
 ]
@@ -185,6 +188,78 @@ def euler_maruyama_predictor(
     return _finish(x_next, x_mean, score, return_score)
 
 
+def ddim_update(
+    x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float, eta: float,
+    noise: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDIM's update for a VE state ``x = x0 + sigma n`` (Song et al., ICLR 2021, eq. 12 with ``alpha = 1``).
+
+    ``x_mean = x0 + sqrt(sigma'^2 - c^2) (x - x0) / sigma`` and ``x' = x_mean + c z`` with
+    ``c = eta sigma' sqrt(1 - sigma'^2 / sigma^2)``: ``eta = 1`` draws from ``p(x' | x, x0)`` (ancestral sampling),
+    ``eta = 0`` is deterministic (the probability-flow ODE's exponential integrator). Unlike the reverse-diffusion
+    predictor, whose added noise ``sqrt(sigma^2 - sigma'^2)`` is close to ``sigma`` when the levels are far apart, the
+    new state carries exactly ``sigma'`` of noise at any step count.
+
+    Args:
+        x: state ``(B, ...)``.
+        x0: denoised estimate, shaped like ``x``.
+        sigma, sigma_next: the noise std of ``x`` and of the new state (scalars or ``(B,)``; ``sigma' = 0``: ``x0``).
+        eta: stochasticity in ``[0, 1]``.
+        noise: the standard normal draw ``z``, shaped like ``x``.
+
+    Returns:
+        ``(x', x_mean)``.
+    """
+    sigma, sigma_next = (batch_broadcast(torch.as_tensor(v, dtype=x.real.dtype, device=x.device), x)
+                         for v in (sigma, sigma_next))
+    c = eta * sigma_next * torch.sqrt((1 - (sigma_next / sigma) ** 2).clamp(min=0))
+    x_mean = x0 + torch.sqrt((sigma_next**2 - c**2).clamp(min=0)) / sigma * (x - x0)
+    return x_mean + c * noise, x_mean
+
+
+def ddim_predictor(
+    x: torch.Tensor,
+    t: torch.Tensor | float,
+    sde: SDE,
+    score_fn: ScoreFn,
+    *,
+    eta: float = 1.0,
+    guidance: Guidance | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    return_score: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """DDIM predictor of a VE-SDE (:func:`ddim_update`) between the levels ``sde.step_sigmas(t)``.
+
+    ``x0 = x + sigma^2 s`` from the (guided) score. At ``eta = 1`` its mean equals the reverse-diffusion predictor's
+    and only the added noise differs (``sigma' sqrt(1 - sigma'^2 / sigma^2)`` instead of ``sqrt(sigma^2 - sigma'^2)``),
+    which is what keeps few-step sampling on the noise schedule.
+
+    Args:
+        x: current sample ``(B, C, *spatial)``.
+        t: continuous time(s) ``(B,)`` or a scalar.
+        sde: a :class:`~medgen.diffusion.sde.VESDE`.
+        score_fn: ``score_fn(x, t)``.
+        eta: stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
+        guidance: optional ``guidance(x, score)`` added to the score.
+        noise: the standard normal draw ``z``; drawn from ``generator`` if ``None``.
+        generator: random generator on ``x``'s device.
+        return_score: also return the score of the input.
+
+    Returns:
+        ``(x, x_mean)`` or ``(x, x_mean, score)``.
+    """
+    if not hasattr(sde, "step_sigmas"):
+        raise TypeError(f"the ddim predictor needs a VE-SDE with a sigma table (VESDE), got {type(sde).__name__}.")
+    t = as_time(t, x)
+    sigma, sigma_next = sde.step_sigmas(t)
+    score = score_fn(x, t)
+    effective = score if guidance is None else score + guidance(x, score)
+    x0 = x + batch_broadcast(sigma**2, x) * effective
+    x_next, x_mean = ddim_update(x, x0, sigma, sigma_next, eta, _noise(x, noise, generator))
+    return _finish(x_next, x_mean, score, return_score)
+
+
 def langevin_corrector(
     x: torch.Tensor,
     t: torch.Tensor | float,
@@ -271,7 +346,7 @@ def _guidance(consistency: DataConsistency | None) -> Guidance | None:
     return consistency.guidance
 
 
-PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ddim")
 
 
 @dataclass(frozen=True)
@@ -281,21 +356,25 @@ class PCSettings:
     Attributes:
         snr: Langevin signal-to-noise ratio (TPDM 0.16; HFS-SDE 0.16, accelerated 0.32).
         corrector_steps: Langevin steps before the predictor (0: predictor only).
-        predictor: ``"reverse_diffusion"`` (score_sde/TPDM, VE baselines) or ``"euler_maruyama"`` (HFS-SDE, VP).
+        predictor: ``"reverse_diffusion"`` (score_sde/TPDM, VE baselines), ``"euler_maruyama"`` (HFS-SDE, VP) or
+            ``"ddim"`` (VE only: :func:`ddim_predictor`, stays on the schedule with few steps).
         norm_reduction: Langevin norms ``"batch_mean"`` (score_sde/TPDM/HFS-SDE: one step size per minibatch) or
             ``"per_sample"``.
+        eta: ``"ddim"``'s stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
     """
 
     snr: float = 0.16
     corrector_steps: int = 1
     predictor: str = "reverse_diffusion"
     norm_reduction: str = "batch_mean"
+    eta: float = 1.0
 
     def __post_init__(self) -> None:
         check_number(self.snr, "snr", 0.0, open_low=True)
         check_int(self.corrector_steps, "corrector_steps", 0)
         check_choice(self.predictor, "predictor", PREDICTORS)
         check_choice(self.norm_reduction, "norm_reduction", NORM_REDUCTIONS)
+        check_number(self.eta, "eta", 0.0, 1.0)
 
 
 def pc_step(
@@ -355,11 +434,14 @@ def pc_step(
                     noise=z, **common,
                 )
             else:
-                predictor = reverse_diffusion_predictor if settings.predictor == "reverse_diffusion" else (
-                    euler_maruyama_predictor
-                )
                 z = None if draws is None else draws.pop(0)
-                x, x_mean, score = predictor(x_in, t, sde, score_fn, noise=z, **common)
+                if settings.predictor == "ddim":
+                    x, x_mean, score = ddim_predictor(x_in, t, sde, score_fn, eta=settings.eta, noise=z, **common)
+                else:
+                    predictor = reverse_diffusion_predictor if settings.predictor == "reverse_diffusion" else (
+                        euler_maruyama_predictor
+                    )
+                    x, x_mean, score = predictor(x_in, t, sde, score_fn, noise=z, **common)
             if consistency is not None:
                 x0_hat = consistency.denoised(tweedie(x_in, score, sigma, sde.noise_model))
                 level = t if kind == "corrector" else (t - sde.T / sde.N).clamp(min=0)
@@ -460,6 +542,25 @@ def langevin_step(
     Returns:
         the new state, detached.
     """
+
+    def update(x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        new = x + alpha / 2 * (denoised - x) / sigma**2
+        return new + math.sqrt(alpha) * normal_like(new, generator) if add_noise else new
+
+    return _denoiser_step(prior, x, sigma, update, consistency, step_size, generator)
+
+
+def _denoiser_step(
+    prior: Prior,
+    x: torch.Tensor,
+    sigma: float,
+    update: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    consistency: DataConsistency | None,
+    step_size: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``update(x, consistency.denoised(D(x, sigma)))``, then ``consistency.apply`` with the step's input and ``D``
+    (through the network when the term needs the graph: DPS); the shared frame of the denoiser step rules."""
     prior = as_noise_model(prior, "ve")
     needs_graph = consistency is not None and consistency.requires_graph
     x_in = x.detach()
@@ -468,15 +569,48 @@ def langevin_step(
         denoised = prior.denoise(x_in, sigma, generator=generator)
     with torch.no_grad():
         used = denoised if consistency is None else consistency.denoised(denoised.detach())
-        score = (used - x_in.detach()) / sigma**2
-        new = x_in.detach() + alpha / 2 * score
-        if add_noise:
-            new = new + math.sqrt(alpha) * normal_like(new, generator)
+        new = update(x_in.detach(), used)
     if consistency is not None:
         context = StepContext(x_in=x_in, x0_hat=denoised, sigma=sigma, step_size=step_size, generator=generator)
         with torch.enable_grad() if needs_graph else torch.no_grad():
             (new,) = consistency.apply(context, new)
     return new.detach()
+
+
+def ddim_step(
+    prior: Prior,
+    x: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    eta: float = 1.0,
+    *,
+    consistency: DataConsistency | None = None,
+    step_size: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM step of a VE denoiser prior from ``sigma`` to ``sigma_next`` (:func:`ddim_update`), one network call.
+
+    ``x0 = consistency.denoised(D(x, sigma))``, the DDIM update to ``sigma_next``, then ``consistency.apply`` with the
+    step's input and ``D`` (through the network for DPS), as :func:`langevin_step` does.
+
+    Args:
+        prior: a VE prior (e.g. :class:`~medgen.diffusion.priors.PatchPrior`).
+        x: state.
+        sigma: noise level of ``x``.
+        sigma_next: noise level after the step (0: the denoised estimate).
+        eta: stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
+        consistency: data-consistency term.
+        step_size: passed to the term.
+        generator: random generator (noise, and the prior's own randomness).
+
+    Returns:
+        the new state, detached.
+    """
+
+    def update(x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        return ddim_update(x, denoised, sigma, sigma_next, eta, normal_like(denoised, generator))[0]
+
+    return _denoiser_step(prior, x, sigma, update, consistency, step_size, generator)
 
 
 PADIS_DATA_STEP_CAP = 40.0

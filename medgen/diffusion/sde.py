@@ -253,12 +253,16 @@ class VESDE(SDE):
         """``sigma_max * z``, ``z ~ N(0, I)`` of ``shape`` (on the generator's device unless ``device`` is given)."""
         return _normal(shape, generator, device, dtype) * self.sigma_max
 
-    def discretize(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = as_time(t, x)
+    def step_sigmas(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table's noise std at ``t`` and the next smaller one: ``(sigmas[i], sigmas[i-1])`` with
+        ``i = floor(t (N - 1) / T)`` and ``sigmas[-1] := 0`` (the levels one reverse step moves between)."""
         index = _table_index(t, self.N, self.T)
         sigmas = self.discrete_sigmas.to(t.device)
         sigma = sigmas[index]
-        adjacent = torch.where(index == 0, torch.zeros_like(sigma), sigmas[(index - 1).clamp(min=0)])
+        return sigma, torch.where(index == 0, torch.zeros_like(sigma), sigmas[(index - 1).clamp(min=0)])
+
+    def discretize(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma, adjacent = self.step_sigmas(as_time(t, x))
         return torch.zeros_like(x), torch.sqrt(sigma**2 - adjacent**2)
 
 

@@ -34,7 +34,7 @@ from monai.utils import convert_to_tensor
 from medgen.checks import check_box, check_choice, check_int, check_no_arguments, check_number, settings_with
 from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
-from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, langevin_step, padis_pc_step
+from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, ddim_step, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
 from medgen.diffusion.views import CanvasView
 from medgen.inferers.base import SamplingInferer
@@ -46,7 +46,7 @@ from medgen.transforms.utils import refined_affine
 
 __all__ = ["PATCH_MODES", "SOLVERS", "INITS", "RESIDUAL_NORMS", "PaDISSettings", "PatchDiffusionInferer"]
 
-SOLVERS = ("dps", "langevin", "pc")
+SOLVERS = ("dps", "langevin", "pc", "ddim")
 INITS = ("pseudo_inverse", "noise")
 RESIDUAL_NORMS = ("per_image", "per_item", "batch")
 
@@ -61,13 +61,16 @@ class PaDISSettings:
         sigma_max: largest noise level, image units (PaDIS README: 10).
         rho: Karras schedule exponent (7).
         zeta: data-consistency step weight (PaDIS README: 0.3).
-        inner_iterations: denoiser evaluations per noise level for dps and langevin (PaDIS: 10).
-        solver: ``"dps"``, ``"langevin"`` or ``"pc"``.
+        inner_iterations: denoiser evaluations per noise level for dps and langevin (``None``: PaDIS' 10); ddim
+            makes one (``None`` or 1).
+        solver: ``"dps"``, ``"langevin"``, ``"pc"`` or ``"ddim"`` (not PaDIS': one DDIM step per level with the dps
+            solver's data term, :func:`~medgen.diffusion.samplers.ddim_step`).
         init: ``"pseudo_inverse"``, ``"noise"`` or ``None`` (the solver's official choice).
         clamp: ``(low, high)`` range of the initial pseudo-inverse and of the result, or ``None``.
         residual_norm: ``"per_image"``, ``"per_item"`` or ``"batch"``.
         ddnm: ``solver="langevin"`` only: PaDIS' range-null-space variant.
         snr: ``solver="pc"`` corrector signal-to-noise ratio (PaDIS: 0.16).
+        eta: ``solver="ddim"`` stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
     """
 
     num_steps: int = 100
@@ -75,31 +78,40 @@ class PaDISSettings:
     sigma_max: float = 10.0
     rho: float = 7.0
     zeta: float = 0.3
-    inner_iterations: int = 10
+    inner_iterations: int | None = None
     solver: str = "dps"
     init: str | None = None
     clamp: tuple[float, float] | None = (0.0, 1.0)
     residual_norm: str = "per_image"
     ddnm: bool = False
     snr: float = 0.16
+    eta: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice(self.solver, "solver", SOLVERS)
         check_choice(self.init, "init", (*INITS, None))
         check_choice(self.residual_norm, "residual_norm", RESIDUAL_NORMS)
         check_int(self.num_steps, "num_steps", 2)
+        if self.inner_iterations is None:
+            object.__setattr__(self, "inner_iterations", 1 if self.solver == "ddim" else 10)
         check_int(self.inner_iterations, "inner_iterations", 1)
         karras_sigmas(2, self.sigma_min, self.sigma_max, self.rho)  # validates the schedule arguments
         check_number(self.zeta, "zeta", 0.0)
         check_number(self.snr, "snr", 0.0)
+        check_number(self.eta, "eta", 0.0, 1.0)
+        if self.solver == "ddim" and self.inner_iterations != 1:
+            raise ValueError(
+                f"solver='ddim' makes one denoiser call per noise level; it needs inner_iterations=1, "
+                f"got {self.inner_iterations}."
+            )
         object.__setattr__(self, "clamp", check_box(self.clamp, "clamp"))
         if self.ddnm and self.solver != "langevin":
             raise ValueError(f"ddnm=True is PaDIS' Langevin variant; it needs solver='langevin', got {self.solver!r}.")
 
     @property
     def initialisation(self) -> str:
-        """``init``, or the solver's official choice: ``"pseudo_inverse"`` for dps, ``"noise"`` otherwise."""
-        return self.init or ("pseudo_inverse" if self.solver == "dps" else "noise")
+        """``init``, or the solver's official choice: ``"pseudo_inverse"`` for dps (and ddim), ``"noise"`` otherwise."""
+        return self.init or ("pseudo_inverse" if self.solver in ("dps", "ddim") else "noise")
 
     def sigmas(self) -> list[float]:
         """The noise levels ``(num_steps + 1,)``, descending, ending with 0 (Karras et al.)."""
@@ -121,6 +133,8 @@ class PatchDiffusionInferer(SamplingInferer):
       (:class:`~medgen.diffusion.consistency.NormalizedGradient`), or with ``ddnm=True`` DDNM's range-null estimate
       (:class:`~medgen.diffusion.consistency.RangeNullSpace`).
     - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` over all levels but the last pair.
+    - ``solver="ddim"`` (medgen's, for few network calls): one :func:`~medgen.diffusion.samplers.ddim_step` per
+      level with dps' data term, from ``init + sigma_max z``.
 
     ``init``: ``"pseudo_inverse"`` (``pad(clamp(A^+ y))``, the clamped FBP for CT; dps's official choice) or
     ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
@@ -198,7 +212,7 @@ class PatchDiffusionInferer(SamplingInferer):
         """The solver's data-consistency term on the canvas: ``A`` composed with the canvas crop."""
         settings = self.settings
         on_canvas = ComposedOperator(operator, self.view.crop(image_shape))
-        if settings.solver == "dps":
+        if settings.solver in ("dps", "ddim"):
             return DPS(on_canvas, y, settings.zeta, norm=self._norm(y))
         if settings.ddnm:
             return RangeNullSpace(on_canvas, y)
@@ -286,8 +300,9 @@ class PatchDiffusionInferer(SamplingInferer):
             if sigma is not None and tuple(x0.shape) != tuple(image_shape):
                 raise ValueError(f"warm_start must be shaped like A^H y {tuple(image_shape)}, got {tuple(x0.shape)}.")
             x0 = x0 if settings.clamp is None else x0.clamp(*settings.clamp)
-        if sigma is None:
+        if sigma is None and settings.solver != "ddim":
             return view.canvas(x0)
+        sigma = settings.sigma_max if sigma is None else sigma  # ddim starts on the schedule: A^+ y + sigma_max z
         if settings.solver == "pc":
             return view.canvas(x0 + sigma * torch.randn(x0.shape, generator=generator, device=y.device, dtype=y.dtype))
         canvas = view.canvas(x0)
@@ -311,6 +326,11 @@ class PatchDiffusionInferer(SamplingInferer):
                 x = padis_pc_step(prior, state["x"], sigmas[i], sigmas[i + 1], settings.snr, consistency=term,
                                   group_size=group, generator=generator)
                 return {"x": x}
+        elif settings.solver == "ddim":
+
+            def step(i: int, state: dict[str, Any]) -> dict[str, Any]:
+                return {"x": ddim_step(prior, state["x"], sigmas[i], sigmas[i + 1], settings.eta, consistency=term,
+                                       generator=generator)}
         else:
             dps = settings.solver == "dps"
 

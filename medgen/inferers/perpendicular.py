@@ -59,6 +59,10 @@ class TPDMSettings:
         K, batch_size: the plane schedule and the slices per minibatch of :class:`~medgen.diffusion.views.PlaneView`
             (TPDM: ``K`` 2, SV-CT 2.7; ``batch_size`` 32 uncond, 6 otherwise).
         snr: Langevin signal-to-noise ratio (0.16).
+        corrector_steps: Langevin corrector steps before each predictor (TPDM: 1; 0 halves the network calls).
+        predictor: ``"reverse_diffusion"`` (TPDM) or ``"ddim"`` (:func:`~medgen.diffusion.samplers.ddim_predictor`:
+            the same mean with the noise that keeps the state on the schedule, for few steps).
+        eta: ``"ddim"``'s stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
         norm_reduction: ``"batch_mean"`` (TPDM: one Langevin step size and one DPS norm per minibatch, so a slice's
             update depends on its minibatch) or ``"per_sample"`` (per slice; TPDM's weights then act roughly
             ``sqrt(batch_size)`` times stronger).
@@ -76,6 +80,9 @@ class TPDMSettings:
     K: int | float = 2
     batch_size: int = 6
     snr: float = 0.16
+    corrector_steps: int = 1
+    predictor: str = "reverse_diffusion"
+    eta: float = 1.0
     norm_reduction: str = "batch_mean"
     sigma_min: float | None = None
     sigma_max: float | None = None
@@ -87,7 +94,8 @@ class TPDMSettings:
     def __post_init__(self) -> None:
         check_int(self.steps, "steps", 1)
         PlaneView(K=self.K, batch_size=self.batch_size)  # validates K and batch_size
-        self.pc  # validates snr and norm_reduction
+        self.pc  # validates snr, corrector_steps, predictor, eta and norm_reduction
+        check_choice(self.predictor, "predictor", ("reverse_diffusion", "ddim"))
         check_number(self.sigma_min, "sigma_min", 0.0, open_low=True, allow_none=True)
         check_number(self.sigma_max, "sigma_max", 0.0, open_low=True, allow_none=True)
         check_number(self.eps, "eps", 0.0, 1.0, open_low=True, open_high=True)
@@ -96,8 +104,8 @@ class TPDMSettings:
 
     @property
     def pc(self) -> PCSettings:
-        """The predictor-corrector settings: one Langevin step, then reverse diffusion."""
-        return PCSettings(self.snr, 1, "reverse_diffusion", self.norm_reduction)
+        """The predictor-corrector settings: ``corrector_steps`` Langevin steps, then the predictor."""
+        return PCSettings(self.snr, self.corrector_steps, self.predictor, self.norm_reduction, self.eta)
 
 
 TPDM_OFFICIAL = TPDMSettings(keep_predictor_noise=False, zsr_official_init=True, zsr_noisy_target=True)

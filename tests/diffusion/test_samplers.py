@@ -193,3 +193,85 @@ def test_module_docstring_example_runs():
     x_mean = run_docstring_example(samplers_module.__doc__, "medgen.diffusion.samplers")["x_mean"]
     assert x_mean.shape == (4, 1, 16, 16)
     assert abs(float(x_mean.std()) - 1.0) < 0.1 and abs(float(x_mean.mean())) < 0.1
+
+
+# ------------------------------------------------------------------------------------------------------------- DDIM
+def test_ddim_update_closed_forms():
+    from medgen.diffusion.samplers import ddim_update
+
+    g = torch.Generator().manual_seed(0)
+    x0, x, z = (torch.randn(3, 1, 4, 4, generator=g) for _ in range(3))
+    sigma, nxt = 2.0, 0.5
+    deterministic, mean0 = ddim_update(x, x0, sigma, nxt, 0.0, z)
+    assert torch.allclose(deterministic, x0 + nxt / sigma * (x - x0), atol=1e-6) and torch.equal(deterministic, mean0)
+    ancestral, mean1 = ddim_update(x, x0, sigma, nxt, 1.0, z)
+    assert torch.allclose(mean1, x0 + nxt**2 / sigma**2 * (x - x0), atol=1e-6)  # q(x' | x, x0)'s mean
+    assert torch.allclose(ancestral - mean1, nxt * (1 - nxt**2 / sigma**2) ** 0.5 * z, atol=1e-6)
+    last, _ = ddim_update(x, x0, sigma, 0.0, 1.0, z)
+    assert torch.equal(last, x0)
+    per_item, _ = ddim_update(x, x0, torch.tensor([2.0, 2.0, 1.0]), torch.tensor([0.5, 0.5, 0.5]), 0.0, z)
+    assert torch.allclose(per_item[:2], deterministic[:2]) and torch.allclose(per_item[2], x0[2] + 0.5 * (x[2] - x0[2]))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_update_keeps_the_state_on_the_schedule_where_reverse_diffusion_does_not(eta):
+    # x = x0 + sigma n with the exact x0: after one big step the noise left must have std sigma' for every eta
+    from medgen.diffusion.samplers import ddim_update
+
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(1, 1, 256, 256, generator=g)
+    sigma, nxt = 10.0, 1.0
+    x = x0 + sigma * torch.randn(x0.shape, generator=g)
+    new, _ = ddim_update(x, x0, sigma, nxt, eta, torch.randn(x0.shape, generator=g))
+    assert abs((new - x0).std().item() / nxt - 1) < 0.01
+    # the reverse-diffusion predictor (same mean) adds sqrt(sigma^2 - sigma'^2) ~ sigma of noise on such a step
+    sde = VESDE(nxt, sigma, 2)
+    score = (x0 - x) / sigma**2
+    rd, rd_mean = reverse_diffusion_predictor(x, torch.tensor(1.0), sde, lambda *_: score, generator=g)
+    assert torch.allclose(rd_mean, x0 + nxt**2 / sigma**2 * (x - x0), atol=1e-4)
+    assert (rd - x0).std().item() > 9 * nxt
+
+
+def test_ddim_predictor_shares_the_reverse_diffusion_mean_and_needs_a_ve_sde():
+    from medgen.diffusion.samplers import ddim_predictor
+
+    sde = VESDE(0.01, 50.0, 10)
+    g = torch.Generator().manual_seed(2)
+    x, score = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    t = torch.tensor([0.7, 0.3])
+    _, mean_rd = reverse_diffusion_predictor(x, t, sde, lambda *_: score, noise=torch.zeros_like(x))
+    new, mean_ddim, returned = ddim_predictor(x, t, sde, lambda *_: score, noise=torch.zeros_like(x),
+                                              return_score=True)
+    assert torch.allclose(mean_ddim, mean_rd, atol=1e-5) and torch.equal(new, mean_ddim) and returned is score
+    sigma, nxt = sde.step_sigmas(t)
+    x0 = x + sigma.reshape(-1, 1, 1, 1) ** 2 * score
+    _, mean_eta0 = ddim_predictor(x, t, sde, lambda *_: score, eta=0.0)
+    assert torch.allclose(mean_eta0, x0 + (nxt / sigma).reshape(-1, 1, 1, 1) * (x - x0), atol=1e-4)
+    with pytest.raises(TypeError, match="VE-SDE"):
+        ddim_predictor(x, t, VPSDE(), lambda *_: score)
+
+
+def test_pc_settings_check_eta_and_ddim_pc_step_makes_one_call_per_sub_step():
+    from medgen.diffusion.priors import ScorePrior
+    from medgen.diffusion.samplers import PCSettings, pc_step
+
+    with pytest.raises(ValueError, match="eta"):
+        PCSettings(predictor="ddim", eta=1.5)
+    calls = []
+
+    def net(x, sigma):
+        calls.append(sigma)
+        return -x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+    sde = VESDE(0.01, 10.0, 5)
+    x = start = sde.prior_sampling((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    gain = 1.0
+    for i, t in enumerate(torch.linspace(1, 1e-5, 5)):
+        x, x_mean = pc_step(ScorePrior(net), x, t, sde, PCSettings(corrector_steps=0, predictor="ddim", eta=0.0),
+                            generator=torch.Generator().manual_seed(i))
+        # N(0, 1) data, exact score at the network's sigma(t): x0 = a x, x' = (a + sigma'/sigma (1 - a)) x
+        sigma, nxt = (float(v) for v in sde.step_sigmas(t))
+        a = 1 - sigma**2 / (1 + float(sde.sigma(t)) ** 2)
+        gain *= a + nxt / sigma * (1 - a)
+    assert len(calls) == 5 and torch.equal(x, x_mean)
+    assert torch.allclose(x, gain * start, rtol=1e-4, atol=1e-6)

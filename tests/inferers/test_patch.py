@@ -386,3 +386,32 @@ def test_warm_start_skips_levels_and_equals_the_cold_path_from_step_zero():
     assert torch.isfinite(named).all()
     with pytest.raises(ValueError, match="warm_start must be shaped like A\\^H y"):
         _inferer(op, warm_start=torch.zeros(1, 1, 8, 8), warm_start_step=1)(y, _gaussian_prior)
+
+
+def test_ddim_solver_makes_one_call_per_level_and_reduces_the_residual(tiny_net):
+    sigmas = []
+
+    def recording(patches, sigma, pos):
+        sigmas.append(sigma)
+        return tiny_net(patches, sigma, pos)
+
+    op = _ct()
+    inferer = _inferer(op, num_steps=4, solver="ddim", inner_iterations=None)
+    assert inferer.settings.inner_iterations == 1
+    inferer(op(_phantom()), recording)
+    assert sigmas == inferer.settings.sigmas()[:4]
+    down = Downsample(2)
+    truth = _phantom()
+    y = down(truth)
+    errors = {}
+    for zeta in (0.0, 3.0):
+        out = _inferer(down, num_steps=12, inner_iterations=1, solver="ddim", zeta=zeta)(y, _gaussian_prior).as_tensor()
+        again = _inferer(down, num_steps=12, inner_iterations=1, solver="ddim", zeta=zeta)(y, _gaussian_prior)
+        assert torch.equal(out, again.as_tensor())
+        errors[zeta] = (torch.linalg.vector_norm(down(out) - y).item(), torch.linalg.vector_norm(out - truth).item())
+    # the data term pulls the prior's samples to the measurement (measured: residual 3.17 -> 0.82, error 7.43 -> 3.47)
+    assert errors[3.0][0] < 0.35 * errors[0.0][0] and errors[3.0][1] < 0.6 * errors[0.0][1]
+    with pytest.raises(ValueError, match="inner_iterations=1"):
+        _inferer(op, solver="ddim", inner_iterations=5)
+    with pytest.raises(ValueError, match="eta"):
+        _inferer(op, solver="ddim", inner_iterations=1, eta=2.0)

@@ -447,3 +447,30 @@ def test_warm_start_skips_steps_and_equals_the_cold_path_from_step_zero():
         PerpendicularSliceInferer("zsr", warm_start=truth[..., :8], warm_start_step=2, **kwargs)(low, GaussianScore())
     with pytest.raises(ValueError, match="task='uncond' has none"):
         PerpendicularSliceInferer("uncond", warm_start="cgls", warm_start_step=2)
+
+
+def test_ddim_predictor_without_corrector_halves_the_calls_and_stays_on_the_schedule():
+    # N(0.5, 0.3^2) data, 6 steps from sigma 10: the reverse-diffusion predictor leaves far too much noise,
+    # DDIM's update keeps the state's noise at the schedule's level (measured std: 0.672 vs 0.241 / 0.174 / 0.210)
+    stds, calls = {}, {}
+    for name, kw in {"reverse_diffusion": {}, "ddim": {"predictor": "ddim"},
+                     "ddim_no_corrector": {"predictor": "ddim", "corrector_steps": 0},
+                     "ddim_eta0": {"predictor": "ddim", "corrector_steps": 0, "eta": 0.0}}.items():
+        net = GaussianScore()
+        out = PerpendicularSliceInferer("uncond", steps=6, batch_size=16, seed=0, sigma_max=10.0, progress=False,
+                                        **kw)((16, 16, 16), net)
+        stds[name], calls[name] = out.std().item(), net.calls
+    assert calls == {"reverse_diffusion": 12, "ddim": 12, "ddim_no_corrector": 6, "ddim_eta0": 6}
+    assert stds["reverse_diffusion"] > 0.6
+    assert all(abs(stds[name] - 0.3) < 0.15 for name in ("ddim", "ddim_no_corrector", "ddim_eta0")), stds
+    # DPS acts after the DDIM predictor as after reverse diffusion (measured ratio 0.376)
+    vol, op = phantom((16, 16, 16)), ZAxisAverage(4, axis=-1)
+    low = op(vol)
+    ratio = _residual_ratio("zsr", lambda w: PerpendicularSliceInferer(
+        "zsr", factor=4, dps_weight=4.0 * w, steps=20, batch_size=8, seed=1, predictor="ddim", corrector_steps=0,
+        progress=False), op, MetaTensor(low))
+    assert ratio < 0.5, ratio
+    for bad, match in (({"predictor": "euler_maruyama"}, "predictor"), ({"eta": -0.1}, "eta"),
+                       ({"corrector_steps": -1}, "corrector_steps")):
+        with pytest.raises(ValueError, match=match):
+            PerpendicularSliceInferer("uncond", steps=2, **bad)
