@@ -44,9 +44,10 @@ from typing import Any
 
 import torch
 
-from medgen.checks import check_choice
+from medgen.checks import check_choice, check_int
 from medgen.physics.base import LinearOperator
 from medgen.physics.mri import CartesianMRI, check_multicoil_kspace, complex_to_channels
+from medgen.solvers.cg import cg_iterate
 
 __all__ = [
     "StepContext",
@@ -55,6 +56,7 @@ __all__ = [
     "NormalizedGradient",
     "HardProjection",
     "RangeNullSpace",
+    "ConjugateGradientDenoised",
     "RePaint",
     "KSpaceMeasurement",
     "group_norms",
@@ -269,6 +271,30 @@ class RangeNullSpace(HardProjection):
 
     def apply(self, ctx: StepContext, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return states
+
+
+class ConjugateGradientDenoised(DataConsistency):
+    """DDS's data consistency (Chung, Lee and Ye, ICLR 2024): ``iterations`` conjugate-gradient steps on the normal
+    equations ``A^H A x = A^H y`` started at the denoised estimate replace it before the step uses it.
+
+    The correction stays in the Krylov subspace of ``A^H A`` around ``x0_hat`` (the measured components), so a few
+    steps fit the data without leaving the prior's estimate elsewhere; no gradient goes through the network. CG's
+    inner products are per batch item. The state itself is not corrected.
+
+    Args:
+        operator, y: see :class:`DataConsistency`.
+        iterations: CG steps per call (DDS: 5).
+    """
+
+    def __init__(self, operator: LinearOperator, y: torch.Tensor, iterations: int = 5) -> None:
+        super().__init__(operator, y)
+        check_int(iterations, "iterations", 1)
+        self.iterations = iterations
+
+    def denoised(self, x0_hat: torch.Tensor) -> torch.Tensor:
+        rhs = self.operator.adjoint(self.y - self.operator(x0_hat))
+        state, _, _ = cg_iterate(self.operator.normal, rhs, None, self.iterations, ())
+        return x0_hat + state["x"]
 
 
 class RePaint(DataConsistency):

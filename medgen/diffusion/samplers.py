@@ -189,31 +189,31 @@ def euler_maruyama_predictor(
 
 
 def ddim_update(
-    x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float, eta: float,
+    x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float, eta: float,
     noise: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DDIM's update for a VE state ``x = x0 + sigma n`` (Song et al., ICLR 2021, eq. 12 with ``alpha = 1``).
+    """DDIM's update of a VE state ``x = x0 + sigma eps`` (Song et al., ICLR 2021, eq. 12 with ``alpha = 1``).
 
-    ``x_mean = x0 + sqrt(sigma'^2 - c^2) (x - x0) / sigma`` and ``x' = x_mean + c z`` with
-    ``c = eta sigma' sqrt(1 - sigma'^2 / sigma^2)``: ``eta = 1`` draws from ``p(x' | x, x0)`` (ancestral sampling),
-    ``eta = 0`` is deterministic (the probability-flow ODE's exponential integrator). Unlike the reverse-diffusion
-    predictor, whose added noise ``sqrt(sigma^2 - sigma'^2)`` is close to ``sigma`` when the levels are far apart, the
-    new state carries exactly ``sigma'`` of noise at any step count.
+    ``x_mean = x0 + sqrt(sigma'^2 - c^2) eps`` and ``x' = x_mean + c z`` with ``c = eta sigma' sqrt(1 - sigma'^2 /
+    sigma^2)``: ``eta = 1`` draws from ``p(x' | x, x0)`` (ancestral sampling), ``eta = 0`` is deterministic (the
+    probability-flow ODE's exponential integrator). Unlike the reverse-diffusion predictor, whose added noise
+    ``sqrt(sigma^2 - sigma'^2)`` is close to ``sigma`` when the levels are far apart, the new state carries exactly
+    ``sigma'`` of noise at any step count.
 
     Args:
-        x: state ``(B, ...)``.
-        x0: denoised estimate, shaped like ``x``.
+        x0: denoised estimate ``(B, ...)`` (possibly corrected by a data-consistency term).
+        eps: the state's noise as the network predicts it, ``(x - D(x)) / sigma``, shaped like ``x0``.
         sigma, sigma_next: the noise std of ``x`` and of the new state (scalars or ``(B,)``; ``sigma' = 0``: ``x0``).
         eta: stochasticity in ``[0, 1]``.
-        noise: the standard normal draw ``z``, shaped like ``x``.
+        noise: the standard normal draw ``z``, shaped like ``x0``.
 
     Returns:
         ``(x', x_mean)``.
     """
-    sigma, sigma_next = (batch_broadcast(torch.as_tensor(v, dtype=x.real.dtype, device=x.device), x)
+    sigma, sigma_next = (batch_broadcast(torch.as_tensor(v, dtype=x0.real.dtype, device=x0.device), x0)
                          for v in (sigma, sigma_next))
     c = eta * sigma_next * torch.sqrt((1 - (sigma_next / sigma) ** 2).clamp(min=0))
-    x_mean = x0 + torch.sqrt((sigma_next**2 - c**2).clamp(min=0)) / sigma * (x - x0)
+    x_mean = x0 + torch.sqrt((sigma_next**2 - c**2).clamp(min=0)) * eps
     return x_mean + c * noise, x_mean
 
 
@@ -224,6 +224,7 @@ def ddim_predictor(
     score_fn: ScoreFn,
     *,
     eta: float = 1.0,
+    denoised: Callable[[torch.Tensor], torch.Tensor] | None = None,
     guidance: Guidance | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -241,6 +242,8 @@ def ddim_predictor(
         sde: a :class:`~medgen.diffusion.sde.VESDE`.
         score_fn: ``score_fn(x, t)``.
         eta: stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
+        denoised: optional ``x0 -> x0'`` applied to the denoised estimate before the update (a consistency term's
+            :meth:`~medgen.diffusion.consistency.DataConsistency.denoised`: DDNM, DDS); the noise stays the network's.
         guidance: optional ``guidance(x, score)`` added to the score.
         noise: the standard normal draw ``z``; drawn from ``generator`` if ``None``.
         generator: random generator on ``x``'s device.
@@ -255,8 +258,12 @@ def ddim_predictor(
     sigma, sigma_next = sde.step_sigmas(t)
     score = score_fn(x, t)
     effective = score if guidance is None else score + guidance(x, score)
-    x0 = x + batch_broadcast(sigma**2, x) * effective
-    x_next, x_mean = ddim_update(x, x0, sigma, sigma_next, eta, _noise(x, noise, generator))
+    eps = -batch_broadcast(sigma, x) * effective
+    x0 = x - batch_broadcast(sigma, x) * eps
+    if denoised is not None:
+        with torch.no_grad():
+            x0 = denoised(x0.detach())
+    x_next, x_mean = ddim_update(x0, eps, sigma, sigma_next, eta, _noise(x, noise, generator))
     return _finish(x_next, x_mean, score, return_score)
 
 
@@ -436,7 +443,9 @@ def pc_step(
             else:
                 z = None if draws is None else draws.pop(0)
                 if settings.predictor == "ddim":
-                    x, x_mean, score = ddim_predictor(x_in, t, sde, score_fn, eta=settings.eta, noise=z, **common)
+                    hook = None if consistency is None else consistency.denoised
+                    x, x_mean, score = ddim_predictor(x_in, t, sde, score_fn, eta=settings.eta, denoised=hook, noise=z,
+                                                      **common)
                 else:
                     predictor = reverse_diffusion_predictor if settings.predictor == "reverse_diffusion" else (
                         euler_maruyama_predictor
@@ -543,8 +552,8 @@ def langevin_step(
         the new state, detached.
     """
 
-    def update(x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-        new = x + alpha / 2 * (denoised - x) / sigma**2
+    def update(x: torch.Tensor, denoised: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        new = x + alpha / 2 * (used - x) / sigma**2
         return new + math.sqrt(alpha) * normal_like(new, generator) if add_noise else new
 
     return _denoiser_step(prior, x, sigma, update, consistency, step_size, generator)
@@ -554,13 +563,13 @@ def _denoiser_step(
     prior: Prior,
     x: torch.Tensor,
     sigma: float,
-    update: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    update: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     consistency: DataConsistency | None,
     step_size: float,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """``update(x, consistency.denoised(D(x, sigma)))``, then ``consistency.apply`` with the step's input and ``D``
-    (through the network when the term needs the graph: DPS); the shared frame of the denoiser step rules."""
+    """``update(x, D(x, sigma), consistency.denoised(D(x, sigma)))``, then ``consistency.apply`` with the step's
+    input and ``D`` (through the network when the term needs the graph: DPS); the frame of the denoiser step rules."""
     prior = as_noise_model(prior, "ve")
     needs_graph = consistency is not None and consistency.requires_graph
     x_in = x.detach()
@@ -569,7 +578,7 @@ def _denoiser_step(
         denoised = prior.denoise(x_in, sigma, generator=generator)
     with torch.no_grad():
         used = denoised if consistency is None else consistency.denoised(denoised.detach())
-        new = update(x_in.detach(), used)
+        new = update(x_in.detach(), denoised.detach(), used)
     if consistency is not None:
         context = StepContext(x_in=x_in, x0_hat=denoised, sigma=sigma, step_size=step_size, generator=generator)
         with torch.enable_grad() if needs_graph else torch.no_grad():
@@ -590,7 +599,8 @@ def ddim_step(
 ) -> torch.Tensor:
     """One DDIM step of a VE denoiser prior from ``sigma`` to ``sigma_next`` (:func:`ddim_update`), one network call.
 
-    ``x0 = consistency.denoised(D(x, sigma))``, the DDIM update to ``sigma_next``, then ``consistency.apply`` with the
+    The DDIM update to ``sigma_next`` from ``x0 = consistency.denoised(D(x, sigma))`` and the network's noise
+    ``(x - D) / sigma`` (DDNM's and DDS's rule when the term corrects ``x0``), then ``consistency.apply`` with the
     step's input and ``D`` (through the network for DPS), as :func:`langevin_step` does.
 
     Args:
@@ -607,8 +617,8 @@ def ddim_step(
         the new state, detached.
     """
 
-    def update(x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-        return ddim_update(x, denoised, sigma, sigma_next, eta, normal_like(denoised, generator))[0]
+    def update(x: torch.Tensor, denoised: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        return ddim_update(used, (x - denoised) / sigma, sigma, sigma_next, eta, normal_like(used, generator))[0]
 
     return _denoiser_step(prior, x, sigma, update, consistency, step_size, generator)
 

@@ -32,7 +32,9 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from medgen.checks import check_box, check_choice, check_int, check_no_arguments, check_number, settings_with
-from medgen.diffusion.consistency import DPS, DataConsistency, NormalizedGradient, RangeNullSpace
+from medgen.diffusion.consistency import (
+    DPS, ConjugateGradientDenoised, DataConsistency, NormalizedGradient, RangeNullSpace,
+)
 from medgen.diffusion.priors import PATCH_MODES, PatchPrior, Prior, check_patch_settings
 from medgen.diffusion.samplers import PADIS_DATA_STEP_CAP, PADIS_DATA_STEP_RATE, ddim_step, langevin_step, padis_pc_step
 from medgen.diffusion.schedules import karras_sigmas
@@ -71,6 +73,9 @@ class PaDISSettings:
         ddnm: ``solver="langevin"`` only: PaDIS' range-null-space variant.
         snr: ``solver="pc"`` corrector signal-to-noise ratio (PaDIS: 0.16).
         eta: ``solver="ddim"`` stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
+        cg_iterations: ``solver="ddim"`` only: ``0`` uses dps' data term (``zeta``); ``n > 0`` DDS's instead
+            (:class:`~medgen.diffusion.consistency.ConjugateGradientDenoised`: ``n`` CG steps on the normal equations
+            from each denoised estimate, no gradient through the network, ``zeta`` unused).
     """
 
     num_steps: int = 100
@@ -86,6 +91,7 @@ class PaDISSettings:
     ddnm: bool = False
     snr: float = 0.16
     eta: float = 1.0
+    cg_iterations: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self.solver, "solver", SOLVERS)
@@ -99,6 +105,9 @@ class PaDISSettings:
         check_number(self.zeta, "zeta", 0.0)
         check_number(self.snr, "snr", 0.0)
         check_number(self.eta, "eta", 0.0, 1.0)
+        check_int(self.cg_iterations, "cg_iterations", 0)
+        if self.cg_iterations and self.solver != "ddim":
+            raise ValueError(f"cg_iterations is solver='ddim''s data term; got it with solver={self.solver!r}.")
         if self.solver == "ddim" and self.inner_iterations != 1:
             raise ValueError(
                 f"solver='ddim' makes one denoiser call per noise level; it needs inner_iterations=1, "
@@ -134,7 +143,7 @@ class PatchDiffusionInferer(SamplingInferer):
       (:class:`~medgen.diffusion.consistency.RangeNullSpace`).
     - ``solver="pc"``: :func:`~medgen.diffusion.samplers.padis_pc_step` over all levels but the last pair.
     - ``solver="ddim"`` (medgen's, for few network calls): one :func:`~medgen.diffusion.samplers.ddim_step` per
-      level with dps' data term, from ``init + sigma_max z``.
+      level with dps' data term or (``cg_iterations``) DDS's, from ``init + sigma_max z``.
 
     ``init``: ``"pseudo_inverse"`` (``pad(clamp(A^+ y))``, the clamped FBP for CT; dps's official choice) or
     ``"noise"`` (``sigma_max z``; langevin's and pc's). The result is ``clamp(x_c)``. ``residual_norm``: PaDIS solves
@@ -212,6 +221,8 @@ class PatchDiffusionInferer(SamplingInferer):
         """The solver's data-consistency term on the canvas: ``A`` composed with the canvas crop."""
         settings = self.settings
         on_canvas = ComposedOperator(operator, self.view.crop(image_shape))
+        if settings.cg_iterations:
+            return ConjugateGradientDenoised(on_canvas, y, settings.cg_iterations)
         if settings.solver in ("dps", "ddim"):
             return DPS(on_canvas, y, settings.zeta, norm=self._norm(y))
         if settings.ddnm:

@@ -27,7 +27,9 @@ from monai.data import MetaTensor
 
 from medgen.checks import check_choice, check_int, check_number, check_tensor, check_volume, check_volume_shape
 from medgen.checks import check_bool, settings_with
-from medgen.diffusion.consistency import DPS, DataConsistency, HardProjection, RePaint, StepContext
+from medgen.diffusion.consistency import (
+    DPS, ConjugateGradientDenoised, DataConsistency, HardProjection, RePaint, StepContext,
+)
 from medgen.diffusion.priors import Prior, ScorePrior, as_noise_model, prior_pair
 from medgen.diffusion.samplers import PCSettings, perpendicular_step
 from medgen.diffusion.sde import VESDE
@@ -44,7 +46,7 @@ __all__ = ["PerpendicularSliceInferer", "TPDMSettings", "TPDM_OFFICIAL", "PLANE_
            "TPDM_ZSR_DPS_WEIGHTS", "TASKS", "CONSISTENCIES"]
 
 TASKS = ("uncond", "zsr", "csmri", "svct", "inverse", "inpaint")
-CONSISTENCIES = ("dps", "projection", "repaint")
+CONSISTENCIES = ("dps", "projection", "repaint", "dds")
 
 TPDM_ZSR_DPS_WEIGHTS: dict[int, float] = {5: 4.0, 4: 3.0, 3: 2.0, 2: 1.0}
 """hyn2028/tpdm's automatic MR-ZSR DPS weights by factor (tuned for its minibatch size 6 and BMR data)."""
@@ -63,6 +65,7 @@ class TPDMSettings:
         predictor: ``"reverse_diffusion"`` (TPDM) or ``"ddim"`` (:func:`~medgen.diffusion.samplers.ddim_predictor`:
             the same mean with the noise that keeps the state on the schedule, for few steps).
         eta: ``"ddim"``'s stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
+        cg_iterations: CG steps of ``consistency="dds"`` per primary predictor step.
         norm_reduction: ``"batch_mean"`` (TPDM: one Langevin step size and one DPS norm per minibatch, so a slice's
             update depends on its minibatch) or ``"per_sample"`` (per slice; TPDM's weights then act roughly
             ``sqrt(batch_size)`` times stronger).
@@ -83,6 +86,7 @@ class TPDMSettings:
     corrector_steps: int = 1
     predictor: str = "reverse_diffusion"
     eta: float = 1.0
+    cg_iterations: int = 5
     norm_reduction: str = "batch_mean"
     sigma_min: float | None = None
     sigma_max: float | None = None
@@ -96,6 +100,7 @@ class TPDMSettings:
         PlaneView(K=self.K, batch_size=self.batch_size)  # validates K and batch_size
         self.pc  # validates snr, corrector_steps, predictor, eta and norm_reduction
         check_choice(self.predictor, "predictor", ("reverse_diffusion", "ddim"))
+        check_int(self.cg_iterations, "cg_iterations", 1)
         check_number(self.sigma_min, "sigma_min", 0.0, open_low=True, allow_none=True)
         check_number(self.sigma_max, "sigma_max", 0.0, open_low=True, allow_none=True)
         check_number(self.eps, "eps", 0.0, 1.0, open_low=True, open_high=True)
@@ -150,9 +155,11 @@ class PerpendicularSliceInferer(SamplingInferer):
 
     ``consistency``: ``"dps"`` (TPDM: the un-squared residual norm's gradient through the network after the
     corrector and after the predictor, constant weight), ``"projection"`` (hard consistency ``x + A^+ (y - A x)``
-    after each sub-step: k-space replacement for ``"csmri"``, as HFS-SDE and score-MRI do) or ``"repaint"``
+    after each sub-step: k-space replacement for ``"csmri"``, as HFS-SDE and score-MRI do), ``"repaint"``
     (``"inpaint"`` only: the known voxels noised to the state's level after each sub-step, RePaint; the clean known
-    voxels after the last step).
+    voxels after the last step) or ``"dds"`` (``predictor="ddim"`` only, not TPDM's: ``cg_iterations`` CG steps on
+    the normal equations correct each primary predictor step's denoised estimate,
+    :class:`~medgen.diffusion.consistency.ConjugateGradientDenoised`; no gradient through the network).
 
     Example (a 3D deblurring with any operator, and CS-MRI with hard k-space consistency instead of DPS; random
     tiny network)::
@@ -191,7 +198,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         zsr_axis: zsr's averaged spatial axis (default: the primary plane's column axis).
         mask: csmri sampling mask / inpaint known-voxel mask (or a ``__call__`` argument).
         operator: slice operator for ``"svct"``/``"inverse"``.
-        consistency: ``"dps"``, ``"projection"`` or ``"repaint"`` (default: ``"repaint"`` for inpaint, else DPS).
+        consistency: ``"dps"``, ``"projection"``, ``"repaint"`` or ``"dds"`` (default: ``"repaint"`` for inpaint,
+            else DPS).
         primary_plane, auxiliary_plane, planes: see above.
         parity: start from :data:`TPDM_OFFICIAL` instead of the corrected defaults (quirk settings that contradict
             it are refused).
@@ -228,6 +236,8 @@ class PerpendicularSliceInferer(SamplingInferer):
         check_choice(consistency, "consistency", CONSISTENCIES)
         if consistency == "repaint" and task != "inpaint":
             raise ValueError(f"consistency='repaint' is inpainting's; it needs task='inpaint', got task={task!r}.")
+        if consistency == "dds" and task == "uncond":
+            raise ValueError("consistency='dds' needs a measurement; task='uncond' has none.")
         check_bool(parity, "parity")
         settings = {k: v for k, v in settings.items() if not (k in _QUIRKS and v is None)}
         if parity:
@@ -237,6 +247,11 @@ class PerpendicularSliceInferer(SamplingInferer):
                         f"{name}={settings[name]!r} contradicts parity=True (official: {getattr(TPDM_OFFICIAL, name)!r})."
                     )
         self.settings = settings_with(TPDM_OFFICIAL if parity else TPDMSettings(), settings, type(self).__name__)
+        if consistency == "dds" and self.settings.predictor != "ddim":
+            raise ValueError(
+                f"consistency='dds' corrects the denoised estimate of the ddim predictor; it needs predictor='ddim', "
+                f"got predictor={self.settings.predictor!r}."
+            )
         default = "tpdm_ct" if task == "svct" or (task == "csmri" and parity) else "tpdm_mri"
         planes = plane_pair(planes, primary_plane, auxiliary_plane, default)
         self.view = PlaneView(*planes, self.settings.K, self.settings.batch_size)
@@ -381,6 +396,8 @@ class PerpendicularSliceInferer(SamplingInferer):
             return HardProjection(operator, y)
         if self.consistency == "repaint":
             return RePaint(operator.mask.expand_as(y), y)
+        if self.consistency == "dds":
+            return ConjugateGradientDenoised(operator, y, self.settings.cg_iterations)
         weight = self.dps_weight * (math.sqrt(self.factor) if self.task == "zsr" else 1.0)
         norm = "batch" if self.settings.pc.norm_reduction == "batch_mean" else "item"
         return DPS(operator, y, weight, norm=norm, noisy_target=self.task == "zsr" and self.settings.zsr_noisy_target)

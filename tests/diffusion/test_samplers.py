@@ -202,14 +202,15 @@ def test_ddim_update_closed_forms():
     g = torch.Generator().manual_seed(0)
     x0, x, z = (torch.randn(3, 1, 4, 4, generator=g) for _ in range(3))
     sigma, nxt = 2.0, 0.5
-    deterministic, mean0 = ddim_update(x, x0, sigma, nxt, 0.0, z)
+    deterministic, mean0 = ddim_update(x0, (x - x0) / sigma, sigma, nxt, 0.0, z)
     assert torch.allclose(deterministic, x0 + nxt / sigma * (x - x0), atol=1e-6) and torch.equal(deterministic, mean0)
-    ancestral, mean1 = ddim_update(x, x0, sigma, nxt, 1.0, z)
+    ancestral, mean1 = ddim_update(x0, (x - x0) / sigma, sigma, nxt, 1.0, z)
     assert torch.allclose(mean1, x0 + nxt**2 / sigma**2 * (x - x0), atol=1e-6)  # q(x' | x, x0)'s mean
     assert torch.allclose(ancestral - mean1, nxt * (1 - nxt**2 / sigma**2) ** 0.5 * z, atol=1e-6)
-    last, _ = ddim_update(x, x0, sigma, 0.0, 1.0, z)
+    last, _ = ddim_update(x0, (x - x0) / sigma, sigma, 0.0, 1.0, z)
     assert torch.equal(last, x0)
-    per_item, _ = ddim_update(x, x0, torch.tensor([2.0, 2.0, 1.0]), torch.tensor([0.5, 0.5, 0.5]), 0.0, z)
+    sigmas = torch.tensor([2.0, 2.0, 1.0])
+    per_item, _ = ddim_update(x0, (x - x0) / sigmas.view(-1, 1, 1, 1), sigmas, torch.tensor([0.5, 0.5, 0.5]), 0.0, z)
     assert torch.allclose(per_item[:2], deterministic[:2]) and torch.allclose(per_item[2], x0[2] + 0.5 * (x[2] - x0[2]))
 
 
@@ -222,7 +223,7 @@ def test_ddim_update_keeps_the_state_on_the_schedule_where_reverse_diffusion_doe
     x0 = torch.rand(1, 1, 256, 256, generator=g)
     sigma, nxt = 10.0, 1.0
     x = x0 + sigma * torch.randn(x0.shape, generator=g)
-    new, _ = ddim_update(x, x0, sigma, nxt, eta, torch.randn(x0.shape, generator=g))
+    new, _ = ddim_update(x0, (x - x0) / sigma, sigma, nxt, eta, torch.randn(x0.shape, generator=g))
     assert abs((new - x0).std().item() / nxt - 1) < 0.01
     # the reverse-diffusion predictor (same mean) adds sqrt(sigma^2 - sigma'^2) ~ sigma of noise on such a step
     sde = VESDE(nxt, sigma, 2)

@@ -415,3 +415,28 @@ def test_ddim_solver_makes_one_call_per_level_and_reduces_the_residual(tiny_net)
         _inferer(op, solver="ddim", inner_iterations=5)
     with pytest.raises(ValueError, match="eta"):
         _inferer(op, solver="ddim", inner_iterations=1, eta=2.0)
+
+
+def test_ddim_with_cg_iterations_is_dds_without_network_gradients():
+    grads = []
+
+    def recording(patches, sigma, pos):
+        grads.append(patches.requires_grad)
+        return _gaussian_prior(patches, sigma, pos)
+
+    down = Downsample(2)
+    truth = _phantom()
+    y = down(truth)
+    errors = {}
+    for cg in (0, 3):
+        grads.clear()
+        extra = {"zeta": 0.0} if cg == 0 else {"cg_iterations": cg}
+        out = _inferer(down, num_steps=12, inner_iterations=1, solver="ddim", clamp=None, **extra)(y, recording)
+        out = out.as_tensor()
+        errors[cg] = torch.linalg.vector_norm(down(out) - y).item()
+    assert len(grads) == 12 and not any(grads)  # DDS: one call per level, no graph through the network
+    # Downsample's normal operator is a scaled identity on its range: one CG step is exact, and the last level outputs
+    # the corrected estimate itself
+    assert errors[3] < 1e-3 * errors[0], errors
+    with pytest.raises(ValueError, match="cg_iterations"):
+        _inferer(down, solver="dps", cg_iterations=2)

@@ -474,3 +474,21 @@ def test_ddim_predictor_without_corrector_halves_the_calls_and_stays_on_the_sche
                        ({"corrector_steps": -1}, "corrector_steps")):
         with pytest.raises(ValueError, match=match):
             PerpendicularSliceInferer("uncond", steps=2, **bad)
+
+
+def test_dds_consistency_corrects_the_ddim_denoised_estimate():
+    vol, op = phantom((16, 16, 16)), ZAxisAverage(4, axis=-1)
+    low = MetaTensor(op(vol))
+    residual = {}
+    for consistency in ("dps", "dds"):
+        net = GaussianScore()
+        out = PerpendicularSliceInferer("zsr", factor=4, dps_weight=0.0, consistency=consistency, predictor="ddim",
+                                        steps=10, batch_size=8, seed=1, progress=False)(low, net)
+        residual[consistency] = (op(out.as_tensor()) - low.as_tensor()).norm().item()
+    # zsr's normal operator has one eigenvalue on its range: one CG step projects x0 exactly; the auxiliary steps
+    # in between are unconditional (measured residual 1.13 vs 12.76 without a data term)
+    assert residual["dds"] < 0.15 * residual["dps"], residual
+    with pytest.raises(ValueError, match="predictor='ddim'"):
+        PerpendicularSliceInferer("zsr", factor=4, consistency="dds", steps=2)
+    with pytest.raises(ValueError, match="measurement"):
+        PerpendicularSliceInferer("uncond", consistency="dds", predictor="ddim", steps=2)
