@@ -88,3 +88,46 @@ def assert_beats_the_best_oracle_baseline(metrics: dict[str, Any], margin_db: fl
     margin = metrics["metrics"]["psnr"] - max(oracles.values())
     assert margin >= margin_db, (metrics["metrics"]["psnr"], oracles)
     return margin
+
+
+def run_counting_calls(
+    bundle: Path, network_type: type, output_dir: Path, **overrides: Any
+) -> tuple[dict[str, Any], int]:
+    """Run ``bundle``'s ``inference.json`` with ``overrides``; returns its metrics JSON and the number of forward
+    calls of modules of ``network_type`` (the bundle's network class) during the run."""
+    import torch
+    from monai.bundle import run
+
+    calls = {"n": 0}
+
+    def count(module: Any, args: Any, output: Any) -> None:
+        if type(module) is network_type:
+            calls["n"] += 1
+
+    handle = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        run(config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle),
+            output_dir=str(output_dir), progress=False, **overrides)
+    finally:
+        handle.remove()
+    return json.loads(next(output_dir.glob("*_metrics.json")).read_text()), calls["n"]
+
+
+def assert_fewer_calls_within(
+    bundle: Path, network_type: type, tmp_path: Path, fast: dict[str, Any], seeds: tuple[int, ...] = (0,),
+    min_ratio: float = 5.0, max_loss_db: float = 0.5,
+) -> tuple[float, float]:
+    """Issue 11: the ``fast`` settings make at least ``min_ratio`` times fewer network calls than the bundle's
+    defaults on its shipped sample, within ``max_loss_db`` of their PSNR (means over the sampler ``seeds``); returns
+    ``(calls ratio, PSNR change)``."""
+    psnr: dict[str, list[float]] = {"default": [], "fast": []}
+    calls: dict[str, int] = {}
+    for seed in seeds:
+        for name, overrides in (("default", {}), ("fast", fast)):
+            metrics, calls[name] = run_counting_calls(bundle, network_type, tmp_path / f"{name}{seed}", seed=seed,
+                                                      **overrides)
+            psnr[name].append(metrics["metrics"]["psnr"])
+    ratio, change = calls["default"] / calls["fast"], float(np.mean(psnr["fast"]) - np.mean(psnr["default"]))
+    assert ratio >= min_ratio, calls
+    assert change >= -max_loss_db, psnr
+    return ratio, change

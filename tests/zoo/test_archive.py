@@ -81,10 +81,11 @@ def test_pack_with_external_weights_and_a_base_url(tmp_path: Path):
         names = {m.filename for m in opened.infolist()}
         large_files = opened.read("tpdm_brain_mri/large_files.yml").decode()
     assert not any(n.startswith("tpdm_brain_mri/models/") for n in names)
+    version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
     for weight in ("primary.pt", "auxiliary.pt"):
-        published = tmp_path / "zoo" / "tpdm_brain_mri_v0.1.1" / "models" / weight
+        published = tmp_path / "zoo" / f"tpdm_brain_mri_v{version}" / "models" / weight
         assert published.read_bytes() == (bundle / "models" / weight).read_bytes()
-        assert f'url: "https://example.org/zoo/tpdm_brain_mri_v0.1.1/models/{weight}"' in large_files
+        assert f'url: "https://example.org/zoo/tpdm_brain_mri_v{version}/models/{weight}"' in large_files
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in BUNDLES_DIR.iterdir() if (p / "large_files.yml").is_file()))
@@ -195,7 +196,8 @@ def test_official_weights_pack_as_their_own_version(tmp_path: Path, tpdm_with_of
     # (except the official configuration this test replaced)
     demo = pack_bundle(bundle, tmp_path / "zoo")
     clean = pack_bundle(BUNDLES_DIR / "tpdm_brain_mri", tmp_path / "clean")
-    assert demo.name == clean.name == "tpdm_brain_mri_v0.1.1.zip"
+    version = json.loads((BUNDLES_DIR / "tpdm_brain_mri" / "configs" / "metadata.json").read_text())["version"]
+    assert demo.name == clean.name == f"tpdm_brain_mri_v{version}.zip"
     with zipfile.ZipFile(demo) as packed, zipfile.ZipFile(clean) as reference:
         ours, theirs = manifest_of(packed, "tpdm_brain_mri"), manifest_of(reference, "tpdm_brain_mri")
     assert set(ours) == set(theirs) and "models/primary.pt" in ours

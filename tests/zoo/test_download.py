@@ -24,6 +24,11 @@ from tests.zoo.conftest import BUNDLES_DIR, copy_bundle
 FAST_HFSSDE = {"steps": 4, "seed": 0, "progress": False}
 
 
+def version_of(name: str) -> str:
+    """The version a repository bundle declares (its archive is ``<name>_v<version>.zip``)."""
+    return json.loads((BUNDLES_DIR / name / "configs" / "metadata.json").read_text())["version"]
+
+
 def run_hfssde(bundle: Path, output_dir: Path) -> tuple[np.ndarray, dict]:
     run(config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle), output_dir=str(output_dir),
         **FAST_HFSSDE)
@@ -54,7 +59,7 @@ def test_round_trip_through_a_zoo_served_over_http(tmp_path: Path, zoo: Path, se
 def test_a_tampered_archive_is_refused(tmp_path: Path, zoo: Path, serve):
     folder = tmp_path / "zoo"
     shutil.copytree(zoo, folder)
-    archive = folder / "padis_ct_v0.1.2.zip"
+    archive = folder / f"padis_ct_v{version_of('padis_ct')}.zip"
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
@@ -136,7 +141,7 @@ def test_external_weights_are_fetched_through_large_files_and_checked(tmp_path: 
     for weight in ("primary.pt", "auxiliary.pt"):
         assert (installed / "models" / weight).read_bytes() == (BUNDLES_DIR / "tpdm_brain_mri/models" / weight).read_bytes()
 
-    published = folder / "tpdm_brain_mri_v0.1.1" / "models" / "auxiliary.pt"
+    published = folder / f"tpdm_brain_mri_v{version_of('tpdm_brain_mri')}" / "models" / "auxiliary.pt"
     state = torch.load(published, weights_only=True)
     next(iter(state.values())).add_(1.0)
     torch.save(state, published)
