@@ -13,5 +13,5 @@ fi
 python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check.sh: no CUDA device (use --cpu-smoke)")'
 # the tests that take the `device` fixture (tests/conftest.py), on cuda
 MEDGEN_TEST_DEVICE=cuda python -m pytest -q tests/networks/test_precision.py tests/inferers/test_base.py \
-  tests/solvers/test_devices.py tests/solvers/test_cgls.py
+  tests/solvers/test_devices.py tests/solvers/test_cgls.py tests/diffusion/test_samplers.py
 timeout 900 python benchmarks/gpu_check.py --device cuda "$@"

@@ -276,3 +276,32 @@ def test_pc_settings_check_eta_and_ddim_pc_step_makes_one_call_per_sub_step():
         gain *= a + nxt / sigma * (1 - a)
     assert len(calls) == 5 and torch.equal(x, x_mean)
     assert torch.allclose(x, gain * start, rtol=1e-4, atol=1e-6)
+
+
+def test_ddim_step_with_dds_on_the_device_under_test_matches_the_cpu(device):
+    # the run gpu_check.sh makes on CUDA: DDIM + DDS (CG through the CT operator) and DDIM + DPS (a graph through the
+    # denoiser), deterministic (eta 0, so the devices' different random streams do not enter), against the CPU
+    from medgen.diffusion.consistency import DPS, ConjugateGradientDenoised
+    from medgen.diffusion.priors import DenoiserPrior
+    from medgen.diffusion.samplers import ddim_step
+    from medgen.physics.ct import ParallelBeamCT
+
+    def denoiser(x, sigma):  # exact MMSE denoiser of N(0.5, 0.1 I)
+        return (0.1 * x + sigma**2 * 0.5) / (0.1 + sigma**2)
+
+    g = torch.Generator().manual_seed(0)
+    truth, x = torch.rand(2, 1, 16, 16, generator=g), 0.5 + 0.8 * torch.randn(2, 1, 16, 16, generator=g)
+    results = {}
+    for where in (torch.device("cpu"), device):
+        op = ParallelBeamCT.padis(image_size=16, views=6, num_detectors=32).to(where)
+        y = op(truth.to(where))
+        for name, term in (("dds", ConjugateGradientDenoised(op, y, 3)), ("dps", DPS(op, y, 0.5, norm="item")),
+                           ("none", None)):
+            results[where.type, name] = ddim_step(DenoiserPrior(denoiser), x.to(where), 0.8, 0.3, 0.0,
+                                                  consistency=term, generator=torch.Generator(device=where)).cpu()
+    for name in ("dds", "dps", "none"):
+        assert torch.allclose(results["cpu", name], results[device.type, name], atol=1e-5), name
+    # the data terms did something: both fit the measurement better than the prior alone
+    op = ParallelBeamCT.padis(image_size=16, views=6, num_detectors=32)
+    misfit = {name: (op(results["cpu", name]) - op(truth)).norm().item() for name in ("dds", "dps", "none")}
+    assert misfit["dds"] < misfit["dps"] < misfit["none"], misfit
