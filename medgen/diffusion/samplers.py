@@ -244,10 +244,7 @@ def ddim_predictor(
         eta: stochasticity in ``[0, 1]`` (1: ancestral, 0: deterministic).
         denoised: optional ``x0 -> x0'`` applied to the denoised estimate before the update (a consistency term's
             :meth:`~medgen.diffusion.consistency.DataConsistency.denoised`: DDNM, DDS); the noise stays the network's.
-        guidance: optional ``guidance(x, score)`` added to the score.
-        noise: the standard normal draw ``z``; drawn from ``generator`` if ``None``.
-        generator: random generator on ``x``'s device.
-        return_score: also return the score of the input.
+        guidance, noise, generator, return_score: as in :func:`reverse_diffusion_predictor`.
 
     Returns:
         ``(x, x_mean)`` or ``(x, x_mean, score)``.

@@ -283,16 +283,22 @@ def test_langevin_and_pc_reduce_residual(solver, extra):
     assert final < 0.5 * initial
 
 
-def test_pc_runs_num_steps_minus_one_levels_with_two_calls_each(tiny_net):
+def _sigmas_of_calls(inferer, op, net):
+    """The noise levels ``inferer`` calls ``net`` at, in order, reconstructing the phantom's measurement."""
     sigmas = []
 
     def recording(patches, sigma, pos):
         sigmas.append(sigma)
-        return tiny_net(patches, sigma, pos)
+        return net(patches, sigma, pos)
 
+    inferer(op(_phantom()), recording)
+    return sigmas
+
+
+def test_pc_runs_num_steps_minus_one_levels_with_two_calls_each(tiny_net):
     op = _ct()
     inferer = _inferer(op, num_steps=4, solver="pc")
-    inferer(op(_phantom()), recording)
+    sigmas = _sigmas_of_calls(inferer, op, tiny_net)
     levels = inferer.settings.sigmas()
     assert sigmas == [levels[0], levels[0], levels[1], levels[1], levels[2], levels[2]]
 
@@ -389,17 +395,10 @@ def test_warm_start_skips_levels_and_equals_the_cold_path_from_step_zero():
 
 
 def test_ddim_solver_makes_one_call_per_level_and_reduces_the_residual(tiny_net):
-    sigmas = []
-
-    def recording(patches, sigma, pos):
-        sigmas.append(sigma)
-        return tiny_net(patches, sigma, pos)
-
     op = _ct()
     inferer = _inferer(op, num_steps=4, solver="ddim", inner_iterations=None)
     assert inferer.settings.inner_iterations == 1
-    inferer(op(_phantom()), recording)
-    assert sigmas == inferer.settings.sigmas()[:4]
+    assert _sigmas_of_calls(inferer, op, tiny_net) == inferer.settings.sigmas()[:4]
     down = Downsample(2)
     truth = _phantom()
     y = down(truth)
