@@ -399,7 +399,8 @@ def pc_step(
     the denoised estimate ``x0_hat = (x_in + sigma^2 s(x_in)) / m`` from the score the sub-step used (through the
     network, under ``torch.enable_grad``, when the term needs the graph: DPS) and ``sigma = sde.noise_level(t)``;
     ``noise_to_level`` draws from the marginal at the sub-step's output time (``t`` after the corrector,
-    ``t - T / N`` after the predictor) for RePaint.
+    ``t - T / N`` after the predictor) for RePaint. The ``"ddim"`` predictor updates from the term's
+    :meth:`~medgen.diffusion.consistency.DataConsistency.denoised` estimate (DDNM, DDS), computed once per sub-step.
 
     Args:
         prior: the prior (rescaled to the SDE's noise model).
@@ -449,7 +450,7 @@ def pc_step(
                     )
                     x, x_mean, score = predictor(x_in, t, sde, score_fn, noise=z, **common)
             if consistency is not None:
-                x0_hat = consistency.denoised(tweedie(x_in, score, sigma, sde.noise_model))
+                x0_hat = tweedie(x_in, score, sigma, sde.noise_model)
                 level = t if kind == "corrector" else (t - sde.T / sde.N).clamp(min=0)
                 context = StepContext(
                     x_in=x_in, x0_hat=x0_hat, sigma=sigma, generator=generator,
