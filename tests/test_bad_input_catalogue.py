@@ -302,6 +302,18 @@ def _inferer_cases() -> list[Case]:
              r"checkpoint_every must be an integer >= 0, got -1"),
         Case("inferers", "TPDM checkpoint_dir is a file", lambda f: tpdm(checkpoint_dir=text_file(f, "state"),
              checkpoint_every=1)(low, pair), ValueError, r"checkpoint_dir '.*state' must be a folder"),
+        Case("inferers", "TPDM predictor", lambda _: tpdm(predictor="heun"), ValueError,
+             r"predictor must be one of \('reverse_diffusion', 'ddim'\), got 'heun'"),
+        Case("inferers", "TPDM dds without ddim", lambda _: tpdm(consistency="dds"), ValueError,
+             r"consistency='dds'.*needs predictor='ddim', got predictor='reverse_diffusion'"),
+        Case("inferers", "TPDM eta", lambda _: tpdm(predictor="ddim", eta=1.5), ValueError,
+             r"eta must be in \[0\.0, 1\.0\], got 1\.5"),
+        Case("inferers", "PaDIS ddim inner_iterations", lambda _: PatchDiffusionInferer(
+             ParallelBeamCT(16, 4), patch_size=8, pad=8, solver="ddim", inner_iterations=5), ValueError,
+             r"solver='ddim' makes one denoiser call per noise level; it needs inner_iterations=1, got 5"),
+        Case("inferers", "PaDIS cg_iterations without ddim", lambda _: PatchDiffusionInferer(
+             ParallelBeamCT(16, 4), patch_size=8, pad=8, cg_iterations=3), ValueError,
+             r"cg_iterations is the data term of solver='ddim'; got it with solver='dps'"),
         Case("inferers", "PaDIS sinogram shape", lambda _: padis()(volume(1, 1, 5, 23), net), ValueError,
              r"inputs of shape \(1, 1, 5, 23\) is not a measurement of ParallelBeamCT.*trailing dims \(23, 4\)"),
         Case("inferers", "PaDIS NaN sinogram", lambda _: padis()(with_value(sinogram, float("nan")), net), ValueError,

@@ -107,7 +107,7 @@ class PaDISSettings:
         check_number(self.eta, "eta", 0.0, 1.0)
         check_int(self.cg_iterations, "cg_iterations", 0)
         if self.cg_iterations and self.solver != "ddim":
-            raise ValueError(f"cg_iterations is solver='ddim''s data term; got it with solver={self.solver!r}.")
+            raise ValueError(f"cg_iterations is the data term of solver='ddim'; got it with solver={self.solver!r}.")
         if self.solver == "ddim" and self.inner_iterations != 1:
             raise ValueError(
                 f"solver='ddim' makes one denoiser call per noise level; it needs inner_iterations=1, "

@@ -98,8 +98,8 @@ class TPDMSettings:
     def __post_init__(self) -> None:
         check_int(self.steps, "steps", 1)
         PlaneView(K=self.K, batch_size=self.batch_size)  # validates K and batch_size
-        self.pc  # validates snr, corrector_steps, predictor, eta and norm_reduction
         check_choice(self.predictor, "predictor", ("reverse_diffusion", "ddim"))
+        self.pc  # validates snr, corrector_steps, eta and norm_reduction
         check_int(self.cg_iterations, "cg_iterations", 1)
         check_number(self.sigma_min, "sigma_min", 0.0, open_low=True, allow_none=True)
         check_number(self.sigma_max, "sigma_max", 0.0, open_low=True, allow_none=True)
