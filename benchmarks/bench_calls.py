@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import make_validation_sample  # noqa: E402
+from bench_quality import make_validation_sample, psnr_ssim  # noqa: E402
 from bench_warm_start import BUNDLES, WARM_STARTS, run_bundle  # noqa: E402
 
 SAMPLE_SEED = 7
@@ -97,11 +97,6 @@ def check_ladder(bundle: str) -> None:
             raise SystemExit(f"{bundle} rung {name!r}: keys {unknown} are not declared in its inference.json.")
 
 
-def _scores(metrics: dict[str, Any]) -> tuple[float, float]:
-    ssim = metrics["ssim"]["mean"] if isinstance(metrics["ssim"], dict) else metrics["ssim"]
-    return round(metrics["psnr"], 3), round(ssim, 4)
-
-
 def _inputs(bundle: str, seed: int, folder: Path) -> dict[str, str]:
     """The shipped sample (seed 7: the config's own inputs) or a validation phantom's."""
     if seed == SAMPLE_SEED:
@@ -139,7 +134,7 @@ def main() -> None:
                         overrides = {**inputs, **ladder[name], "seed": sampler_seed}
                         with tempfile.TemporaryDirectory() as out:
                             result = run_bundle(bundle, overrides, Path(out) / "out")
-                        psnr, ssim = _scores(result["summary"]["metrics"])
+                        psnr, ssim = psnr_ssim(result["summary"]["metrics"])
                         results.setdefault(name, []).append((result["network_calls"], psnr, ssim))
                         print(json.dumps({"bundle": bundle, "seed": seed, "sampler_seed": sampler_seed, "rung": name,
                                           "overrides": ladder[name], "network_calls": result["network_calls"],

@@ -82,7 +82,8 @@ def make_validation_sample(bundle: str, seed: int, folder: Path) -> dict[str, st
     return {"input_path": str(kspace), "reference_path": str(reference)}
 
 
-def _psnr_ssim(metrics: dict[str, Any]) -> tuple[float, float]:
+def psnr_ssim(metrics: dict[str, Any]) -> tuple[float, float]:
+    """``(PSNR, SSIM)`` of a bundle's metrics entry (mean SSIM for a volume's per-slice record), rounded."""
     ssim = metrics["ssim"]["mean"] if isinstance(metrics["ssim"], dict) else metrics["ssim"]
     return round(metrics["psnr"], 3), round(ssim, 4)
 
@@ -113,8 +114,8 @@ def main() -> None:
                     with tempfile.TemporaryDirectory() as out:
                         result = run_bundle(bundle, overrides, Path(out) / "out")
                     summary = result["summary"]
-                    scores = _psnr_ssim(summary["metrics"])
-                    baselines = {name: _psnr_ssim(m) for name, m in summary["baselines"].items()}
+                    scores = psnr_ssim(summary["metrics"])
+                    baselines = {name: psnr_ssim(m) for name, m in summary["baselines"].items()}
                     best_oracle = max(p for name, (p, _) in baselines.items() if name.endswith("_oracle"))
                     psnr.setdefault((key, value), []).append(scores[0])
                     margin.setdefault((key, value), []).append(scores[0] - best_oracle)

@@ -215,6 +215,15 @@ def _pairs_as_complex(t: torch.Tensor) -> torch.Tensor | None:
     return torch.view_as_complex(pairs)
 
 
+def _band_pairs(flat: torch.Tensor, lead: Sequence[int], w2: int, e: int, inner: bool) -> torch.Tensor:
+    """A work buffer ``flat`` as ``(*lead, w2, 2, e)``: the two W bands stored innermost (``inner``: the complex
+    product's (high, low) pairs) or outside ``(w2, e)``, so that each butterfly runs over contiguous runs of ``w2 e``
+    numbers instead of pairs."""
+    if inner:
+        return flat.view(*lead, w2, 2, e)
+    return flat.view(*lead, 2, w2, e).transpose(-3, -2)
+
+
 def _blocks(t: torch.Tensor, c0: int, c1: int, i0: int, i1: int, channel_dim: int) -> torch.Tensor:
     """``t`` narrowed to channels ``c0:c1`` at ``channel_dim`` and depth pairs ``i0:i1`` at the next axis."""
     return t.narrow(channel_dim, c0, c1 - c0).narrow(channel_dim + 1, i0, i1 - i0)
@@ -249,13 +258,9 @@ def _haar_analysis(x: torch.Tensor, lll_scale: float, layout: str) -> torch.Tens
             n, k = c1 - c0, i1 - i0
             if (n, k) not in buffers:
                 size = n * k * 2 * h * w * e
-                # (.., w2, [high, low], e): the complex product needs the bands innermost; the other paths keep them
-                # outside (w2, e), so that each butterfly runs over contiguous runs of w2 e numbers, not pairs
-                first = (storage[0, :size].view(n, k, 2, h, w2, 2, e) if fast
-                         else storage[0, :size].view(n, k, 2, h, 2, w2, e).transpose(4, 5))
+                first = _band_pairs(storage[0, :size], (n, k, 2, h), w2, e, fast)  # (.., w2, [high, low], e)
                 rows = first.unflatten(3, (h2, 2))  # (n, k, 2d, h2, 2h, w2, 2w, e)
-                second = (storage[1, :size].view(2, n, k, 2, h2, w2, 2, e) if fast
-                          else storage[1, :size].view(2, n, k, 2, h2, 2, w2, e).transpose(5, 6))  # (2h, .., w2, 2w, e)
+                second = _band_pairs(storage[1, :size], (2, n, k, 2, h2), w2, e, fast)  # (2h, n, k, 2d, h2, w2, 2w, e)
                 buffers[n, k] = (first, _pairs_as_complex(first) if fast else None, rows[..., 0, :, :, :],
                                  rows[..., 1, :, :, :], second[0], second[1], second[:, :, :, 0], second[:, :, :, 1])
             first, first_pairs, rows_low, rows_high, second_low, second_high, low_d, high_d = buffers[n, k]
@@ -307,11 +312,8 @@ def _haar_synthesis(coeffs: torch.Tensor, lll_scale: float, layout: str) -> torc
             n, k = c1 - c0, i1 - i0
             if (n, k) not in buffers:
                 size = n * k * 2 * h * w * e
-                # bands outside (w2, e) unless the complex product is used (see the analysis)
-                first = (storage[0, :size].view(2, n, k, 2, h2, w2, 2, e) if fast
-                         else storage[0, :size].view(2, n, k, 2, h2, 2, w2, e).transpose(5, 6))  # (2h, .., 2w, e)
-                second = (storage[1, :size].view(n, k, 2, h2, 2, w2, 2, e) if fast
-                          else storage[1, :size].view(n, k, 2, h2, 2, 2, w2, e).transpose(5, 6))  # (.., h2, 2h, w2, 2w, e)
+                first = _band_pairs(storage[0, :size], (2, n, k, 2, h2), w2, e, fast)  # (2h, n, k, 2d, .., 2w, e)
+                second = _band_pairs(storage[1, :size], (n, k, 2, h2, 2), w2, e, fast)  # (n, k, 2d, h2, 2h, w2, 2w, e)
                 flat = second.flatten(3, 4)  # (n, k, 2d, H, w2, [high, low], e)
                 buffers[n, k] = (first, first[:, :, :, 0], first[:, :, :, 1], second[..., 0, :, :, :],
                                  second[..., 1, :, :, :], flat, _pairs_as_complex(flat) if fast else None)
